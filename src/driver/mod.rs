@@ -1,0 +1,527 @@
+//! The ring driver: one io_uring, its op table, submission and reaping.
+//!
+//! Contract with the layers above:
+//! - An op's `user_data` is its slot index in the op table. A slot is freed only when its
+//!   **final** CQE has been reaped (for multishot ops, the CQE without `IORING_CQE_F_MORE`), so
+//!   a `user_data` is never reused while the kernel still knows it.
+//! - Everything the kernel may read or write for an op is owned by its [`Op`] future while the
+//!   future lives, and by the slot once the future is dropped ([`slot::Lifecycle::Orphaned`]),
+//!   until the final CQE. Dropping, leaking or panicking never frees that memory early.
+//! - Cancel SQEs carry [`CANCEL_USER_DATA`]; their CQEs are ignored.
+//! - Wakers are never woken, and user values never dropped, while the driver is borrowed:
+//!   the reaper collects them into [`Released`], which the runtime drains after the borrow ends.
+//! - A full SQ is submitted and the push retried; an SQE is never dropped.
+//!
+//! The driver knows nothing of tasks beyond a `Waker`, and nothing of sockets.
+
+pub(crate) mod op;
+pub(crate) mod ops;
+mod registry;
+pub(crate) mod slot;
+
+pub(crate) use op::{Op, OpCode};
+pub(crate) use registry::{current, lookup, unregister, EnterGuard};
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use io_uring::{opcode, squeue, types, IoUring};
+use slab::Slab;
+
+use slot::{Completion, Lifecycle, OnCqe, Orphan};
+
+/// `user_data` of cancel SQEs; their CQEs are ignored. Never a slot index: the table cannot
+/// hold `u64::MAX` entries.
+pub(crate) const CANCEL_USER_DATA: u64 = u64::MAX;
+
+/// `IORING_ENTER_GETEVENTS` (value from the kernel's uapi header): run deferred task work and post completions. Always passed, since
+/// under `DEFER_TASKRUN` nothing completes without it.
+const ENTER_GETEVENTS: u32 = 1 << 0;
+
+/// How many times a transient `io_uring_enter` failure (`EAGAIN`, `EBUSY`, `ENOMEM`) is
+/// retried, after reaping, before it is returned.
+const TRANSIENT_RETRIES: u32 = 1000;
+
+/// A loop's driver: cheap to clone, `!Send`.
+#[derive(Clone)]
+pub(crate) struct Driver(Rc<DriverCell>);
+
+pub(crate) struct DriverCell {
+    pub(crate) id: u64,
+    inner: RefCell<Inner>,
+}
+
+struct Inner {
+    /// `None` once closed.
+    ring: Option<IoUring>,
+    ops: Slab<Lifecycle>,
+    released: Released,
+    /// The doorbell read: its descriptor and whether a read of it is in the kernel.
+    wake_fd: RawFd,
+    wake_armed: bool,
+    wake_buf: Option<Box<u64>>,
+    /// Ops whose future is alive and waiting (what can still wake a task).
+    owned: usize,
+    /// CQEs whose `user_data` matched no slot; counted, never fatal.
+    stray_cqes: u64,
+}
+
+/// Wake-ups and orphans collected while the driver was borrowed.
+#[derive(Default)]
+pub(crate) struct Released {
+    pub(crate) wakers: Vec<Waker>,
+    pub(crate) orphans: Vec<(Box<dyn Orphan>, Completion)>,
+}
+
+impl Released {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.wakers.is_empty() && self.orphans.is_empty()
+    }
+
+    /// Wakes and drops everything. Call with no borrow of the driver held.
+    pub(crate) fn run(&mut self) {
+        for w in self.wakers.drain(..) {
+            w.wake();
+        }
+        for (mut o, c) in self.orphans.drain(..) {
+            o.release(c);
+            drop(o);
+        }
+    }
+}
+
+/// The error an op gets when its loop was already closed.
+pub(crate) fn closed_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "the event loop this operation belongs to was closed",
+    )
+}
+
+impl Driver {
+    pub(crate) fn new(id: u64, ring: IoUring, wake_fd: RawFd) -> Driver {
+        let cap = ring.params().cq_entries() as usize;
+        let d = Driver(Rc::new(DriverCell {
+            id,
+            inner: RefCell::new(Inner {
+                ring: Some(ring),
+                ops: Slab::with_capacity(cap),
+                released: Released::default(),
+                wake_fd,
+                wake_armed: false,
+                wake_buf: Some(Box::new(0)),
+                owned: 0,
+                stray_cqes: 0,
+            }),
+        }));
+        registry::register(&d);
+        d
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// Makes this driver the thread's current one until the guard drops.
+    pub(crate) fn enter(&self) -> EnterGuard {
+        registry::enter(&self.0)
+    }
+
+    /// Ops whose future is alive: what could still wake a task.
+    pub(crate) fn owned_ops(&self) -> usize {
+        self.0.inner.borrow().owned
+    }
+
+    /// Slots the kernel still owes a final CQE, internal ones included.
+    pub(crate) fn awaiting_kernel(&self) -> usize {
+        let inner = self.0.inner.borrow();
+        inner.ops.iter().filter(|(_, s)| s.awaits_kernel()).count()
+    }
+
+    pub(crate) fn stray_cqes(&self) -> u64 {
+        self.0.inner.borrow().stray_cqes
+    }
+
+    /// Moves what the last reap released into `out`, to be run after the borrow ends.
+    pub(crate) fn take_released(&self, out: &mut Released) {
+        let mut inner = self.0.inner.borrow_mut();
+        if !inner.released.is_empty() {
+            std::mem::swap(&mut inner.released, out);
+        }
+    }
+
+    pub(crate) fn has_released(&self) -> bool {
+        !self.0.inner.borrow().released.is_empty()
+    }
+
+    /// Whether SQEs wait to be submitted, or completions may wait to be reaped.
+    pub(crate) fn needs_enter(&self) -> bool {
+        let mut inner = self.0.inner.borrow_mut();
+        let owned = inner.owned;
+        match inner.ring.as_mut() {
+            Some(ring) => !ring.submission().is_empty() || owned > 0,
+            None => false,
+        }
+    }
+
+    /// Arms the doorbell read if it is not in the kernel already.
+    pub(crate) fn arm_wake(&self) -> io::Result<()> {
+        self.0.inner.borrow_mut().arm_wake()
+    }
+
+    /// Submits what is queued and reaps what completed, without blocking.
+    pub(crate) fn submit(&self) -> io::Result<()> {
+        self.0.inner.borrow_mut().enter(0, None)
+    }
+
+    /// Submits, then blocks until a completion arrives or `timeout` passes.
+    pub(crate) fn park(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.0.inner.borrow_mut().enter(1, timeout)
+    }
+
+    /// Cancels every op still in the kernel, reaps until none is left or `timeout` passes,
+    /// then releases the ring. Past the timeout, memory the kernel may still write is leaked,
+    /// never freed, and the error says how many ops were abandoned.
+    pub(crate) fn close(&self, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let result = loop {
+            let mut inner = self.0.inner.borrow_mut();
+            if inner.ring.is_none() {
+                break Ok(());
+            }
+            let pending: Vec<usize> = inner
+                .ops
+                .iter()
+                .filter(|(_, s)| s.awaits_kernel())
+                .map(|(k, _)| k)
+                .collect();
+            if pending.is_empty() {
+                break Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break Err(inner.abandon(pending.len(), timeout));
+            }
+            for key in pending {
+                // A cancel that cannot be queued is retried on the next round.
+                if inner.push_cancel(key).is_err() {
+                    break;
+                }
+            }
+            let wait = (deadline - now).min(Duration::from_millis(100));
+            let r = inner.enter(1, Some(wait));
+            drop(inner);
+            self.run_released();
+            if let Err(e) = r {
+                let mut inner = self.0.inner.borrow_mut();
+                let n = inner.ops.iter().filter(|(_, s)| s.awaits_kernel()).count();
+                if n == 0 {
+                    break Ok(());
+                }
+                let abandoned = inner.abandon(n, timeout);
+                break Err(io::Error::new(
+                    e.kind(),
+                    format!("{abandoned} (io_uring_enter failed: {e})"),
+                ));
+            }
+        };
+        self.run_released();
+        // Dropping the ring closes its descriptor and unmaps the queues.
+        let ring = self.0.inner.borrow_mut().ring.take();
+        drop(ring);
+        result
+    }
+
+    fn run_released(&self) {
+        let mut released = Released::default();
+        self.take_released(&mut released);
+        released.run();
+    }
+
+    /// Queues `sqe` (already carrying its `user_data`) for `data`'s op; returns its key.
+    fn submit_op(&self, sqe: squeue::Entry, waker: &Waker) -> io::Result<usize> {
+        let mut inner = self.0.inner.borrow_mut();
+        if inner.ring.is_none() {
+            return Err(closed_error());
+        }
+        let entry = inner.ops.vacant_entry();
+        let key = entry.key();
+        entry.insert(Lifecycle::Submitted {
+            waker: Some(waker.clone()),
+        });
+        inner.owned += 1;
+        if let Err(e) = inner.push(sqe.user_data(key as u64)) {
+            inner.ops.remove(key);
+            inner.owned -= 1;
+            return Err(e);
+        }
+        Ok(key)
+    }
+
+    /// Takes the final completion of `key`, or registers `waker`.
+    fn poll_op(&self, key: usize, cx: &mut Context<'_>) -> Poll<Completion> {
+        let mut inner = self.0.inner.borrow_mut();
+        let Some(slot) = inner.ops.get_mut(key) else {
+            // Only reachable if the table was cleared at close: the op was abandoned.
+            return Poll::Pending;
+        };
+        match slot {
+            Lifecycle::Completed(c) => {
+                let c = *c;
+                inner.ops.remove(key);
+                Poll::Ready(c)
+            }
+            Lifecycle::Submitted { waker } => {
+                match waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            // Abandoned at close; the kernel may still write this op's memory, so the future
+            // must never complete and hand it back.
+            _ => Poll::Pending,
+        }
+    }
+
+    /// Called when an op's future is dropped while its slot is live. Returns `Ok(c)` with the
+    /// final completion if it had arrived (the slot is then freed and the caller owns the data
+    /// again), or `Err(orphan)`-style by taking `make_orphan` into the slot and cancelling.
+    fn drop_op(&self, key: usize, orphan: impl FnOnce() -> Box<dyn Orphan>) -> DropOutcome {
+        let mut inner = self.0.inner.borrow_mut();
+        match inner.ops.get(key) {
+            Some(Lifecycle::Completed(c)) => {
+                let c = *c;
+                inner.ops.remove(key);
+                DropOutcome::Completed(c)
+            }
+            Some(Lifecycle::Submitted { .. }) | Some(Lifecycle::Streaming { .. }) => {
+                let was_owned = inner.ops[key].has_owner();
+                let waker = match std::mem::replace(&mut inner.ops[key], Lifecycle::Abandoned) {
+                    Lifecycle::Submitted { waker } => waker,
+                    Lifecycle::Streaming { waker, .. } => waker,
+                    _ => None,
+                };
+                inner.ops[key] = Lifecycle::Orphaned(orphan());
+                if was_owned {
+                    inner.owned -= 1;
+                }
+                // The cancel is queued like any SQE: if the SQ is full it is submitted and
+                // retried. If even that fails the op still completes by itself; the slot
+                // keeps the data until it does.
+                let _ = inner.push_cancel(key);
+                drop(inner);
+                drop(waker);
+                DropOutcome::Orphaned
+            }
+            // Abandoned at close, or already gone: the data must be leaked.
+            _ => DropOutcome::Leak,
+        }
+    }
+}
+
+pub(crate) enum DropOutcome {
+    Completed(Completion),
+    Orphaned,
+    Leak,
+}
+
+impl Inner {
+    fn ring(&mut self) -> io::Result<&mut IoUring> {
+        self.ring.as_mut().ok_or_else(closed_error)
+    }
+
+    /// Pushes one SQE, submitting first if the SQ is full. Never drops it.
+    fn push(&mut self, sqe: squeue::Entry) -> io::Result<()> {
+        loop {
+            let ring = self.ring()?;
+            // SAFETY: every pointer in `sqe` refers to memory owned by the op's future or by
+            // its slot, which stays alive until the op's final CQE (see the module contract);
+            // cancel SQEs carry no pointers.
+            if unsafe { ring.submission().push(&sqe) }.is_ok() {
+                return Ok(());
+            }
+            // Full: hand the queued SQEs to the kernel to make room, reaping as we go.
+            self.enter(0, None)?;
+        }
+    }
+
+    fn push_cancel(&mut self, key: usize) -> io::Result<()> {
+        let sqe = opcode::AsyncCancel::new(key as u64)
+            .build()
+            .user_data(CANCEL_USER_DATA);
+        self.push(sqe)
+    }
+
+    fn arm_wake(&mut self) -> io::Result<()> {
+        if self.wake_armed || self.ring.is_none() {
+            return Ok(());
+        }
+        let mut buf = self.wake_buf.take().unwrap_or_else(|| Box::new(0));
+        let ptr: *mut u64 = &mut *buf;
+        let entry = self.ops.vacant_entry();
+        let key = entry.key();
+        entry.insert(Lifecycle::Internal(buf));
+        let sqe = opcode::Read::new(types::Fd(self.wake_fd), ptr.cast(), 8)
+            .build()
+            .user_data(key as u64);
+        match self.push(sqe) {
+            Ok(()) => {
+                self.wake_armed = true;
+                Ok(())
+            }
+            Err(e) => {
+                if let Lifecycle::Internal(buf) = self.ops.remove(key) {
+                    self.wake_buf = Some(buf);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// One `io_uring_enter`: submits every queued SQE and, with `want > 0`, waits for a
+    /// completion or `timeout`; then reaps. `EINTR` and an expired timeout are not errors;
+    /// `EBUSY`/`EAGAIN`/`ENOMEM` (completions backed up, or the kernel short of memory) reap
+    /// first and retry.
+    fn enter(&mut self, want: u32, timeout: Option<Duration>) -> io::Result<()> {
+        let mut tries = 0;
+        loop {
+            let ring = self.ring()?;
+            let to_submit = ring.submission().len() as u32;
+            let submitter = ring.submitter();
+            let res = match timeout {
+                Some(t) if want > 0 => {
+                    let ts = types::Timespec::from(t);
+                    let args = types::SubmitArgs::new().timespec(&ts);
+                    submitter.submit_with_args(want as usize, &args)
+                }
+                // SAFETY: no argument pointer is passed (`None`), so the kernel reads nothing
+                // but the flags and counts given here.
+                _ => unsafe {
+                    submitter.enter::<libc::sigset_t>(to_submit, want, ENTER_GETEVENTS, None)
+                },
+            };
+            match res {
+                Ok(_) => break,
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::ETIME) => break,
+                    Some(libc::EINTR) if want > 0 => break,
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EBUSY | libc::EAGAIN | libc::ENOMEM)
+                        if tries < TRANSIENT_RETRIES =>
+                    {
+                        tries += 1;
+                        if self.reap() == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                    _ => return Err(e),
+                },
+            }
+        }
+        self.reap();
+        Ok(())
+    }
+
+    /// Applies every available CQE to its slot. Returns how many were reaped.
+    fn reap(&mut self) -> usize {
+        let Inner {
+            ring,
+            ops,
+            released,
+            wake_armed,
+            wake_buf,
+            owned,
+            stray_cqes,
+            ..
+        } = self;
+        let Some(ring) = ring.as_mut() else {
+            return 0;
+        };
+        let mut n = 0;
+        for cqe in ring.completion() {
+            n += 1;
+            let ud = cqe.user_data();
+            if ud == CANCEL_USER_DATA {
+                continue;
+            }
+            let c = Completion {
+                res: cqe.result(),
+                flags: cqe.flags(),
+            };
+            let key = ud as usize;
+            let Some(slot) = ops.get_mut(key) else {
+                *stray_cqes += 1;
+                continue;
+            };
+            let was_owned = slot.has_owner();
+            let action = slot.on_cqe(c);
+            if was_owned && !slot.has_owner() {
+                *owned -= 1;
+            }
+            match action {
+                OnCqe::Nothing => {}
+                OnCqe::Wake(w) => released.wakers.push(w),
+                OnCqe::ReleaseInPlace => {
+                    if let Lifecycle::Orphaned(o) = slot {
+                        o.release(c);
+                    }
+                }
+                OnCqe::FreeOrphan => {
+                    if let Lifecycle::Orphaned(o) = ops.remove(key) {
+                        released.orphans.push((o, c));
+                    }
+                }
+                OnCqe::FreeInternal => {
+                    if let Lifecycle::Internal(buf) = ops.remove(key) {
+                        *wake_buf = Some(buf);
+                    }
+                    *wake_armed = false;
+                }
+            }
+        }
+        n
+    }
+
+    /// Close ran out of time: leak (never free) everything the kernel may still write.
+    fn abandon(&mut self, pending: usize, timeout: Duration) -> io::Error {
+        let keys: Vec<usize> = self
+            .ops
+            .iter()
+            .filter(|(_, s)| s.awaits_kernel())
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            match std::mem::replace(&mut self.ops[key], Lifecycle::Abandoned) {
+                Lifecycle::Orphaned(o) => std::mem::forget(o),
+                Lifecycle::Internal(b) => std::mem::forget(b),
+                // A live future keeps its own data; it sees `Abandoned` and leaks it.
+                _ => {}
+            }
+        }
+        self.owned = 0;
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "closing the event loop: {pending} operation(s) were still in the kernel {timeout:?} \
+                 after being cancelled; their buffers were leaked rather than freed, since the \
+                 kernel may still write them"
+            ),
+        )
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Only reached once the ring is gone (close ran) or if it never ran: in the latter
+        // case the kernel may still own memory in the slots, so leak them rather than free.
+        if self.ring.is_some() {
+            let ops = std::mem::take(&mut self.ops);
+            std::mem::forget(ops);
+        }
+    }
+}

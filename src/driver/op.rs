@@ -1,0 +1,148 @@
+//! `Op<T>`: the future of one in-flight operation.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use io_uring::squeue;
+
+use super::slot::{Completion, Orphan};
+use super::{current, lookup, DropOutcome};
+
+/// An operation the kernel can run: it builds its SQE and owns what the SQE points at.
+///
+/// # Safety
+///
+/// Every pointer in the entry returned by [`sqe`](OpCode::sqe) must refer to memory owned by
+/// `self` (or `'static`) that stays valid, and at the same address, for as long as `self` is
+/// alive, **including after `self` is moved**: heap blocks (`Vec`, `Box`, `CString`) qualify,
+/// fields stored inline in `self` do not. The driver moves `self` into its op table when the
+/// future is dropped and keeps it there until the final CQE.
+pub(crate) unsafe trait OpCode: 'static {
+    /// The SQE for this op; its `user_data` is set by the driver.
+    fn sqe(&mut self) -> squeue::Entry;
+
+    /// Told of a CQE that reached an op nobody waits for any more, so that a result which
+    /// carries a resource (an fd, say) is released. Must not touch the loop.
+    fn release(&mut self, _c: Completion) {}
+}
+
+impl<T: OpCode> Orphan for T {
+    fn release(&mut self, c: Completion) {
+        OpCode::release(self, c)
+    }
+}
+
+/// What an op resolves to: its result, the CQE flags, and its data given back.
+pub(crate) struct Outcome<T> {
+    pub(crate) result: io::Result<u32>,
+    #[allow(dead_code)]
+    pub(crate) flags: u32,
+    pub(crate) data: T,
+}
+
+/// The future of one operation. Submitted on first poll, to the loop polling it; it belongs to
+/// that loop from then on.
+pub(crate) struct Op<T: OpCode> {
+    /// 0 until submitted; then the id of the loop whose op table holds slot `key`.
+    loop_id: u64,
+    key: usize,
+    /// `None` once the outcome was handed out.
+    data: Option<T>,
+}
+
+// `T` is never pinned: what the kernel touches lives on the heap (see `OpCode`).
+impl<T: OpCode> Unpin for Op<T> {}
+
+impl<T: OpCode> Op<T> {
+    pub(crate) fn new(data: T) -> Op<T> {
+        Op {
+            loop_id: 0,
+            key: 0,
+            data: Some(data),
+        }
+    }
+}
+
+#[track_caller]
+fn wrong_loop() -> ! {
+    panic!(
+        "ringloop: an I/O operation started on one event loop was polled where that loop is not \
+         running; an I/O object and its futures belong to the loop that first polled them"
+    )
+}
+
+impl<T: OpCode> Future for Op<T> {
+    type Output = Outcome<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
+        let this = self.get_mut();
+        let Some(driver) = current() else {
+            if this.loop_id == 0 {
+                panic!(
+                    "ringloop: an I/O future was polled outside a running event loop; run it \
+                     with EventLoop::block_on or spawn it on a loop"
+                );
+            }
+            wrong_loop()
+        };
+        if this.loop_id == 0 {
+            let data = this.data.as_mut().expect("Op polled after it completed");
+            let sqe = data.sqe();
+            return match driver.submit_op(sqe, cx.waker()) {
+                Ok(key) => {
+                    this.loop_id = driver.id();
+                    this.key = key;
+                    Poll::Pending
+                }
+                Err(e) => Poll::Ready(Outcome {
+                    result: Err(e),
+                    flags: 0,
+                    data: this.data.take().expect("Op polled after it completed"),
+                }),
+            };
+        }
+        if driver.id() != this.loop_id {
+            wrong_loop();
+        }
+        match driver.poll_op(this.key, cx) {
+            Poll::Ready(c) => Poll::Ready(Outcome {
+                result: c.result(),
+                flags: c.flags,
+                data: this.data.take().expect("Op polled after it completed"),
+            }),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: OpCode> Drop for Op<T> {
+    fn drop(&mut self) {
+        if self.loop_id == 0 {
+            return;
+        }
+        let Some(data) = self.data.take() else {
+            return;
+        };
+        let Some(driver) = lookup(self.loop_id) else {
+            // The loop is not on this thread (the future was moved away) or is gone: we cannot
+            // know whether the kernel is done with the data, so it is leaked, never freed.
+            std::mem::forget(data);
+            return;
+        };
+        let mut data = Some(data);
+        let outcome = driver.drop_op(self.key, || {
+            Box::new(data.take().expect("orphan taken once")) as Box<dyn Orphan>
+        });
+        match outcome {
+            DropOutcome::Completed(c) => {
+                if let Some(mut d) = data.take() {
+                    OpCode::release(&mut d, c);
+                }
+            }
+            DropOutcome::Orphaned => {}
+            DropOutcome::Leak => std::mem::forget(data.take()),
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The thread's drivers, by loop id (see `util::registry`).
+
+use std::rc::Rc;
+
+use super::{Driver, DriverCell};
+use crate::util::registry::{Entered, LoopPart, Registry};
+
+thread_local! {
+    static DRIVERS: Registry<DriverCell> = const { Registry::new() };
+}
+
+impl LoopPart for DriverCell {
+    fn loop_id(&self) -> u64 {
+        self.id
+    }
+}
+
+pub(super) fn register(d: &Driver) {
+    DRIVERS.with(|r| r.register(&d.0));
+}
+
+/// Removes a closed driver from this thread's registry.
+pub(crate) fn unregister(id: u64) {
+    DRIVERS.with(|r| r.unregister(id));
+}
+
+/// Keeps a driver current until dropped.
+pub(crate) struct EnterGuard(Option<Entered<DriverCell>>);
+
+pub(super) fn enter(d: &Rc<DriverCell>) -> EnterGuard {
+    EnterGuard(Some(DRIVERS.with(|r| r.enter(d))))
+}
+
+impl Drop for EnterGuard {
+    fn drop(&mut self) {
+        if let Some(e) = self.0.take() {
+            DRIVERS.with(|r| r.leave(e));
+        }
+    }
+}
+
+/// The driver of the loop running on this thread, if any.
+pub(crate) fn current() -> Option<Driver> {
+    DRIVERS
+        .with(|r| r.with_current(|d| d as *const DriverCell))
+        .map(|ptr| {
+            // SAFETY: `with_current` handed us a live cell owned by an `Rc` (kept alive by the
+            // enter guard); taking one more strong count and wrapping it gives an owned `Rc`.
+            unsafe {
+                Rc::increment_strong_count(ptr);
+                Driver(Rc::from_raw(ptr))
+            }
+        })
+}
+
+/// A driver alive on this thread, by id.
+pub(crate) fn lookup(id: u64) -> Option<Driver> {
+    match current() {
+        Some(d) if d.id() == id => Some(d),
+        _ => DRIVERS.with(|r| r.lookup(id)).map(Driver),
+    }
+}

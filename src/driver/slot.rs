@@ -1,0 +1,228 @@
+//! One entry of the op table and its state machine.
+//!
+//! ```text
+//!  submit ─► Submitted{waker} ─ final CQE ─► Completed ─ poll ─► freed
+//!               │ more CQEs (multishot)        ▲
+//!               ▼                              │
+//!            Streaming{queue} ─ final CQE ─────┘ (queue drained by the owner)
+//!               │ future dropped
+//!               ▼
+//!            Orphaned{keep} ── final CQE ──► freed; `keep` released outside the borrow
+//! ```
+//!
+//! A slot is freed only after its final CQE (one without `IORING_CQE_F_MORE`) has been reaped,
+//! so its index, which is the op's `user_data`, is never reused while the kernel knows it.
+
+use std::collections::VecDeque;
+use std::io;
+use std::task::Waker;
+
+/// What a CQE said: the result and its flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Completion {
+    /// `cqe.res`: non-negative on success, `-errno` on failure.
+    pub(crate) res: i32,
+    /// `cqe.flags` (`IORING_CQE_F_*`).
+    pub(crate) flags: u32,
+}
+
+impl Completion {
+    /// The result as an `io::Result`.
+    pub(crate) fn result(&self) -> io::Result<u32> {
+        if self.res < 0 {
+            Err(io::Error::from_raw_os_error(-self.res))
+        } else {
+            Ok(self.res as u32)
+        }
+    }
+
+    /// Whether more CQEs will follow for the same op (`IORING_CQE_F_MORE`).
+    pub(crate) fn more(&self) -> bool {
+        io_uring::cqueue::more(self.flags)
+    }
+}
+
+/// Memory and resources an abandoned op keeps alive until its final CQE.
+///
+/// `release` is told of every CQE the op still receives, so that a result that carries a
+/// resource (an accepted or opened descriptor) is closed rather than leaked. It may run while
+/// the driver is borrowed, so it must not touch the loop; only crate code implements it. The
+/// orphan itself (which may hold user buffers with their own `Drop`) is dropped outside any
+/// borrow.
+pub(crate) trait Orphan: 'static {
+    fn release(&mut self, c: Completion);
+}
+
+/// The state of one in-flight op.
+pub(crate) enum Lifecycle {
+    /// In the kernel; its future is alive and waiting.
+    Submitted { waker: Option<Waker> },
+    /// A multishot op whose CQEs queue here until the owner takes them.
+    Streaming {
+        waker: Option<Waker>,
+        queue: VecDeque<Completion>,
+        finished: bool,
+    },
+    /// The final CQE arrived; the future has not yet taken it.
+    Completed(Completion),
+    /// The future was dropped; the slot owns everything the kernel may still touch.
+    Orphaned(Box<dyn Orphan>),
+    /// An op the driver issued for itself (the wake-up read); owns its buffer.
+    Internal(Box<u64>),
+    /// The loop closed before the kernel answered: the future must never get its data back,
+    /// since the kernel may still write it. Only a future alive at close can see this.
+    Abandoned,
+}
+
+/// What the reaper must do after a CQE was applied to a slot.
+#[must_use]
+pub(crate) enum OnCqe {
+    /// Nothing (the CQE was queued with no waiter, or was stray).
+    Nothing,
+    /// Wake the owner.
+    Wake(Waker),
+    /// An orphan got a non-final CQE: release what it carries, keep the slot.
+    ReleaseInPlace,
+    /// The slot is done with; free it and release this orphan's resources.
+    FreeOrphan,
+    /// The driver's own wake-up read completed; free the slot and keep the buffer.
+    FreeInternal,
+}
+
+impl Lifecycle {
+    /// Applies one CQE. Never panics on what the kernel sends.
+    pub(crate) fn on_cqe(&mut self, c: Completion) -> OnCqe {
+        match self {
+            Lifecycle::Submitted { waker } => {
+                let waker = waker.take();
+                if c.more() {
+                    let mut queue = VecDeque::with_capacity(4);
+                    queue.push_back(c);
+                    *self = Lifecycle::Streaming {
+                        waker: None,
+                        queue,
+                        finished: false,
+                    };
+                } else {
+                    *self = Lifecycle::Completed(c);
+                }
+                waker.map_or(OnCqe::Nothing, OnCqe::Wake)
+            }
+            Lifecycle::Streaming {
+                waker,
+                queue,
+                finished,
+            } => {
+                if *finished {
+                    // A CQE after the final one would be a kernel bug; keep it, harmlessly.
+                    return OnCqe::Nothing;
+                }
+                queue.push_back(c);
+                *finished = !c.more();
+                waker.take().map_or(OnCqe::Nothing, OnCqe::Wake)
+            }
+            Lifecycle::Orphaned(_) if c.more() => OnCqe::ReleaseInPlace,
+            Lifecycle::Orphaned(_) => OnCqe::FreeOrphan,
+            Lifecycle::Internal(_) => OnCqe::FreeInternal,
+            Lifecycle::Completed(_) | Lifecycle::Abandoned => OnCqe::Nothing,
+        }
+    }
+
+    /// Whether the kernel still owes this slot a final CQE.
+    pub(crate) fn awaits_kernel(&self) -> bool {
+        match self {
+            Lifecycle::Submitted { .. } | Lifecycle::Orphaned(_) | Lifecycle::Internal(_) => true,
+            Lifecycle::Streaming { finished, .. } => !finished,
+            Lifecycle::Completed(_) | Lifecycle::Abandoned => false,
+        }
+    }
+
+    /// Whether a live future waits on this slot (what can still wake a task).
+    pub(crate) fn has_owner(&self) -> bool {
+        match self {
+            Lifecycle::Submitted { .. } => true,
+            Lifecycle::Streaming { finished, .. } => !finished,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    const MORE: u32 = 1 << 1; // IORING_CQE_F_MORE
+
+    #[test]
+    fn single_shot_completes_and_wakes() {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let mut s = Lifecycle::Submitted {
+            waker: Some(Waker::from(count.clone())),
+        };
+        let c = Completion { res: 5, flags: 0 };
+        match s.on_cqe(c) {
+            OnCqe::Wake(w) => w.wake(),
+            _ => panic!("expected a wake"),
+        }
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(matches!(s, Lifecycle::Completed(x) if x == c));
+        assert!(!s.awaits_kernel());
+    }
+
+    #[test]
+    fn multishot_queues_until_final() {
+        let mut s = Lifecycle::Submitted { waker: None };
+        let _ = s.on_cqe(Completion {
+            res: 1,
+            flags: MORE,
+        });
+        let _ = s.on_cqe(Completion {
+            res: 2,
+            flags: MORE,
+        });
+        assert!(s.awaits_kernel());
+        let _ = s.on_cqe(Completion { res: 0, flags: 0 });
+        match &s {
+            Lifecycle::Streaming {
+                queue, finished, ..
+            } => {
+                assert_eq!(queue.len(), 3);
+                assert!(*finished);
+            }
+            _ => panic!("expected streaming"),
+        }
+        assert!(!s.awaits_kernel());
+        // A stray CQE after the final one must not panic.
+        let _ = s.on_cqe(Completion { res: 9, flags: 0 });
+    }
+
+    #[test]
+    fn orphan_is_freed_only_on_final_cqe() {
+        struct Keep;
+        impl Orphan for Keep {
+            fn release(&mut self, _: Completion) {}
+        }
+        let mut s = Lifecycle::Orphaned(Box::new(Keep));
+        assert!(matches!(
+            s.on_cqe(Completion {
+                res: 1,
+                flags: MORE
+            }),
+            OnCqe::ReleaseInPlace
+        ));
+        assert!(matches!(
+            s.on_cqe(Completion { res: 0, flags: 0 }),
+            OnCqe::FreeOrphan
+        ));
+    }
+}

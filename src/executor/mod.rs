@@ -1,0 +1,451 @@
+//! Tasks, the run queue and wakers.
+//!
+//! Contract with the runtime:
+//! - [`Scheduler::run`] polls ready tasks, at most a budget per call, on the owner thread.
+//! - A wake on the owner thread while the loop runs pushes onto the local run queue: a flag
+//!   check and a `VecDeque` push, no atomic. A wake from anywhere else (another thread, or
+//!   this thread while the loop is not the running one) hands a task reference to
+//!   [`Remote`], which rings the loop's eventfd only if the loop is asleep.
+//! - A task in the run queue is kept alive by the scheduler's own reference (its slab entry);
+//!   if it completes while queued, that reference moves to the queue entry.
+//! - [`Scheduler::shutdown`] drops every future on the owner thread.
+
+mod join;
+mod task;
+
+pub use join::{JoinError, JoinHandle};
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::mem::ManuallyDrop;
+use std::ptr::NonNull;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use slab::Slab;
+
+use crate::sys::EventFd;
+use task::{Header, RawTask, COMPLETE};
+
+thread_local! {
+    /// The scheduler of the loop running on this thread, set by `Scheduler::enter`.
+    static CURRENT: Cell<*const SchedCore> = const { Cell::new(std::ptr::null()) };
+}
+
+/// The cross-thread side of a loop: remote wakes and spawns, and the doorbell.
+pub(crate) struct Remote {
+    loop_id: u64,
+    queue: Mutex<RemoteQueue>,
+    notifier: Notifier,
+}
+
+#[derive(Default)]
+struct RemoteQueue {
+    closed: bool,
+    spawns: Vec<RawTask>,
+    wakes: Vec<RawTask>,
+}
+
+/// Wakes a parked loop, writing the eventfd only when the loop is (about to be) asleep.
+///
+/// The loop stores `sleeping = true` then loads `pending`; a notifier stores `pending = true`
+/// then swaps `sleeping` out. With `SeqCst` on both sides, at least one of them sees the
+/// other's store: either the loop does not sleep, or the notifier rings.
+pub(crate) struct Notifier {
+    eventfd: EventFd,
+    sleeping: AtomicBool,
+    pending: AtomicBool,
+}
+
+impl Notifier {
+    pub(crate) fn notify(&self) {
+        self.pending.store(true, Ordering::SeqCst);
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            self.eventfd.ring();
+        }
+    }
+
+    /// Returns false (and stays awake) if a notification is already pending.
+    pub(crate) fn prepare_park(&self) -> bool {
+        self.sleeping.store(true, Ordering::SeqCst);
+        if self.pending.load(Ordering::SeqCst) {
+            self.sleeping.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    pub(crate) fn unparked(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+    }
+
+    /// Consumes a pending notification.
+    pub(crate) fn take_pending(&self) -> bool {
+        self.pending.load(Ordering::Relaxed) && self.pending.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Remote {
+    pub(crate) fn new(loop_id: u64, eventfd: EventFd) -> Remote {
+        Remote {
+            loop_id,
+            queue: Mutex::new(RemoteQueue::default()),
+            notifier: Notifier {
+                eventfd,
+                sleeping: AtomicBool::new(false),
+                pending: AtomicBool::new(false),
+            },
+        }
+    }
+
+    pub(crate) fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    pub(crate) fn loop_id(&self) -> u64 {
+        self.loop_id
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RemoteQueue> {
+        // A panic while holding this lock cannot leave the queue inconsistent (pushes and
+        // swaps only), so a poisoned lock is still usable.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Spawns from any thread. If the loop is closed the task is cancelled at once.
+    pub(crate) fn spawn<F>(self: &Arc<Self>, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let raw = RawTask::new(fut, self.clone());
+        // SAFETY: `RawTask::new` counted a second reference for the join handle.
+        let handle = JoinHandle::new(unsafe { RawTask::from_ptr(raw.as_ptr()) });
+        let mut q = self.lock();
+        if q.closed {
+            drop(q);
+            // Never inserted, never polled, no waker exists: this thread holds the task
+            // exclusively, and `F: Send` lets it drop the future here.
+            raw.cancel();
+            raw.complete();
+            return handle;
+        }
+        q.spawns.push(raw);
+        drop(q);
+        self.notifier.notify();
+        handle
+    }
+
+    fn push_wake(&self, raw: RawTask) {
+        let mut q = self.lock();
+        if q.closed {
+            drop(q);
+            return;
+        }
+        q.wakes.push(raw);
+        drop(q);
+        self.notifier.notify();
+    }
+}
+
+/// The owner-thread side of a loop's executor.
+#[derive(Clone)]
+pub(crate) struct Scheduler {
+    core: Rc<SchedCore>,
+}
+
+struct SchedCore {
+    id: u64,
+    run_queue: RefCell<VecDeque<NonNull<Header>>>,
+    tasks: RefCell<Slab<RawTask>>,
+    remote: Arc<Remote>,
+}
+
+/// Restores the previous current scheduler on drop.
+pub(crate) struct EnterGuard {
+    prev: *const SchedCore,
+    _keep: Rc<SchedCore>,
+}
+
+impl Drop for EnterGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.prev));
+    }
+}
+
+impl Scheduler {
+    pub(crate) fn new(remote: Arc<Remote>) -> Scheduler {
+        Scheduler {
+            core: Rc::new(SchedCore {
+                id: remote.loop_id,
+                run_queue: RefCell::new(VecDeque::with_capacity(256)),
+                tasks: RefCell::new(Slab::new()),
+                remote,
+            }),
+        }
+    }
+
+    /// Makes this the thread's running scheduler (local wakes) until the guard drops.
+    pub(crate) fn enter(&self) -> EnterGuard {
+        let prev = CURRENT.with(|c| c.replace(Rc::as_ptr(&self.core)));
+        EnterGuard {
+            prev,
+            _keep: self.core.clone(),
+        }
+    }
+
+    /// Spawns on this loop, from its own thread.
+    pub(crate) fn spawn<F: Future + 'static>(&self, fut: F) -> JoinHandle<F::Output> {
+        self.core.spawn(fut)
+    }
+
+    /// Tasks alive (spawned, not finished), including remote spawns not yet taken in.
+    pub(crate) fn live_tasks(&self) -> usize {
+        self.core.tasks.borrow().len() + self.core.remote.lock().spawns.len()
+    }
+
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.core.run_queue.borrow().is_empty()
+    }
+
+    /// Takes in remote spawns and wakes, if any were signalled.
+    pub(crate) fn drain_remote(&self) {
+        if !self.core.remote.notifier.take_pending() {
+            return;
+        }
+        let (spawns, wakes) = {
+            let mut q = self.core.remote.lock();
+            (std::mem::take(&mut q.spawns), std::mem::take(&mut q.wakes))
+        };
+        for raw in spawns {
+            self.core.insert(raw);
+        }
+        for raw in wakes {
+            self.core.schedule_local(raw.as_ptr());
+            drop(raw);
+        }
+    }
+
+    /// Polls up to `budget` ready tasks. Returns how many were polled.
+    pub(crate) fn run(&self, budget: usize) -> usize {
+        let mut n = 0;
+        while n < budget {
+            let Some(ptr) = self.core.run_queue.borrow_mut().pop_front() else {
+                break;
+            };
+            n += 1;
+            // SAFETY: a queued pointer is kept alive by the slab's reference, or (once
+            // complete) by the reference the queue entry took over; see the module contract.
+            let task = ManuallyDrop::new(unsafe { RawTask::from_ptr(ptr) });
+            let h = task.header();
+            h.scheduled.set(false);
+            if h.state.load(Ordering::Relaxed) & COMPLETE != 0 {
+                // It completed while queued; this entry held the last scheduler reference.
+                drop(ManuallyDrop::into_inner(task));
+                continue;
+            }
+            if task.poll() {
+                task.complete();
+                self.core.release_owner(h.slab_key.get());
+            }
+        }
+        n
+    }
+
+    /// Drops every task's future (on this thread), resolving join handles as cancelled.
+    /// Tasks spawned meanwhile, locally or remotely, are cancelled too.
+    pub(crate) fn shutdown(&self) {
+        let (spawns, wakes) = {
+            let mut q = self.core.remote.lock();
+            q.closed = true;
+            (std::mem::take(&mut q.spawns), std::mem::take(&mut q.wakes))
+        };
+        drop(wakes);
+        for raw in spawns {
+            self.core.insert(raw);
+        }
+        loop {
+            let tasks: Vec<RawTask> = self.core.tasks.borrow_mut().drain().collect();
+            if tasks.is_empty() {
+                break;
+            }
+            for t in tasks {
+                if t.header().state.load(Ordering::Acquire) & COMPLETE == 0 {
+                    t.cancel();
+                    t.complete();
+                }
+                t.header().slab_key.set(usize::MAX);
+                if t.header().scheduled.get() {
+                    // The run-queue entry takes this reference over; drained below.
+                    let _ = t.into_ptr();
+                }
+            }
+        }
+        loop {
+            let next = self.core.run_queue.borrow_mut().pop_front();
+            let Some(ptr) = next else { break };
+            // SAFETY: every task is complete now, so each queued entry owns its reference.
+            let t = unsafe { RawTask::from_ptr(ptr) };
+            t.header().scheduled.set(false);
+            drop(t);
+        }
+    }
+}
+
+impl SchedCore {
+    fn spawn<F: Future + 'static>(&self, fut: F) -> JoinHandle<F::Output> {
+        let raw = RawTask::new(fut, self.remote.clone());
+        // SAFETY: `RawTask::new` counted a second reference for the join handle.
+        let handle = JoinHandle::new(unsafe { RawTask::from_ptr(raw.as_ptr()) });
+        self.insert(raw);
+        handle
+    }
+
+    /// Takes in a task (its reference becomes the scheduler's) and queues it.
+    fn insert(&self, raw: RawTask) {
+        let ptr = raw.as_ptr();
+        let key = self.tasks.borrow_mut().insert(raw);
+        // SAFETY: the slab now holds a reference.
+        let h = unsafe { ptr.as_ref() };
+        h.slab_key.set(key);
+        self.schedule_local(ptr);
+    }
+
+    fn schedule_local(&self, ptr: NonNull<Header>) {
+        // SAFETY: the caller holds a reference or the slab does.
+        let h = unsafe { ptr.as_ref() };
+        if h.scheduled.get() || h.state.load(Ordering::Relaxed) & COMPLETE != 0 {
+            return;
+        }
+        h.scheduled.set(true);
+        self.run_queue.borrow_mut().push_back(ptr);
+    }
+
+    /// Drops the slab's reference of a completed task, or hands it to its queue entry.
+    fn release_owner(&self, key: usize) {
+        let owner = self.tasks.borrow_mut().try_remove(key);
+        if let Some(owner) = owner {
+            owner.header().slab_key.set(usize::MAX);
+            if owner.header().scheduled.get() {
+                let _ = owner.into_ptr();
+            } else {
+                drop(owner);
+            }
+        }
+    }
+}
+
+/// Schedules a task from a waker or `abort`, on whichever thread that happens.
+fn schedule(ptr: NonNull<Header>) {
+    // SAFETY: the caller (a waker or join handle) holds a reference.
+    let h = unsafe { ptr.as_ref() };
+    let local = CURRENT.with(|c| c.get());
+    // SAFETY: a non-null CURRENT points at a SchedCore kept alive by its EnterGuard.
+    if !local.is_null() && unsafe { (*local).id } == h.remote.loop_id {
+        if h.slab_key.get() != usize::MAX {
+            // SAFETY: as above.
+            unsafe { (*local).schedule_local(ptr) };
+            return;
+        }
+        if h.state.load(Ordering::Relaxed) & COMPLETE != 0 {
+            return;
+        }
+        // Not taken in yet (a remote spawn still queued): fall through to the remote path.
+    }
+    if h.state.load(Ordering::Acquire) & COMPLETE != 0 {
+        return;
+    }
+    // SAFETY: the caller's reference keeps the task alive while we take another.
+    let extra = ManuallyDrop::new(unsafe { RawTask::from_ptr(ptr) }).clone_ref();
+    h.remote.push_wake(extra);
+}
+
+/// Spawns onto the loop running on this thread.
+///
+/// # Panics
+///
+/// Outside a running loop.
+#[track_caller]
+pub(crate) fn spawn_current<F: Future + 'static>(fut: F) -> JoinHandle<F::Output> {
+    let core = CURRENT.with(|c| c.get());
+    assert!(
+        !core.is_null(),
+        "ringloop::spawn called outside a running event loop; use EventLoop::spawn or \
+         Handle::spawn, or call it from a task"
+    );
+    // SAFETY: non-null CURRENT points at a SchedCore kept alive by its EnterGuard.
+    unsafe { (*core).spawn(fut) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use std::rc::Rc;
+    use std::task::Poll;
+
+    fn sched() -> Scheduler {
+        Scheduler::new(Arc::new(Remote::new(u64::MAX - 7, EventFd::new().unwrap())))
+    }
+
+    #[test]
+    fn spawned_task_runs_and_joins() {
+        let s = sched();
+        let _g = s.enter();
+        let mut jh = s.spawn(async { 40 + 2 });
+        assert_eq!(s.run(16), 1);
+        assert!(jh.is_finished());
+        let w = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(w);
+        assert!(matches!(
+            std::pin::Pin::new(&mut jh).poll(&mut cx),
+            Poll::Ready(Ok(42))
+        ));
+    }
+
+    #[test]
+    fn self_wake_requeues_once() {
+        let s = sched();
+        let _g = s.enter();
+        let polls = Rc::new(Cell::new(0));
+        let p = polls.clone();
+        let _jh = s.spawn(poll_fn(move |cx| {
+            p.set(p.get() + 1);
+            cx.waker().wake_by_ref();
+            cx.waker().wake_by_ref();
+            if p.get() == 3 {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }));
+        s.run(100);
+        assert_eq!(polls.get(), 3);
+        assert!(!s.has_ready());
+        assert_eq!(s.live_tasks(), 0);
+    }
+
+    #[test]
+    fn shutdown_drops_futures_and_cancels() {
+        struct Flag(Rc<Cell<bool>>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.set(true);
+            }
+        }
+        let s = sched();
+        let _g = s.enter();
+        let dropped = Rc::new(Cell::new(false));
+        let f = Flag(dropped.clone());
+        let jh = s.spawn(async move {
+            let _f = f;
+            std::future::pending::<()>().await
+        });
+        s.run(16);
+        s.shutdown();
+        assert!(dropped.get());
+        assert!(jh.is_finished());
+    }
+}

@@ -1,0 +1,125 @@
+//! # ringloop: an io_uring event loop for Linux
+//!
+//! ringloop runs asynchronous Rust code on Linux's io_uring, one loop per thread.
+//!
+//! ## The model
+//!
+//! **An operation is an SQE; its future is resolved from its CQE.** Every I/O call (a read, a
+//! timeout's wait, later accept/recv/send) becomes a submission-queue entry. The loop gathers
+//! the entries made by all tasks during a turn and hands them to the kernel with one
+//! `io_uring_enter`, which also collects finished completions. There is no readiness step: when
+//! a completion arrives, the operation is done and its future is ready.
+//!
+//! **The loop owns every buffer the kernel may touch.** I/O calls take buffers by value and give
+//! them back with the result ([`BufResult`]). If a future is dropped while its operation is in
+//! the kernel (a timeout fired, a task was aborted, the loop closed), the loop keeps the buffer
+//! in its op table and asks the kernel to cancel; the buffer is freed only after the kernel's
+//! final completion for that operation. Dropping, leaking or panicking can never let the kernel
+//! write into freed memory.
+//!
+//! **One loop, one ring, one thread.** An [`EventLoop`] is `!Send`: it runs on the thread that
+//! made it, with no locks on its hot path. Tasks need not be `Send`. Other threads reach a loop
+//! through a [`Handle`] (stop it, spawn onto it), which rings the loop's eventfd only if the
+//! loop is asleep.
+//!
+//! **Timers cost no SQE.** Sleeps and timeouts live in a per-loop timer wheel; the loop bounds
+//! its wait in `io_uring_enter` by the earliest deadline.
+//!
+//! ## Lifecycle
+//!
+//! | step | call |
+//! |---|---|
+//! | create | [`EventLoop::new`], [`EventLoop::builder`] |
+//! | run a future to completion | [`EventLoop::block_on`] |
+//! | run until stopped | [`EventLoop::run_forever`] |
+//! | stop, from anywhere | [`Handle::stop`]; tasks can await [`Handle::stopping`] |
+//! | close | [`EventLoop::close`] (or drop the loop) |
+//!
+//! The classic mistakes are errors, not hangs: running a loop inside a running loop on one
+//! thread panics at once saying so; `run_forever` with nothing that could ever stop it returns
+//! an error; a closed loop has cancelled every operation and waited for the kernel.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ringloop::{EventLoop, time};
+//!
+//! let mut lp = EventLoop::new()?;
+//! let handle = lp.handle();
+//! lp.spawn(async move {
+//!     time::sleep(Duration::from_millis(10)).await;
+//!     handle.stop();
+//! });
+//! lp.run_forever()?; // returns once the task called stop()
+//! lp.close()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! ## Guarantees and today's numbers
+//!
+//! - A turn polls at most 128 ready tasks before it reaps completions, so a busy task cannot
+//!   starve I/O.
+//! - A loop makes one `io_uring_enter` per turn; it blocks only when no task is ready, bounded
+//!   by the next timer deadline.
+//! - Timers have 1 ms resolution and never fire early.
+//! - A wake from the loop's own thread costs no atomic operation for `wake_by_ref`.
+//!
+//! ## Requirements
+//!
+//! Linux 5.11 or later (for `IORING_FEAT_EXT_ARG`). The loop prefers
+//! `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN` (6.1+), then
+//! `IORING_SETUP_COOP_TASKRUN` (5.19+), and reports what it chose in
+//! [`EventLoop::features`]. Where io_uring cannot be used (an old kernel,
+//! `kernel.io_uring_disabled`, a container's seccomp profile), [`EventLoop::new`] returns an
+//! error that names the cause and the fix; there is no silent fallback.
+
+#![warn(missing_docs)]
+
+pub mod buf;
+mod driver;
+mod executor;
+mod runtime;
+mod sys;
+pub mod time;
+mod util;
+
+pub use buf::{BufResult, IoBuf, IoBufMut};
+pub use executor::{JoinError, JoinHandle};
+pub use runtime::{spawn, yield_now, Builder, EventLoop, Handle, Stopping};
+pub use sys::{Features, SetupMode};
+
+#[doc(hidden)]
+pub mod __private {
+    //! Hooks for this crate's own tests and benchmarks. Not part of the API.
+
+    use std::io;
+
+    /// Runs one `IORING_OP_NOP` through an op future.
+    pub async fn nop() -> io::Result<()> {
+        crate::driver::Op::new(crate::driver::ops::Nop)
+            .await
+            .result
+            .map(|_| ())
+    }
+
+    /// Reads from `fd` into `buf` (pipes, eventfds: offset = current position).
+    pub async fn read<B: crate::IoBufMut>(
+        fd: std::os::fd::RawFd,
+        buf: B,
+    ) -> crate::BufResult<usize, B> {
+        let out = crate::driver::Op::new(crate::driver::ops::Read {
+            fd,
+            buf,
+            offset: u64::MAX,
+        })
+        .await;
+        let mut buf = out.data.buf;
+        match out.result {
+            Ok(n) => {
+                // SAFETY: the kernel reported `n` bytes written at the start of the buffer.
+                unsafe { buf.set_init(n as usize) };
+                (Ok(n as usize), buf)
+            }
+            Err(e) => (Err(e), buf),
+        }
+    }
+}

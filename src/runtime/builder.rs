@@ -1,0 +1,108 @@
+//! `Builder`: how a loop is set up.
+
+use std::io;
+use std::time::Duration;
+
+use super::EventLoop;
+use crate::sys::SetupMode;
+
+/// The kernel's limit on submission-queue entries (`IORING_MAX_ENTRIES`).
+const MAX_ENTRIES: u32 = 32768;
+
+/// Sets up an [`EventLoop`]. Made by [`EventLoop::builder`].
+///
+/// ```
+/// let lp = ringloop::EventLoop::builder().entries(64).build()?;
+/// assert_eq!(lp.features().sq_entries(), 64);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Builder {
+    pub(crate) entries: u32,
+    pub(crate) recv_buffers: (u16, usize),
+    pub(crate) setup_mode: Option<SetupMode>,
+    pub(crate) close_timeout: Duration,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder {
+            entries: 1024,
+            recv_buffers: (1024, 4096),
+            setup_mode: None,
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Builder {
+    /// Submission-queue size (rounded up to a power of two by the kernel; 1 to 32768, default
+    /// 1024). The completion queue gets four times as many entries. More operations than this
+    /// may be in flight: a full queue is submitted and refilled, never dropped.
+    pub fn entries(mut self, n: u32) -> Self {
+        self.entries = n;
+        self
+    }
+
+    /// The pool of loop-owned receive buffers (`count` buffers of `size` bytes, default
+    /// 1024 × 4 KiB) that multishot receives draw from. `count` must be a power of two up to
+    /// 32768 (the kernel's rule for provided-buffer rings); otherwise [`build`](Self::build)
+    /// fails with `InvalidInput`.
+    pub fn recv_buffers(mut self, count: u16, size: usize) -> Self {
+        self.recv_buffers = (count, size);
+        self
+    }
+
+    /// Forces a ring set-up mode instead of the best the kernel offers; `build` fails if the
+    /// kernel rejects it. For testing fallbacks and for pinning behaviour in production.
+    pub fn setup_mode(mut self, mode: SetupMode) -> Self {
+        self.setup_mode = Some(mode);
+        self
+    }
+
+    /// How long [`EventLoop::close`] waits for the kernel to finish cancelled operations
+    /// (default 5 s). Past it, close leaks their buffers rather than freeing memory the kernel
+    /// may still write, and returns an error.
+    pub fn close_timeout(mut self, d: Duration) -> Self {
+        self.close_timeout = d;
+        self
+    }
+
+    /// Builds the loop.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for settings out of range; otherwise the ring set-up error, whose message
+    /// names the cause (kernel too old, `kernel.io_uring_disabled`, a seccomp profile, the
+    /// locked-memory limit) and what to do about it.
+    pub fn build(self) -> io::Result<EventLoop> {
+        if self.entries == 0 || self.entries > MAX_ENTRIES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "Builder::entries({}): must be between 1 and {MAX_ENTRIES}, the kernel's limit",
+                    self.entries
+                ),
+            ));
+        }
+        let (count, size) = self.recv_buffers;
+        if count == 0 || !count.is_power_of_two() || count > 32768 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "Builder::recv_buffers({count}, {size}): the count must be a power of two \
+                     from 1 to 32768 (the kernel's rule for provided-buffer rings)"
+                ),
+            ));
+        }
+        if size == 0 || size > u32::MAX as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "Builder::recv_buffers({count}, {size}): the size must be from 1 byte to 4 GiB"
+                ),
+            ));
+        }
+        EventLoop::from_builder(self)
+    }
+}

@@ -1,0 +1,214 @@
+//! `Handle`: stop and spawn from anywhere; `Stopping`.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use slab::Slab;
+
+use crate::executor::{self, JoinHandle, Remote};
+
+/// The cross-thread state of a loop.
+pub(crate) struct Shared {
+    pub(crate) remote: Arc<Remote>,
+    stop: AtomicBool,
+    /// Counts `stop()` calls, so a `Stopping` made before a stop resolves even after
+    /// `run_forever` cleared the flag.
+    stop_epoch: AtomicU64,
+    stop_waiters: Mutex<Slab<Waker>>,
+    /// Live `Handle`s: one of the things that could still stop a loop.
+    handles: AtomicUsize,
+}
+
+impl Shared {
+    pub(crate) fn new(remote: Arc<Remote>) -> Shared {
+        Shared {
+            remote,
+            stop: AtomicBool::new(false),
+            stop_epoch: AtomicU64::new(0),
+            stop_waiters: Mutex::new(Slab::new()),
+            handles: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn take_stop(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) && self.stop.swap(false, Ordering::AcqRel)
+    }
+
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn handles(&self) -> usize {
+        self.handles.load(Ordering::Acquire)
+    }
+
+    fn waiters(&self) -> std::sync::MutexGuard<'_, Slab<Waker>> {
+        // Only wakers are stored; a panic elsewhere cannot leave the slab inconsistent.
+        self.stop_waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A handle to an event loop: `Send + Sync`, cheap to clone. Stops the loop and spawns onto it
+/// from any thread.
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    pub(crate) fn new(shared: Arc<Shared>) -> Handle {
+        shared.handles.fetch_add(1, Ordering::AcqRel);
+        Handle { shared }
+    }
+
+    /// The handle of the loop running on this thread.
+    ///
+    /// # Panics
+    ///
+    /// Outside a running loop; use [`Handle::try_current`] to check.
+    #[track_caller]
+    pub fn current() -> Handle {
+        Handle::try_current().unwrap_or_else(|| {
+            panic!(
+                "ringloop::Handle::current() called outside a running event loop; call it from \
+                 a task or from the future given to EventLoop::block_on, or keep the handle \
+                 from EventLoop::handle()"
+            )
+        })
+    }
+
+    /// The handle of the loop running on this thread, if any.
+    pub fn try_current() -> Option<Handle> {
+        super::context::shared().map(Handle::new)
+    }
+
+    /// Asks the loop to stop: `run_forever` returns when it sees the request (and clears it),
+    /// and every [`Stopping`] future resolves. Idempotent; callable from a task, from another
+    /// thread, or from a signal-handling task. It does not end a `block_on`: the future given to
+    /// `block_on` can await [`Handle::stopping`].
+    pub fn stop(&self) {
+        self.shared.stop_epoch.fetch_add(1, Ordering::AcqRel);
+        self.shared.stop.store(true, Ordering::Release);
+        // Entries stay until their `Stopping` drops, so no key is reused under a live future.
+        let wakers: Vec<Waker> = self
+            .shared
+            .waiters()
+            .iter()
+            .map(|(_, w)| w.clone())
+            .collect();
+        for w in wakers {
+            w.wake();
+        }
+        self.shared.remote.notifier().notify();
+    }
+
+    /// Whether a stop was requested and not yet seen by `run_forever`.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stop_requested()
+    }
+
+    /// A future that resolves once [`stop`](Handle::stop) is called (at once if a stop is
+    /// pending).
+    pub fn stopping(&self) -> Stopping {
+        Stopping {
+            shared: self.shared.clone(),
+            epoch: self.shared.stop_epoch.load(Ordering::Acquire),
+            key: None,
+        }
+    }
+
+    /// Spawns a task on the loop from any thread. If the loop has been closed, the task is
+    /// dropped at once and its handle yields a cancellation error.
+    pub fn spawn<F>(&self, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        if crate::driver::current().is_some_and(|d| d.id() == self.shared.remote.loop_id()) {
+            return executor::spawn_current(fut);
+        }
+        self.shared.remote.spawn(fut)
+    }
+}
+
+impl Clone for Handle {
+    fn clone(&self) -> Handle {
+        Handle::new(self.shared.clone())
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.handles.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("loop", &self.shared.remote.loop_id())
+            .field("stopped", &self.is_stopped())
+            .finish()
+    }
+}
+
+/// Resolves once [`Handle::stop`] has been called on its loop. Made by [`Handle::stopping`].
+#[must_use = "futures do nothing unless polled"]
+pub struct Stopping {
+    shared: Arc<Shared>,
+    epoch: u64,
+    key: Option<usize>,
+}
+
+impl Stopping {
+    fn stopped(&self) -> bool {
+        self.shared.stop_requested() || self.shared.stop_epoch.load(Ordering::Acquire) != self.epoch
+    }
+}
+
+impl Future for Stopping {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.stopped() {
+            return Poll::Ready(());
+        }
+        {
+            let mut waiters = self.shared.waiters();
+            match self.key {
+                Some(k) if waiters.contains(k) => {
+                    if !waiters[k].will_wake(cx.waker()) {
+                        waiters[k] = cx.waker().clone();
+                    }
+                }
+                _ => {
+                    let k = waiters.insert(cx.waker().clone());
+                    drop(waiters);
+                    self.key = Some(k);
+                }
+            }
+        }
+        // Re-check: a stop between the first check and registering woke the old waker only.
+        if self.stopped() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Stopping {
+    fn drop(&mut self) {
+        if let Some(k) = self.key {
+            self.shared.waiters().try_remove(k);
+        }
+    }
+}
+
+impl fmt::Debug for Stopping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stopping").finish_non_exhaustive()
+    }
+}

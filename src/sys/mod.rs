@@ -1,0 +1,64 @@
+//! The only layer that talks to the kernel directly.
+//!
+//! Contract with the layers above:
+//! - every raw call becomes an `io::Result` here; nothing above calls `libc` for a syscall;
+//! - [`setup`] builds a ring or returns an error that names the cause and the remedy;
+//! - [`EventFd`] is the loop's cross-thread doorbell.
+//!
+//! Nothing here knows about tasks, ops or sockets.
+
+mod eventfd;
+mod setup;
+
+pub(crate) use eventfd::EventFd;
+pub(crate) use setup::{setup, RingConfig};
+pub use setup::{Features, SetupMode};
+
+use std::io;
+
+/// Turns a `-1` return into the thread's `errno`.
+pub(crate) fn cvt(res: libc::c_int) -> io::Result<libc::c_int> {
+    if res == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(res)
+    }
+}
+
+/// The kernel's release string (`uname -r`), or `"unknown"`.
+pub(crate) fn kernel_release() -> String {
+    // SAFETY: utsname is plain old data; all-zero is a valid value.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `uts` is a valid, writable utsname for the duration of the call.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return "unknown".to_owned();
+    }
+    let bytes: Vec<u8> = uts
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// `(major, minor)` parsed from a release string such as `6.1.0-13-amd64`.
+pub(crate) fn parse_kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kernel_versions() {
+        assert_eq!(parse_kernel_version("6.1.0-13-amd64"), Some((6, 1)));
+        assert_eq!(parse_kernel_version("5.10.197"), Some((5, 10)));
+        assert_eq!(parse_kernel_version("4.19"), Some((4, 19)));
+        assert_eq!(parse_kernel_version("garbage"), None);
+    }
+}

@@ -1,0 +1,326 @@
+//! Ring set-up: flag fallback, feature probe, and set-up errors that say what to do.
+
+use std::fmt;
+use std::io;
+
+use io_uring::{opcode, IoUring, Probe};
+
+/// The oldest kernel ringloop runs on: 5.11 brought `IORING_FEAT_EXT_ARG`, which lets the
+/// loop bound its wait by the next timer deadline without spending an SQE on it.
+pub(crate) const MIN_KERNEL: (u32, u32) = (5, 11);
+
+/// How the ring was set up, best first. `EventLoop::features()` reports the one chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SetupMode {
+    /// `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL`
+    /// (Linux 6.1+): completions are produced only when the loop asks for them, on its own
+    /// thread, so no interrupt disturbs a task that is running.
+    DeferTaskrun,
+    /// `IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL` (Linux 5.19+): the kernel does
+    /// not interrupt the thread to post completions.
+    CoopTaskrun,
+    /// No optional set-up flags (Linux 5.11+).
+    Basic,
+}
+
+impl SetupMode {
+    const LADDER: [SetupMode; 3] = [
+        SetupMode::DeferTaskrun,
+        SetupMode::CoopTaskrun,
+        SetupMode::Basic,
+    ];
+}
+
+/// What the loop's set-up chose and what the running kernel supports.
+#[derive(Clone, Debug)]
+pub struct Features {
+    mode: SetupMode,
+    sq_entries: u32,
+    cq_entries: u32,
+    kernel: String,
+    probe: Vec<bool>,
+}
+
+impl Features {
+    /// The set-up flags in use.
+    pub fn setup_mode(&self) -> SetupMode {
+        self.mode
+    }
+
+    /// Size of the submission queue.
+    pub fn sq_entries(&self) -> u32 {
+        self.sq_entries
+    }
+
+    /// Size of the completion queue.
+    pub fn cq_entries(&self) -> u32 {
+        self.cq_entries
+    }
+
+    /// The kernel release (`uname -r`).
+    pub fn kernel_release(&self) -> &str {
+        &self.kernel
+    }
+
+    /// Whether the kernel supports the io_uring opcode `code` (for example
+    /// `io_uring::opcode::RecvMulti::CODE`), as reported by `IORING_REGISTER_PROBE`.
+    pub fn supports_opcode(&self, code: u8) -> bool {
+        self.probe.get(code as usize).copied().unwrap_or(false)
+    }
+}
+
+/// What the builder asked for.
+#[derive(Clone, Debug)]
+pub(crate) struct RingConfig {
+    pub(crate) entries: u32,
+    pub(crate) cq_entries: u32,
+    /// `None`: best available; `Some(m)`: exactly `m`, or an error.
+    pub(crate) mode: Option<SetupMode>,
+}
+
+/// Builds the ring, falling back through [`SetupMode`]s the kernel rejects with `EINVAL`.
+pub(crate) fn setup(cfg: &RingConfig) -> io::Result<(IoUring, Features)> {
+    let ladder: &[SetupMode] = match &cfg.mode {
+        Some(m) => std::slice::from_ref(m),
+        None => &SetupMode::LADDER,
+    };
+    let mut last_err = None;
+    for &mode in ladder {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(cfg.cq_entries);
+        match mode {
+            SetupMode::DeferTaskrun => {
+                b.setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .setup_submit_all();
+            }
+            SetupMode::CoopTaskrun => {
+                b.setup_coop_taskrun().setup_submit_all();
+            }
+            SetupMode::Basic => {}
+        }
+        match b.build(cfg.entries) {
+            Ok(ring) => return finish(ring, mode),
+            // EINVAL: this kernel does not know one of the flags; try the next rung.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = Some(e),
+            Err(e) => return Err(explain(e, cfg.entries)),
+        }
+    }
+    let e = last_err.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL));
+    Err(explain(e, cfg.entries))
+}
+
+fn finish(ring: IoUring, mode: SetupMode) -> io::Result<(IoUring, Features)> {
+    let kernel = super::kernel_release();
+    let params = ring.params();
+    if !params.is_feature_ext_arg() || !params.is_feature_nodrop() {
+        return Err(SetupError::new(
+            libc::ENOSYS,
+            format!(
+                "io_uring on this kernel ({kernel}) lacks IORING_FEAT_EXT_ARG or IORING_FEAT_NODROP: \
+                 ringloop needs Linux {}.{} or later; upgrade the kernel",
+                MIN_KERNEL.0, MIN_KERNEL.1
+            ),
+        )
+        .into_io());
+    }
+    let mut probe = Probe::new();
+    let mut supported = vec![false; 256];
+    if ring.submitter().register_probe(&mut probe).is_ok() {
+        for (code, slot) in supported.iter_mut().enumerate() {
+            *slot = probe.is_supported(code as u8);
+        }
+    }
+    // Everything the core loop itself issues must be there.
+    for (code, name) in [
+        (opcode::Read::CODE, "IORING_OP_READ"),
+        (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL"),
+        (opcode::Nop::CODE, "IORING_OP_NOP"),
+    ] {
+        if !supported[code as usize] {
+            return Err(SetupError::new(
+                libc::ENOSYS,
+                format!(
+                    "io_uring on this kernel ({kernel}) does not support {name}: ringloop needs \
+                     Linux {}.{} or later; upgrade the kernel",
+                    MIN_KERNEL.0, MIN_KERNEL.1
+                ),
+            )
+            .into_io());
+        }
+    }
+    let features = Features {
+        mode,
+        sq_entries: params.sq_entries(),
+        cq_entries: params.cq_entries(),
+        kernel,
+        probe: supported,
+    };
+    Ok((ring, features))
+}
+
+/// An `io_uring_setup` failure with its cause spelled out. The OS error is kept as `source()`.
+#[derive(Debug)]
+struct SetupError {
+    errno: i32,
+    message: String,
+}
+
+impl SetupError {
+    fn new(errno: i32, message: String) -> SetupError {
+        SetupError { errno, message }
+    }
+
+    fn into_io(self) -> io::Error {
+        let kind = io::Error::from_raw_os_error(self.errno).kind();
+        let kind = if self.errno == libc::ENOSYS {
+            io::ErrorKind::Unsupported
+        } else {
+            kind
+        };
+        io::Error::new(kind, self)
+    }
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        None
+    }
+}
+
+/// Names the cause of a failed `io_uring_setup` and what to do about it.
+fn explain(e: io::Error, entries: u32) -> io::Error {
+    let Some(errno) = e.raw_os_error() else {
+        return e;
+    };
+    let kernel = super::kernel_release();
+    let new_enough = super::parse_kernel_version(&kernel).is_some_and(|v| v >= MIN_KERNEL);
+    let message = match errno {
+        libc::ENOSYS if new_enough => format!(
+            "io_uring is unavailable: io_uring_setup returned ENOSYS although the kernel ({kernel}) \
+             is new enough, so a seccomp filter or a sandbox (such as gVisor) is hiding it; allow \
+             io_uring_setup, io_uring_enter and io_uring_register in that profile (see README, \
+             \"Running in a container\")"
+        ),
+        libc::ENOSYS => format!(
+            "io_uring is unavailable: the kernel ({kernel}) does not implement io_uring_setup \
+             (ENOSYS); ringloop needs Linux {}.{} or later: upgrade the kernel",
+            MIN_KERNEL.0, MIN_KERNEL.1
+        ),
+        libc::EPERM => explain_eperm(),
+        libc::ENOMEM => {
+            let limit = memlock_limit()
+                .map(|l| format!("currently {l}"))
+                .unwrap_or_else(|| "unknown".to_owned());
+            format!(
+                "io_uring_setup failed with ENOMEM for a ring of {entries} entries: on kernels \
+                 before 5.12 ring memory counts against the locked-memory limit (RLIMIT_MEMLOCK, \
+                 {limit}); raise it with `ulimit -l unlimited` (systemd: LimitMEMLOCK=infinity, \
+                 docker: --ulimit memlock=-1) or ask for fewer entries with Builder::entries"
+            )
+        }
+        _ => format!("io_uring_setup failed: {e}"),
+    };
+    SetupError::new(errno, message).into_io()
+}
+
+fn explain_eperm() -> String {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    match disabled {
+        Some(2) => "io_uring is disabled on this machine: /proc/sys/kernel/io_uring_disabled is 2 \
+                    (no process may create rings); enable it with \
+                    `sysctl -w kernel.io_uring_disabled=0` (as root)"
+            .to_owned(),
+        Some(1) => {
+            let group = std::fs::read_to_string("/proc/sys/kernel/io_uring_group")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|_| "?".to_owned());
+            format!(
+                "io_uring is restricted on this machine: /proc/sys/kernel/io_uring_disabled is 1, \
+                 so only root and members of group {group} (kernel.io_uring_group) may create \
+                 rings; add this user to that group or run `sysctl -w kernel.io_uring_disabled=0`"
+            )
+        }
+        _ => {
+            let seccomp = std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim().to_owned()))
+                });
+            let filtered = if seccomp.as_deref() == Some("2") {
+                " (this process runs under a seccomp filter)"
+            } else {
+                ""
+            };
+            format!(
+                "io_uring_setup was refused with EPERM, most likely by a seccomp profile{filtered}: \
+                 Docker 25+ and many CI container runners block io_uring by default; run the \
+                 container with a profile that allows io_uring_setup, io_uring_enter and \
+                 io_uring_register (`docker run --security-opt seccomp=ci/seccomp-io_uring.json`, \
+                 see README, \"Running in a container\")"
+            )
+        }
+    }
+}
+
+fn memlock_limit() -> Option<String> {
+    // SAFETY: rlimit is plain old data; all-zero is a valid value.
+    let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `rl` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) } != 0 {
+        return None;
+    }
+    Some(if rl.rlim_cur == libc::RLIM_INFINITY {
+        "unlimited".to_owned()
+    } else {
+        format!("{} KiB", rl.rlim_cur / 1024)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eperm_message_names_seccomp_when_not_disabled_by_sysctl() {
+        let msg = explain(io::Error::from_raw_os_error(libc::EPERM), 8).to_string();
+        let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(0);
+        if disabled == 0 {
+            assert!(msg.contains("seccomp"), "{msg}");
+        } else {
+            assert!(msg.contains("io_uring_disabled"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn enomem_message_names_the_memlock_limit() {
+        let e = explain(io::Error::from_raw_os_error(libc::ENOMEM), 4096);
+        assert_eq!(e.kind(), io::ErrorKind::OutOfMemory);
+        assert!(e.to_string().contains("ulimit -l"), "{e}");
+    }
+
+    #[test]
+    fn forced_basic_mode_is_honoured() {
+        let cfg = RingConfig {
+            entries: 8,
+            cq_entries: 16,
+            mode: Some(SetupMode::Basic),
+        };
+        let (_ring, f) = setup(&cfg).unwrap();
+        assert_eq!(f.setup_mode(), SetupMode::Basic);
+        assert!(f.supports_opcode(opcode::Nop::CODE));
+    }
+}

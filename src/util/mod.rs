@@ -1,0 +1,3 @@
+//! Small helpers shared by several layers.
+
+pub(crate) mod registry;

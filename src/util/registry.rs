@@ -1,0 +1,84 @@
+//! Per-thread registries of loop parts (driver, timers), found by loop id.
+//!
+//! Futures such as I/O ops and sleeps store only their loop's id, so they stay `Send`. While a
+//! loop runs on a thread, its parts are that thread's *current* ones (one pointer read per
+//! poll). Every part alive on a thread is also in the thread's registry, so a future dropped
+//! while its loop is not running (after `block_on` returned, during `close`) still finds it.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+/// A loop part with the id of its loop.
+pub(crate) trait LoopPart: 'static {
+    fn loop_id(&self) -> u64;
+}
+
+/// One per part type, in a `thread_local!`.
+pub(crate) struct Registry<T: LoopPart> {
+    current: Cell<*const T>,
+    all: RefCell<Vec<Rc<T>>>,
+}
+
+impl<T: LoopPart> Registry<T> {
+    pub(crate) const fn new() -> Registry<T> {
+        Registry {
+            current: Cell::new(std::ptr::null()),
+            all: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn register(&self, part: &Rc<T>) {
+        self.all.borrow_mut().push(part.clone());
+    }
+
+    pub(crate) fn unregister(&self, id: u64) {
+        let removed = {
+            let mut all = self.all.borrow_mut();
+            all.iter()
+                .position(|p| p.loop_id() == id)
+                .map(|i| all.swap_remove(i))
+        };
+        // Dropped outside the borrow: dropping a part may run user `Drop` code.
+        drop(removed);
+    }
+
+    /// Makes `part` current until the guard is dropped with [`Registry::leave`].
+    pub(crate) fn enter(&self, part: &Rc<T>) -> Entered<T> {
+        let prev = self.current.replace(Rc::as_ptr(part));
+        Entered {
+            prev,
+            keep: part.clone(),
+        }
+    }
+
+    pub(crate) fn leave(&self, entered: Entered<T>) {
+        self.current.set(entered.prev);
+        drop(entered.keep);
+    }
+
+    /// Runs `f` with the current part, if any.
+    pub(crate) fn with_current<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
+        let ptr = self.current.get();
+        if ptr.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null `current` was set by `enter`, whose `Entered` holds an `Rc` to
+        // the same part until `leave` resets `current`; so the part is alive.
+        Some(f(unsafe { &*ptr }))
+    }
+
+    /// The part of loop `id`, if it lives on this thread.
+    pub(crate) fn lookup(&self, id: u64) -> Option<Rc<T>> {
+        self.all
+            .borrow()
+            .iter()
+            .find(|p| p.loop_id() == id)
+            .cloned()
+    }
+}
+
+/// Proof that a part was made current; hand it back to [`Registry::leave`].
+pub(crate) struct Entered<T: LoopPart> {
+    prev: *const T,
+    keep: Rc<T>,
+}
