@@ -1,0 +1,293 @@
+//! Op lifecycle through the real kernel: buffers outlive dropped futures until their CQE,
+//! tiny rings, fd hygiene.
+//!
+//! The pipe reads use `ringloop::__private::read`, the crate's internal read op, until the
+//! public file and socket types exist.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringloop::__private::{nop, read};
+use ringloop::{time, yield_now, EventLoop, IoBuf, IoBufMut};
+
+/// A Vec that counts its drops, so a test can see exactly when the loop frees it.
+struct Tracked {
+    v: Vec<u8>,
+    drops: Arc<AtomicUsize>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+// SAFETY: delegates to the inner Vec, whose heap block does not move with `Tracked`.
+unsafe impl IoBuf for Tracked {
+    fn stable_ptr(&self) -> *const u8 {
+        self.v.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.v.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.v.capacity()
+    }
+}
+
+// SAFETY: as above, for writes.
+unsafe impl IoBufMut for Tracked {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.v.as_mut_ptr()
+    }
+    unsafe fn set_init(&mut self, init: usize) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.v.set_init(init) }
+    }
+}
+
+fn tracked(cap: usize) -> (Tracked, Arc<AtomicUsize>) {
+    let drops = Arc::new(AtomicUsize::new(0));
+    (
+        Tracked {
+            v: Vec::with_capacity(cap),
+            drops: drops.clone(),
+        },
+        drops,
+    )
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(r, 0, "pipe2: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+fn write_fd(fd: RawFd, data: &[u8]) {
+    // SAFETY: writes `data.len()` bytes from a live slice.
+    let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+    assert_eq!(n, data.len() as isize);
+}
+
+fn read_fd_nonblocking(fd: RawFd) -> Vec<u8> {
+    let mut buf = [0u8; 64];
+    // SAFETY: MSG-less poll with zero timeout on one valid descriptor.
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    if unsafe { libc::poll(&mut pfd, 1, 0) } <= 0 {
+        return Vec::new();
+    }
+    // SAFETY: reads into a live stack buffer of the given size.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    buf[..n.max(0) as usize].to_vec()
+}
+
+/// Runs enough loop turns for every ready task to be polled (a turn polls at most 128).
+fn settle(lp: &mut EventLoop, turns: usize) {
+    lp.block_on(async {
+        for _ in 0..turns {
+            yield_now().await;
+        }
+    });
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[test]
+fn read_completes_into_owned_vec() {
+    let mut lp = EventLoop::new().unwrap();
+    let (r, w) = pipe();
+    write_fd(w.as_raw_fd(), b"hello");
+    let (res, buf) = lp.block_on(read(r.as_raw_fd(), Vec::with_capacity(64)));
+    assert_eq!(res.unwrap(), 5);
+    assert_eq!(buf, b"hello");
+    assert_eq!(buf.capacity(), 64, "same allocation comes back");
+}
+
+#[test]
+fn dropped_read_keeps_its_buffer_until_the_kernel_is_done() {
+    let mut lp = EventLoop::new().unwrap();
+    let (r, w) = pipe();
+    let (buf, drops) = tracked(64);
+    let fd = r.as_raw_fd();
+    lp.block_on(async {
+        // Submit the read, then drop its future while the kernel holds the buffer.
+        let r = time::timeout(Duration::from_millis(10), read(fd, buf)).await;
+        assert!(r.is_err(), "nothing was written, the read must time out");
+    });
+    // The cancel may not have been reaped yet; the buffer must not have been freed before.
+    lp.block_on(async {
+        for _ in 0..10 {
+            yield_now().await;
+        }
+        time::sleep(Duration::from_millis(5)).await;
+    });
+    assert_eq!(drops.load(Ordering::SeqCst), 1, "freed once, after the CQE");
+    assert_eq!(
+        lp.ops_in_kernel(),
+        1,
+        "only the loop's own doorbell read remains"
+    );
+    // The loop keeps running, and the cancelled read took no data.
+    write_fd(w.as_raw_fd(), b"after");
+    let (res, got) = lp.block_on(read(fd, Vec::with_capacity(64)));
+    assert_eq!(res.unwrap(), 5);
+    assert_eq!(got, b"after");
+}
+
+#[test]
+fn aborted_task_keeps_its_read_buffer_until_the_cqe() {
+    let mut lp = EventLoop::new().unwrap();
+    let (r, w) = pipe();
+    let (buf, drops) = tracked(64);
+    let fd = r.as_raw_fd();
+    let jh = lp.spawn(async move {
+        let _ = read(fd, buf).await;
+    });
+    let e = lp.block_on(async move {
+        yield_now().await; // let the task submit its read
+        yield_now().await;
+        jh.abort();
+        jh.await.unwrap_err()
+    });
+    assert!(e.is_cancelled());
+    lp.block_on(time::sleep(Duration::from_millis(5)));
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    write_fd(w.as_raw_fd(), b"x");
+    assert_eq!(
+        read_fd_nonblocking(r.as_raw_fd()),
+        b"x",
+        "the aborted read took no data"
+    );
+}
+
+#[test]
+fn close_with_a_read_in_flight_waits_for_the_kernel_then_frees() {
+    let lp = EventLoop::new().unwrap();
+    let (r, w) = pipe();
+    let (buf, drops) = tracked(64);
+    let fd = r.as_raw_fd();
+    let mut lp = lp;
+    lp.spawn(async move {
+        let _ = read(fd, buf).await;
+    });
+    lp.block_on(async {
+        yield_now().await;
+        yield_now().await;
+    });
+    assert_eq!(drops.load(Ordering::SeqCst), 0, "the read is in flight");
+    lp.close().unwrap();
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        1,
+        "freed by close, after the CQE"
+    );
+    write_fd(w.as_raw_fd(), b"y");
+    assert_eq!(read_fd_nonblocking(r.as_raw_fd()), b"y");
+}
+
+#[test]
+fn ten_thousand_pending_timers_then_close_is_prompt_and_ok() {
+    let mut lp = EventLoop::new().unwrap();
+    for i in 0..10_000u64 {
+        lp.spawn(time::sleep(Duration::from_secs(60 + i % 100)));
+    }
+    settle(&mut lp, 100);
+    assert_eq!(lp.pending_timers(), 10_000);
+    let t0 = Instant::now();
+    lp.close().unwrap();
+    // Generous: this only guards against close waiting for the timers.
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn tiny_ring_runs_two_thousand_concurrent_ops() {
+    let mut lp = EventLoop::builder().entries(4).build().unwrap();
+    assert_eq!(lp.features().sq_entries(), 4);
+    // 1000 pipe reads really in flight at once (200 pipes x 5 readers), plus 1000 NOPs.
+    let pipes: Vec<(OwnedFd, OwnedFd)> = (0..200).map(|_| pipe()).collect();
+    let done = Arc::new(AtomicUsize::new(0));
+    for (r, _) in &pipes {
+        for _ in 0..5 {
+            let fd = r.as_raw_fd();
+            let done = done.clone();
+            lp.spawn(async move {
+                let (res, buf) = read(fd, Vec::with_capacity(1)).await;
+                assert_eq!(res.unwrap(), 1);
+                assert_eq!(buf, b"z");
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    }
+    for _ in 0..1000 {
+        let done = done.clone();
+        lp.spawn(async move {
+            nop().await.unwrap();
+            done.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    settle(&mut lp, 100);
+    assert_eq!(done.load(Ordering::SeqCst), 1000, "the NOPs finished");
+    assert!(lp.ops_in_kernel() >= 1000, "every read is in the kernel");
+    for (_, w) in &pipes {
+        write_fd(w.as_raw_fd(), b"zzzzz");
+    }
+    lp.block_on(async {
+        while done.load(Ordering::SeqCst) < 2000 {
+            time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    assert_eq!(lp.stray_cqes(), 0);
+    lp.close().unwrap();
+}
+
+#[test]
+fn fd_count_unchanged_after_create_use_close_and_after_drop() {
+    // Warm up lazily opened descriptors (none expected, but be fair to the count).
+    EventLoop::new().unwrap().close().unwrap();
+    let before = open_fds();
+    let mut lp = EventLoop::new().unwrap();
+    lp.block_on(async { nop().await.unwrap() });
+    lp.close().unwrap();
+    assert_eq!(open_fds(), before, "after close");
+    let mut lp = EventLoop::new().unwrap();
+    lp.block_on(async { nop().await.unwrap() });
+    drop(lp);
+    assert_eq!(open_fds(), before, "after drop without close");
+}
+
+#[test]
+fn forced_fallback_setup_modes_run_the_same_loop() {
+    for mode in [ringloop::SetupMode::CoopTaskrun, ringloop::SetupMode::Basic] {
+        let mut lp = EventLoop::builder().setup_mode(mode).build().unwrap();
+        assert_eq!(lp.features().setup_mode(), mode);
+        let (r, w) = pipe();
+        let fd = r.as_raw_fd();
+        let h = lp.handle();
+        let jh = lp.spawn(async move {
+            let (res, buf) = read(fd, Vec::with_capacity(8)).await;
+            h.stop();
+            (res.unwrap(), buf)
+        });
+        let w_fd = w.as_raw_fd();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(10));
+            write_fd(w_fd, b"mode");
+        });
+        lp.run_forever().unwrap();
+        t.join().unwrap();
+        assert_eq!(lp.block_on(jh).unwrap(), (4, b"mode".to_vec()));
+        drop(w);
+    }
+}
