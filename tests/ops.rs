@@ -4,6 +4,7 @@
 //! The pipe reads use `ringloop::__private::read`, the crate's internal read op, until the
 //! public file and socket types exist.
 
+use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -290,4 +291,104 @@ fn forced_fallback_setup_modes_run_the_same_loop() {
         assert_eq!(lp.block_on(jh).unwrap(), (4, b"mode".to_vec()));
         drop(w);
     }
+}
+
+#[test]
+fn close_past_its_timeout_leaks_the_buffer_and_says_so() {
+    // A zero close timeout: the read cannot have been cancelled and reaped in time.
+    let mut lp = EventLoop::builder()
+        .close_timeout(Duration::ZERO)
+        .build()
+        .unwrap();
+    let (r, _w) = pipe();
+    let (buf, drops) = tracked(64);
+    let fd = r.as_raw_fd();
+    lp.spawn(async move {
+        let _ = read(fd, buf).await;
+    });
+    settle(&mut lp, 2);
+    let e = lp.close().unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+    assert!(e.to_string().contains("leaked"), "{e}");
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        0,
+        "memory the kernel may still write is never freed"
+    );
+}
+
+#[test]
+#[should_panic(expected = "belong to the loop that first polled them")]
+fn op_polled_on_another_loop_panics_saying_so() {
+    let mut a = EventLoop::new().unwrap();
+    let (r, _w) = pipe();
+    let mut fut = Box::pin(read(r.as_raw_fd(), Vec::with_capacity(8)));
+    // Start it on loop `a`...
+    a.block_on(std::future::poll_fn(|cx| {
+        let _ = fut.as_mut().poll(cx);
+        std::task::Poll::Ready(())
+    }));
+    // ...then poll it on loop `b`.
+    let mut b = EventLoop::new().unwrap();
+    let _ = b.block_on(fut);
+}
+
+#[test]
+fn waker_woken_from_another_thread_wakes_the_parked_loop() {
+    let mut lp = EventLoop::new().unwrap();
+    let t0 = Instant::now();
+    let woke = lp.block_on(async {
+        let mut sent = false;
+        std::future::poll_fn(|cx| {
+            if sent {
+                return std::task::Poll::Ready(t0.elapsed());
+            }
+            sent = true;
+            let w = cx.waker().clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                w.wake();
+            });
+            std::task::Poll::Pending
+        })
+        .await
+    });
+    assert!(woke >= Duration::from_millis(30));
+    // And the same for a spawned task's waker (the remote wake path).
+    let jh = lp.spawn(async {
+        let mut sent = false;
+        std::future::poll_fn(|cx| {
+            if sent {
+                return std::task::Poll::Ready(7);
+            }
+            sent = true;
+            let w = cx.waker().clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(10));
+                w.wake_by_ref();
+                drop(w);
+            });
+            std::task::Poll::Pending
+        })
+        .await
+    });
+    assert_eq!(lp.block_on(jh).unwrap(), 7);
+}
+
+#[test]
+fn join_handle_awaited_from_another_loop_on_another_thread() {
+    let mut lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let jh = lp.spawn(async {
+        time::sleep(Duration::from_millis(10)).await;
+        String::from("from loop one")
+    });
+    let t = std::thread::spawn(move || {
+        let mut other = EventLoop::new().unwrap();
+        let s = other.block_on(jh).unwrap();
+        h.stop();
+        s
+    });
+    lp.run_forever().unwrap();
+    assert_eq!(t.join().unwrap(), "from loop one");
 }

@@ -34,6 +34,11 @@ static NEXT_LOOP_ID: AtomicU64 = AtomicU64::new(1);
 /// `!Send` and `!Sync`: a loop belongs to the thread that made it. See the
 /// [crate documentation](crate) for the model.
 ///
+/// ```compile_fail
+/// fn must_be_send<T: Send>(_: T) {}
+/// must_be_send(ringloop::EventLoop::new().unwrap()); // a loop cannot move threads
+/// ```
+///
 /// ```
 /// let mut lp = ringloop::EventLoop::new()?;
 /// let jh = lp.spawn(async { 6 * 7 });

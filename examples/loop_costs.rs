@@ -1,0 +1,143 @@
+//! What the loop itself costs: task spawn+join, NOP ops through `Op` futures against a bare
+//! io-uring crate loop, and memory per pending sleep. A quick measurement until `bench/`
+//! exists; run in release, ideally pinned: `taskset -c 1 cargo run --release --example
+//! loop_costs`.
+//!
+//! The NOP comparison is the interesting one: both sides keep the same number of NOPs in
+//! flight and make one `io_uring_enter` per batch, so the ratio is what the executor, the op
+//! table and the wakers cost on top of the kernel's own work.
+
+use std::time::{Duration, Instant};
+
+use io_uring::{opcode, IoUring};
+use ringloop::__private::nop;
+use ringloop::{time, yield_now, EventLoop};
+
+const N: usize = 1_000_000;
+
+fn per_sec(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn spawn_join() -> f64 {
+    let mut lp = EventLoop::new().unwrap();
+    let t0 = Instant::now();
+    lp.block_on(async {
+        let mut handles = Vec::with_capacity(1024);
+        for _ in 0..N / 1024 {
+            for _ in 0..1024 {
+                handles.push(ringloop::spawn(async {}));
+            }
+            for h in handles.drain(..) {
+                h.await.unwrap();
+            }
+        }
+    });
+    per_sec(N / 1024 * 1024, t0.elapsed())
+}
+
+fn ringloop_nops(depth: usize) -> f64 {
+    let mut lp = EventLoop::builder().entries(256).build().unwrap();
+    let per_task = N / depth;
+    let t0 = Instant::now();
+    lp.block_on(async {
+        let tasks: Vec<_> = (0..depth)
+            .map(|_| {
+                ringloop::spawn(async move {
+                    for _ in 0..per_task {
+                        nop().await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    per_sec(per_task * depth, t0.elapsed())
+}
+
+fn bare_nops(depth: usize) -> f64 {
+    let mut ring: IoUring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_cqsize(1024)
+        .build(256)
+        .unwrap();
+    let total = N / depth * depth;
+    let mut submitted = 0;
+    let mut completed = 0;
+    let t0 = Instant::now();
+    while completed < total {
+        {
+            let mut sq = ring.submission();
+            while submitted < total && submitted - completed < depth {
+                let e = opcode::Nop::new().build().user_data(submitted as u64);
+                // SAFETY: a NOP carries no pointers.
+                if unsafe { sq.push(&e) }.is_err() {
+                    break;
+                }
+                submitted += 1;
+            }
+        }
+        ring.submit_and_wait(1).unwrap();
+        for cqe in ring.completion() {
+            assert!(cqe.result() >= 0);
+            completed += 1;
+        }
+    }
+    per_sec(total, t0.elapsed())
+}
+
+fn vm_hwm_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn million_sleeps() -> (u64, u64) {
+    let before = vm_hwm_kib();
+    let mut lp = EventLoop::new().unwrap();
+    for i in 0..N {
+        lp.spawn(time::sleep(Duration::from_secs(600 + (i % 600) as u64)));
+    }
+    lp.block_on(async {
+        for _ in 0..N / 128 + 10 {
+            yield_now().await;
+        }
+    });
+    assert_eq!(lp.pending_timers(), N);
+    let peak = vm_hwm_kib();
+    let t0 = Instant::now();
+    lp.close().unwrap();
+    let close_ms = t0.elapsed().as_millis() as u64;
+    (peak.saturating_sub(before), close_ms)
+}
+
+fn main() {
+    let rounds = 3;
+    println!(
+        "kernel {}",
+        EventLoop::new().unwrap().features().kernel_release()
+    );
+    for round in 1..=rounds {
+        println!("-- round {round}");
+        println!("spawn+join of empty tasks: {:>12.0} /s", spawn_join());
+        for depth in [1, 64] {
+            let ours = ringloop_nops(depth);
+            let bare = bare_nops(depth);
+            println!(
+                "NOP depth {depth:>2}: ringloop {ours:>11.0} /s, bare io-uring {bare:>11.0} /s, ratio {:.2}",
+                ours / bare
+            );
+        }
+    }
+    let (kib, close_ms) = million_sleeps();
+    println!(
+        "1M pending sleeps (one task each): peak RSS +{} MiB ({} B per sleep incl. its task); close {close_ms} ms",
+        kib / 1024,
+        kib * 1024 / N as u64
+    );
+}
