@@ -13,7 +13,13 @@ use io_uring::{opcode, IoUring};
 use ringloop::__private::nop;
 use ringloop::{time, yield_now, EventLoop};
 
-const N: usize = 1_000_000;
+/// Operations per figure; `LOOP_COSTS_N` overrides it (for a quick run under callgrind).
+fn n() -> usize {
+    std::env::var("LOOP_COSTS_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
 
 fn per_sec(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
@@ -24,7 +30,7 @@ fn spawn_join() -> f64 {
     let t0 = Instant::now();
     lp.block_on(async {
         let mut handles = Vec::with_capacity(1024);
-        for _ in 0..N / 1024 {
+        for _ in 0..n() / 1024 {
             for _ in 0..1024 {
                 handles.push(ringloop::spawn(async {}));
             }
@@ -33,12 +39,12 @@ fn spawn_join() -> f64 {
             }
         }
     });
-    per_sec(N / 1024 * 1024, t0.elapsed())
+    per_sec(n() / 1024 * 1024, t0.elapsed())
 }
 
 fn ringloop_nops(depth: usize) -> f64 {
     let mut lp = EventLoop::builder().entries(256).build().unwrap();
-    let per_task = N / depth;
+    let per_task = n() / depth;
     let t0 = Instant::now();
     lp.block_on(async {
         let tasks: Vec<_> = (0..depth)
@@ -64,7 +70,7 @@ fn bare_nops(depth: usize) -> f64 {
         .setup_cqsize(1024)
         .build(256)
         .unwrap();
-    let total = N / depth * depth;
+    let total = n() / depth * depth;
     let mut submitted = 0;
     let mut completed = 0;
     let t0 = Instant::now();
@@ -100,15 +106,16 @@ fn vm_hwm_kib() -> u64 {
 fn million_sleeps() -> (u64, u64) {
     let before = vm_hwm_kib();
     let mut lp = EventLoop::new().unwrap();
-    for i in 0..N {
+    let n = n();
+    for i in 0..n {
         lp.spawn(time::sleep(Duration::from_secs(600 + (i % 600) as u64)));
     }
     lp.block_on(async {
-        for _ in 0..N / 128 + 10 {
+        for _ in 0..n / 128 + 10 {
             yield_now().await;
         }
     });
-    assert_eq!(lp.pending_timers(), N);
+    assert_eq!(lp.pending_timers(), n);
     let peak = vm_hwm_kib();
     let t0 = Instant::now();
     lp.close().unwrap();
@@ -117,6 +124,10 @@ fn million_sleeps() -> (u64, u64) {
 }
 
 fn main() {
+    if std::env::var("LOOP_COSTS_ONLY").as_deref() == Ok("nop64") {
+        println!("ringloop NOP depth 64: {:.0} /s", ringloop_nops(64));
+        return;
+    }
     let rounds = 3;
     println!(
         "kernel {}",
@@ -138,6 +149,6 @@ fn main() {
     println!(
         "1M pending sleeps (one task each): peak RSS +{} MiB ({} B per sleep incl. its task); close {close_ms} ms",
         kib / 1024,
-        kib * 1024 / N as u64
+        kib * 1024 / n() as u64
     );
 }

@@ -299,11 +299,11 @@ impl Driver {
                 inner.ops.remove(key);
                 DropOutcome::Completed(c)
             }
-            Some(Lifecycle::Submitted { .. }) | Some(Lifecycle::Streaming { .. }) => {
+            Some(Lifecycle::Submitted { .. }) | Some(Lifecycle::Streaming(_)) => {
                 let was_owned = inner.ops[key].has_owner();
                 let waker = match std::mem::replace(&mut inner.ops[key], Lifecycle::Abandoned) {
                     Lifecycle::Submitted { waker } => waker,
-                    Lifecycle::Streaming { waker, .. } => waker,
+                    Lifecycle::Streaming(st) => st.waker,
                     _ => None,
                 };
                 inner.ops[key] = Lifecycle::Orphaned(orphan());

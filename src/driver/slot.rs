@@ -57,12 +57,9 @@ pub(crate) trait Orphan: 'static {
 pub(crate) enum Lifecycle {
     /// In the kernel; its future is alive and waiting.
     Submitted { waker: Option<Waker> },
-    /// A multishot op whose CQEs queue here until the owner takes them.
-    Streaming {
-        waker: Option<Waker>,
-        queue: VecDeque<Completion>,
-        finished: bool,
-    },
+    /// A multishot op whose CQEs queue here until the owner takes them. Boxed: multishot
+    /// slots are few, and an inline queue would double every slot's size.
+    Streaming(Box<Stream>),
     /// The final CQE arrived; the future has not yet taken it.
     Completed(Completion),
     /// The future was dropped; the slot owns everything the kernel may still touch.
@@ -72,6 +69,14 @@ pub(crate) enum Lifecycle {
     /// The loop closed before the kernel answered: the future must never get its data back,
     /// since the kernel may still write it. Only a future alive at close can see this.
     Abandoned,
+}
+
+/// The queue of a multishot op.
+pub(crate) struct Stream {
+    pub(crate) waker: Option<Waker>,
+    pub(crate) queue: VecDeque<Completion>,
+    /// The final CQE (without `IORING_CQE_F_MORE`) is in the queue.
+    pub(crate) finished: bool,
 }
 
 /// What the reaper must do after a CQE was applied to a slot.
@@ -98,28 +103,24 @@ impl Lifecycle {
                 if c.more() {
                     let mut queue = VecDeque::with_capacity(4);
                     queue.push_back(c);
-                    *self = Lifecycle::Streaming {
+                    *self = Lifecycle::Streaming(Box::new(Stream {
                         waker: None,
                         queue,
                         finished: false,
-                    };
+                    }));
                 } else {
                     *self = Lifecycle::Completed(c);
                 }
                 waker.map_or(OnCqe::Nothing, OnCqe::Wake)
             }
-            Lifecycle::Streaming {
-                waker,
-                queue,
-                finished,
-            } => {
-                if *finished {
-                    // A CQE after the final one would be a kernel bug; keep it, harmlessly.
+            Lifecycle::Streaming(st) => {
+                if st.finished {
+                    // A CQE after the final one would be a kernel bug; ignore it, harmlessly.
                     return OnCqe::Nothing;
                 }
-                queue.push_back(c);
-                *finished = !c.more();
-                waker.take().map_or(OnCqe::Nothing, OnCqe::Wake)
+                st.queue.push_back(c);
+                st.finished = !c.more();
+                st.waker.take().map_or(OnCqe::Nothing, OnCqe::Wake)
             }
             Lifecycle::Orphaned(_) if c.more() => OnCqe::ReleaseInPlace,
             Lifecycle::Orphaned(_) => OnCqe::FreeOrphan,
@@ -132,7 +133,7 @@ impl Lifecycle {
     pub(crate) fn awaits_kernel(&self) -> bool {
         match self {
             Lifecycle::Submitted { .. } | Lifecycle::Orphaned(_) | Lifecycle::Internal(_) => true,
-            Lifecycle::Streaming { finished, .. } => !finished,
+            Lifecycle::Streaming(st) => !st.finished,
             Lifecycle::Completed(_) | Lifecycle::Abandoned => false,
         }
     }
@@ -141,7 +142,7 @@ impl Lifecycle {
     pub(crate) fn has_owner(&self) -> bool {
         match self {
             Lifecycle::Submitted { .. } => true,
-            Lifecycle::Streaming { finished, .. } => !finished,
+            Lifecycle::Streaming(st) => !st.finished,
             _ => false,
         }
     }
@@ -162,6 +163,12 @@ mod tests {
     }
 
     const MORE: u32 = 1 << 1; // IORING_CQE_F_MORE
+
+    #[test]
+    fn a_slot_stays_small() {
+        // Every in-flight op pays for this in the slab; multishot state is boxed.
+        assert!(std::mem::size_of::<Lifecycle>() <= 24);
+    }
 
     #[test]
     fn single_shot_completes_and_wakes() {
@@ -193,11 +200,9 @@ mod tests {
         assert!(s.awaits_kernel());
         let _ = s.on_cqe(Completion { res: 0, flags: 0 });
         match &s {
-            Lifecycle::Streaming {
-                queue, finished, ..
-            } => {
-                assert_eq!(queue.len(), 3);
-                assert!(*finished);
+            Lifecycle::Streaming(st) => {
+                assert_eq!(st.queue.len(), 3);
+                assert!(st.finished);
             }
             _ => panic!("expected streaming"),
         }
