@@ -77,6 +77,7 @@
 pub mod buf;
 mod driver;
 mod executor;
+pub mod net;
 mod runtime;
 mod sys;
 pub mod time;
@@ -112,14 +113,6 @@ pub mod __private {
             offset: u64::MAX,
         })
         .await;
-        let mut buf = out.data.buf;
-        match out.result {
-            Ok(n) => {
-                // SAFETY: the kernel reported `n` bytes written at the start of the buffer.
-                unsafe { buf.set_init(n as usize) };
-                (Ok(n as usize), buf)
-            }
-            Err(e) => (Err(e), buf),
-        }
+        crate::buf::finish_read(out.result, out.data.buf)
     }
 }

@@ -90,6 +90,22 @@ pub unsafe trait IoBufMut: IoBuf {
     unsafe fn set_init(&mut self, init: usize);
 }
 
+/// Finishes a read op: on success records that the kernel initialised the first `n` bytes.
+///
+/// The caller passes the result of an op that read into `buf` from its start; the kernel
+/// reports `n` bytes written there, which is what makes `set_init(n)` sound.
+pub(crate) fn finish_read<B: IoBufMut>(result: io::Result<u32>, mut buf: B) -> BufResult<usize, B> {
+    match result {
+        Ok(n) => {
+            let n = (n as usize).min(buf.bytes_total());
+            // SAFETY: the kernel wrote `n <= bytes_total()` bytes at the start of the buffer.
+            unsafe { buf.set_init(n) };
+            (Ok(n), buf)
+        }
+        Err(e) => (Err(e), buf),
+    }
+}
+
 // SAFETY: a Vec's heap block does not move when the Vec moves and is only reallocated through
 // `&mut`; `as_ptr` is valid for `capacity` bytes of which `len` are initialised.
 unsafe impl IoBuf for Vec<u8> {
@@ -148,6 +164,19 @@ unsafe impl IoBuf for &'static [u8] {
     }
     fn bytes_total(&self) -> usize {
         self.len()
+    }
+}
+
+// SAFETY: 'static data never moves and is never freed. (Byte-string literals: `b"ping"`.)
+unsafe impl<const N: usize> IoBuf for &'static [u8; N] {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        N
+    }
+    fn bytes_total(&self) -> usize {
+        N
     }
 }
 

@@ -20,7 +20,7 @@ mod registry;
 pub(crate) mod slot;
 
 pub(crate) use op::{Op, OpCode};
-pub(crate) use registry::{current, lookup, unregister, EnterGuard};
+pub(crate) use registry::{current, current_id, lookup, unregister, EnterGuard};
 
 use std::cell::RefCell;
 use std::io;

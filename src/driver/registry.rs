@@ -60,3 +60,8 @@ pub(crate) fn lookup(id: u64) -> Option<Driver> {
         _ => DRIVERS.with(|r| r.lookup(id)).map(Driver),
     }
 }
+
+/// The id of the loop running on this thread, if any.
+pub(crate) fn current_id() -> Option<u64> {
+    DRIVERS.with(|r| r.with_current(|d| d.id))
+}

@@ -1,0 +1,70 @@
+//! A socket descriptor shared by the socket object and its in-flight ops.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A descriptor that stays open while any op using it may still be queued or in the kernel:
+/// every op holds a clone, so closing the socket object never lets a queued SQE reach a
+/// closed (and possibly reused) descriptor number. The last clone closes it.
+#[derive(Clone, Debug)]
+pub(crate) struct SharedFd(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    fd: OwnedFd,
+    /// The loop that first used this socket (0: none yet).
+    owner: AtomicU64,
+}
+
+impl SharedFd {
+    pub(crate) fn new(fd: OwnedFd) -> SharedFd {
+        SharedFd(Arc::new(Inner {
+            fd,
+            owner: AtomicU64::new(0),
+        }))
+    }
+
+    pub(crate) fn raw(&self) -> RawFd {
+        self.0.fd.as_raw_fd()
+    }
+
+    /// Records the loop using this socket on first use; panics if another loop uses it later.
+    /// Called when an op is submitted, on the loop's thread.
+    #[track_caller]
+    pub(crate) fn claim(&self) {
+        let Some(id) = crate::driver::current_id() else {
+            return; // Op::poll reports "outside a running event loop" itself.
+        };
+        let owner = self.0.owner.load(Ordering::Relaxed);
+        if owner == id {
+            return;
+        }
+        if owner == 0
+            && self
+                .0
+                .owner
+                .compare_exchange(0, id, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return;
+        }
+        panic!(
+            "ringloop: a socket first used on one event loop was used on another; an I/O object \
+             is served by the loop where it is first used (make one per loop, e.g. with \
+             TcpListener::bind_reuseport)"
+        );
+    }
+}
+
+impl AsRawFd for SharedFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.raw()
+    }
+}
+
+impl std::os::fd::AsFd for SharedFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.0.fd)
+    }
+}

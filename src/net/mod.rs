@@ -1,0 +1,89 @@
+//! Networking on the ring: TCP, UDP and Unix stream sockets.
+//!
+//! Sockets are made with plain socket calls (they work outside a loop); every operation on
+//! them is an io_uring SQE. An I/O object is served by the loop where it is first used; using
+//! it from another loop's thread panics saying so.
+//!
+//! Operations take owned buffers and give them back ([`BufResult`](crate::BufResult)).
+//! Dropping any I/O future cancels its operation without letting the kernel touch freed
+//! memory. `accept` is cancel-safe: a connection accepted for a future that was dropped (say,
+//! in a timeout) is kept for the next `accept`.
+//!
+//! Address resolution (`impl ToSocketAddrs`) uses the standard library's resolver, which
+//! blocks for host names; pass `SocketAddr`s on a hot path.
+//!
+//! ```
+//! use ringloop::net::{TcpListener, TcpStream};
+//!
+//! let mut lp = ringloop::EventLoop::new()?;
+//! lp.block_on(async {
+//!     let listener = TcpListener::bind("127.0.0.1:0")?;
+//!     let addr = listener.local_addr()?;
+//!     let client = ringloop::spawn(async move {
+//!         let s = TcpStream::connect(addr).await?;
+//!         let (r, _) = s.write_all(b"ping").await;
+//!         r?;
+//!         let (r, buf) = s.read(Vec::with_capacity(16)).await;
+//!         r?;
+//!         Ok::<_, std::io::Error>(buf)
+//!     });
+//!     let (conn, _peer) = listener.accept().await?;
+//!     let (r, buf) = conn.read(Vec::with_capacity(16)).await;
+//!     r?;
+//!     let (r, _) = conn.write_all(buf).await;
+//!     r?;
+//!     assert_eq!(client.await.unwrap()?, b"ping");
+//!     Ok::<(), std::io::Error>(())
+//! })?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+mod acceptor;
+mod fd;
+mod ops;
+mod stream;
+mod tcp;
+mod udp;
+mod unix;
+
+pub use tcp::{TcpListener, TcpStream};
+pub use udp::UdpSocket;
+pub use unix::{UnixListener, UnixStream};
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+/// Resolves `addr`; the error says what was being done.
+fn resolve(what: &str, addr: impl ToSocketAddrs) -> io::Result<Vec<SocketAddr>> {
+    addr.to_socket_addrs()
+        .map(Iterator::collect)
+        .map_err(|e| io::Error::new(e.kind(), format!("{what}: cannot resolve address: {e}")))
+}
+
+fn nothing_resolved(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{what}: the address resolved to nothing"),
+    )
+}
+
+/// Runs `f` on each resolved address until one succeeds; else the last error.
+fn each_addr<T>(
+    what: &str,
+    addr: impl ToSocketAddrs,
+    mut f: impl FnMut(SocketAddr) -> io::Result<T>,
+) -> io::Result<T> {
+    let mut last = None;
+    for a in resolve(what, addr)? {
+        match f(a) {
+            Ok(v) => return Ok(v),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| nothing_resolved(what)))
+}
+
+/// Wraps `e` with what was attempted on which address, keeping its kind.
+fn context(e: io::Error, what: &str, addr: impl std::fmt::Display) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {addr}: {e}"))
+}

@@ -1,0 +1,122 @@
+//! `IORING_OP_ACCEPT`, with a stash that makes `accept()` cancel-safe.
+
+use std::collections::VecDeque;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use io_uring::{opcode, squeue, types};
+use socket2::SockAddr;
+
+use crate::driver::slot::Completion;
+use crate::driver::OpCode;
+use crate::net::fd::SharedFd;
+
+/// A connection the kernel accepted, with its peer address.
+pub(crate) struct Accepted {
+    pub(crate) fd: OwnedFd,
+    pub(crate) addr: SockAddr,
+}
+
+/// Connections accepted for `accept()` futures that were dropped before they saw them. The
+/// next `accept()` takes from here first, so no connection is lost to a timeout.
+#[derive(Default)]
+pub(crate) struct Stash {
+    nonempty: AtomicBool,
+    queue: Mutex<VecDeque<Accepted>>,
+}
+
+impl Stash {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Accepted>> {
+        // Only pushes and pops happen under the lock; a poisoned queue is still consistent.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn push(&self, a: Accepted) {
+        self.lock().push_back(a);
+        self.nonempty.store(true, Ordering::Release);
+    }
+
+    /// A stashed connection, if any; one relaxed load when there is none.
+    pub(crate) fn pop(&self) -> Option<Accepted> {
+        if !self.nonempty.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut q = self.lock();
+        let a = q.pop_front();
+        if q.is_empty() {
+            self.nonempty.store(false, Ordering::Release);
+        }
+        a
+    }
+}
+
+/// Storage the kernel writes the peer address into. Boxed: it must not move with the op.
+pub(crate) struct AddrBuf {
+    pub(crate) storage: libc::sockaddr_storage,
+    pub(crate) len: libc::socklen_t,
+}
+
+impl AddrBuf {
+    pub(crate) fn new() -> Box<AddrBuf> {
+        Box::new(AddrBuf {
+            // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
+            storage: unsafe { std::mem::zeroed() },
+            len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        })
+    }
+
+    pub(crate) fn to_sockaddr(&self) -> SockAddr {
+        let mut storage = socket2::SockAddrStorage::zeroed();
+        // SAFETY: `SockAddrStorage` is a transparent wrapper of `sockaddr_storage`.
+        *unsafe { storage.view_as::<libc::sockaddr_storage>() } = self.storage;
+        let len = self
+            .len
+            .min(std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t);
+        // SAFETY: the kernel filled the storage with an address of `len` bytes (clamped to the
+        // storage size) when the op succeeded; before that it is zeroed (family AF_UNSPEC).
+        unsafe { SockAddr::new(storage, len) }
+    }
+}
+
+pub(crate) struct Accept {
+    pub(crate) fd: SharedFd,
+    /// Written by the kernel until the CQE.
+    pub(crate) addr: Box<AddrBuf>,
+    /// Where a connection goes if nobody waits for it any more.
+    pub(crate) stash: std::sync::Arc<Stash>,
+}
+
+impl Accept {
+    /// Turns a successful result into an owned connection.
+    pub(crate) fn accepted(&self, res: u32) -> Accepted {
+        // SAFETY: a successful accept returns a new descriptor that nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(res as i32) };
+        Accepted {
+            fd,
+            addr: self.addr.to_sockaddr(),
+        }
+    }
+}
+
+// SAFETY: the SQE points at `addr.storage` and `addr.len`, inside a Box owned by this op,
+// which stays put when the op moves.
+unsafe impl OpCode for Accept {
+    fn sqe(&mut self) -> squeue::Entry {
+        self.fd.claim();
+        opcode::Accept::new(
+            types::Fd(self.fd.raw()),
+            (&mut self.addr.storage as *mut libc::sockaddr_storage).cast(),
+            &mut self.addr.len,
+        )
+        .flags(libc::SOCK_CLOEXEC)
+        .build()
+    }
+
+    fn release(&mut self, c: Completion) {
+        if let Ok(res) = c.result() {
+            let a = self.accepted(res);
+            self.stash.push(a);
+        }
+    }
+}

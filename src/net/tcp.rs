@@ -1,0 +1,208 @@
+//! `TcpListener` and `TcpStream`.
+
+use std::fmt;
+use std::io;
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
+
+use super::acceptor::Acceptor;
+use super::fd::SharedFd;
+use super::ops::Connect;
+use super::{context, each_addr, nothing_resolved, resolve, stream};
+use crate::buf::{BufResult, IoBuf, IoBufMut};
+use crate::driver::Op;
+
+/// The listen backlog: the kernel clamps it to `net.core.somaxconn`.
+const BACKLOG: i32 = 1024;
+
+/// A TCP socket accepting connections.
+pub struct TcpListener {
+    acceptor: Acceptor,
+}
+
+impl TcpListener {
+    /// Binds to `addr` with `SO_REUSEADDR` and listens. A plain socket call: works outside a
+    /// loop.
+    ///
+    /// # Errors
+    ///
+    /// The bind error (`AddrInUse`, `AddrNotAvailable`, ...), naming the address.
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        each_addr("bind", addr, |a| listen(a, false))
+    }
+
+    /// Binds like [`bind`](TcpListener::bind), adding `SO_REUSEPORT` so that several
+    /// listeners (one per loop, one loop per core) share the port and the kernel spreads
+    /// connections across them.
+    pub fn bind_reuseport(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        each_addr("bind", addr, |a| listen(a, true))
+    }
+
+    /// Adopts a listener made with the standard library (switched to blocking mode: the ring,
+    /// not `O_NONBLOCK`, makes its operations asynchronous).
+    pub fn from_std(l: std::net::TcpListener) -> io::Result<TcpListener> {
+        l.set_nonblocking(false)?;
+        Ok(TcpListener {
+            acceptor: Acceptor::new(SharedFd::new(OwnedFd::from(l))),
+        })
+    }
+
+    /// Waits for a connection. Cancel-safe: a connection accepted for a dropped `accept`
+    /// future is returned by the next call.
+    ///
+    /// # Errors
+    ///
+    /// The accept error. After `EMFILE`/`ENFILE` (out of descriptors) the next call first
+    /// waits a short back-off, so a server that retries at once does not spin.
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let a = self.acceptor.accept().await?;
+        let addr = a.addr.as_socket().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "accepted a non-IP peer address")
+        })?;
+        Ok((TcpStream::from_fd(a.fd), addr))
+    }
+
+    /// The address this listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        local_addr(&self.acceptor.fd)
+    }
+}
+
+fn listen(addr: SocketAddr, reuseport: bool) -> io::Result<TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    if reuseport {
+        sock.set_reuse_port(true)?;
+    }
+    sock.bind(&addr.into())
+        .map_err(|e| context(e, "bind", addr))?;
+    sock.listen(BACKLOG)
+        .map_err(|e| context(e, "listen on", addr))?;
+    Ok(TcpListener {
+        acceptor: Acceptor::new(SharedFd::new(OwnedFd::from(sock))),
+    })
+}
+
+fn local_addr(fd: &SharedFd) -> io::Result<SocketAddr> {
+    SockRef::from(fd)
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket"))
+}
+
+impl AsRawFd for TcpListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.acceptor.fd.raw()
+    }
+}
+
+impl fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpListener")
+            .field("fd", &self.acceptor.fd.raw())
+            .field("addr", &self.local_addr().ok())
+            .finish()
+    }
+}
+
+/// A TCP connection.
+///
+/// Methods take `&self`, so one task can read while another writes. Dropping the stream
+/// closes its descriptor once no operation uses it any more.
+pub struct TcpStream {
+    fd: SharedFd,
+}
+
+impl TcpStream {
+    fn from_fd(fd: OwnedFd) -> TcpStream {
+        TcpStream {
+            fd: SharedFd::new(fd),
+        }
+    }
+
+    /// Connects to `addr`, trying each resolved address in turn.
+    ///
+    /// # Errors
+    ///
+    /// The last address's error (`ConnectionRefused`, `TimedOut`, ...), naming it.
+    pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
+        let mut last = None;
+        for a in resolve("connect", addr)? {
+            match connect_one(a).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| nothing_resolved("connect")))
+    }
+
+    /// Reads into `buf` from its start, up to its capacity; sets its length to the bytes
+    /// read. `Ok(0)` is end of stream.
+    pub async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
+        stream::read(&self.fd, buf).await
+    }
+
+    /// Writes `buf[..len]` once; returns how many bytes the kernel took.
+    pub async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
+        stream::write(&self.fd, buf).await
+    }
+
+    /// Writes all of `buf[..len]`, handling short writes.
+    pub async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
+        stream::write_all(&self.fd, buf).await
+    }
+
+    /// Shuts down the read, write or both halves; the peer sees end of stream after a
+    /// write shutdown.
+    pub async fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        stream::shutdown(&self.fd, how).await
+    }
+
+    /// Sets `TCP_NODELAY` (disables Nagle's algorithm).
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        SockRef::from(&self.fd).set_tcp_nodelay(on)
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        SockRef::from(&self.fd)
+            .peer_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket"))
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        local_addr(&self.fd)
+    }
+}
+
+async fn connect_one(addr: SocketAddr) -> io::Result<TcpStream> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    let stream = TcpStream::from_fd(OwnedFd::from(sock));
+    Op::new(Connect {
+        fd: stream.fd.clone(),
+        addr: Box::new(SockAddr::from(addr)),
+    })
+    .await
+    .result
+    .map_err(|e| context(e, "connect to", addr))?;
+    Ok(stream)
+}
+
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.raw()
+    }
+}
+
+impl fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpStream")
+            .field("fd", &self.fd.raw())
+            .field("peer", &self.peer_addr().ok())
+            .finish()
+    }
+}

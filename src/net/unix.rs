@@ -1,0 +1,160 @@
+//! `UnixListener` and `UnixStream`: the TCP twins on Unix-domain stream sockets.
+
+use std::fmt;
+use std::io;
+use std::mem::ManuallyDrop;
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::SocketAddr;
+use std::path::Path;
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use super::acceptor::Acceptor;
+use super::fd::SharedFd;
+use super::ops::Connect;
+use super::stream;
+use crate::buf::{BufResult, IoBuf, IoBufMut};
+use crate::driver::Op;
+
+const BACKLOG: i32 = 1024;
+
+fn path_error(e: io::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+/// Runs `f` on a std view of `fd`, which is only borrowed.
+fn with_std<T>(fd: RawFd, f: impl FnOnce(&std::os::unix::net::UnixStream) -> T) -> T {
+    // SAFETY: `fd` is an open Unix socket owned by the caller for the whole call; ManuallyDrop
+    // keeps the view from closing it.
+    let view = ManuallyDrop::new(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) });
+    f(&view)
+}
+
+/// A Unix-domain socket accepting connections.
+pub struct UnixListener {
+    acceptor: Acceptor,
+}
+
+impl UnixListener {
+    /// Binds to the path `path` (which must not exist) and listens. A plain socket call.
+    pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
+        let path = path.as_ref();
+        let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        let addr = SockAddr::unix(path).map_err(|e| path_error(e, "bind", path))?;
+        sock.bind(&addr).map_err(|e| path_error(e, "bind", path))?;
+        sock.listen(BACKLOG)
+            .map_err(|e| path_error(e, "listen on", path))?;
+        Ok(UnixListener {
+            acceptor: Acceptor::new(SharedFd::new(OwnedFd::from(sock))),
+        })
+    }
+
+    /// Adopts a listener made with the standard library (switched to blocking mode).
+    pub fn from_std(l: std::os::unix::net::UnixListener) -> io::Result<UnixListener> {
+        l.set_nonblocking(false)?;
+        Ok(UnixListener {
+            acceptor: Acceptor::new(SharedFd::new(OwnedFd::from(l))),
+        })
+    }
+
+    /// Waits for a connection. Cancel-safe, with the same back-off on `EMFILE` as
+    /// [`TcpListener::accept`](super::TcpListener::accept).
+    pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
+        let a = self.acceptor.accept().await?;
+        let stream = UnixStream {
+            fd: SharedFd::new(a.fd),
+        };
+        let addr = stream.peer_addr()?;
+        Ok((stream, addr))
+    }
+
+    /// The address this listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        with_std(self.acceptor.fd.raw(), |s| s.local_addr())
+    }
+}
+
+impl AsRawFd for UnixListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.acceptor.fd.raw()
+    }
+}
+
+impl fmt::Debug for UnixListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnixListener")
+            .field("fd", &self.acceptor.fd.raw())
+            .finish()
+    }
+}
+
+/// A Unix-domain stream connection.
+pub struct UnixStream {
+    fd: SharedFd,
+}
+
+impl UnixStream {
+    /// Connects to the socket at `path`.
+    pub async fn connect(path: impl AsRef<Path>) -> io::Result<UnixStream> {
+        let path = path.as_ref();
+        let addr = SockAddr::unix(path).map_err(|e| path_error(e, "connect to", path))?;
+        let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        let stream = UnixStream {
+            fd: SharedFd::new(OwnedFd::from(sock)),
+        };
+        Op::new(Connect {
+            fd: stream.fd.clone(),
+            addr: Box::new(addr),
+        })
+        .await
+        .result
+        .map_err(|e| path_error(e, "connect to", path))?;
+        Ok(stream)
+    }
+
+    /// Reads into `buf` from its start, up to its capacity; sets its length to the bytes
+    /// read. `Ok(0)` is end of stream.
+    pub async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
+        stream::read(&self.fd, buf).await
+    }
+
+    /// Writes `buf[..len]` once; returns how many bytes the kernel took.
+    pub async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
+        stream::write(&self.fd, buf).await
+    }
+
+    /// Writes all of `buf[..len]`, handling short writes.
+    pub async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
+        stream::write_all(&self.fd, buf).await
+    }
+
+    /// Shuts down the read, write or both halves.
+    pub async fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        stream::shutdown(&self.fd, how).await
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        with_std(self.fd.raw(), |s| s.peer_addr())
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        with_std(self.fd.raw(), |s| s.local_addr())
+    }
+}
+
+impl AsRawFd for UnixStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.raw()
+    }
+}
+
+impl fmt::Debug for UnixStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnixStream")
+            .field("fd", &self.fd.raw())
+            .finish()
+    }
+}

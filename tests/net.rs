@@ -1,0 +1,335 @@
+//! Networking through the public API, over loopback.
+
+use std::net::{Shutdown, SocketAddr};
+use std::time::Duration;
+
+use ringloop::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
+use ringloop::{spawn, time, EventLoop};
+
+fn run<F: std::future::Future>(f: F) -> F::Output {
+    EventLoop::new().unwrap().block_on(f)
+}
+
+/// Serves one connection: echoes until EOF, then shuts down its write half.
+async fn echo_tcp(conn: TcpStream) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    loop {
+        let (r, b) = conn.read(buf).await;
+        let n = r.unwrap();
+        if n == 0 {
+            conn.shutdown(Shutdown::Write).await.unwrap();
+            return;
+        }
+        let (r, b) = conn.write_all(b).await;
+        r.unwrap();
+        buf = b;
+    }
+}
+
+#[test]
+fn tcp_echo_round_trip() {
+    run(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        spawn(async move {
+            let (c, peer) = l.accept().await.unwrap();
+            assert_eq!(peer, c.peer_addr().unwrap());
+            echo_tcp(c).await;
+        });
+        let s = TcpStream::connect(addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        assert_eq!(s.peer_addr().unwrap(), addr);
+        let (r, _) = s.write_all(b"hello ring").await;
+        r.unwrap();
+        let (r, buf) = s.read(Vec::with_capacity(64)).await;
+        assert_eq!(r.unwrap(), 10);
+        assert_eq!(buf, b"hello ring");
+    });
+}
+
+#[test]
+fn eight_mib_both_ways_byte_exact() {
+    const LEN: usize = 8 << 20;
+    let data: Vec<u8> = (0..LEN).map(|i| (i * 31 % 251) as u8).collect();
+    let expected = data.clone();
+    run(async move {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        spawn(async move { echo_tcp(l.accept().await.unwrap().0).await });
+        let s = std::rc::Rc::new(TcpStream::connect(addr).await.unwrap());
+        let w = s.clone();
+        let writer = spawn(async move {
+            let (r, _) = w.write_all(data).await;
+            r.unwrap();
+            w.shutdown(Shutdown::Write).await.unwrap();
+        });
+        let mut got = Vec::with_capacity(LEN);
+        let mut buf = Vec::with_capacity(256 * 1024);
+        loop {
+            let (r, b) = s.read(buf).await;
+            if r.unwrap() == 0 {
+                break;
+            }
+            got.extend_from_slice(&b);
+            buf = b;
+        }
+        writer.await.unwrap();
+        assert_eq!(got.len(), LEN);
+        assert!(got == expected, "echoed bytes differ");
+    });
+}
+
+#[test]
+fn eof_is_ok_zero_and_half_close_is_seen_by_peer() {
+    run(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = spawn(async move {
+            let (c, _) = l.accept().await.unwrap();
+            // The client shut its write half: we read EOF, yet can still write back.
+            let (r, _) = c.read(Vec::with_capacity(8)).await;
+            assert_eq!(r.unwrap(), 0, "EOF is Ok(0)");
+            let (r, _) = c.write_all(b"still open").await;
+            r.unwrap();
+        });
+        let s = TcpStream::connect(addr).await.unwrap();
+        s.shutdown(Shutdown::Write).await.unwrap();
+        let (r, buf) = s.read(Vec::with_capacity(32)).await;
+        assert_eq!(r.unwrap(), 10);
+        assert_eq!(buf, b"still open");
+        server.await.unwrap();
+        let (r, _) = s.read(Vec::with_capacity(8)).await;
+        assert_eq!(r.unwrap(), 0);
+    });
+}
+
+#[test]
+fn connection_refused_names_the_address() {
+    // Bind then drop to find a port nobody listens on.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let e = run(TcpStream::connect(addr)).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert!(e.to_string().contains(&addr.to_string()), "{e}");
+}
+
+#[test]
+fn addr_in_use_without_reuseport_and_sharing_with_it() {
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = a.local_addr().unwrap();
+    let e = TcpListener::bind(addr).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+    assert!(e.to_string().contains(&addr.to_string()), "{e}");
+
+    let b = TcpListener::bind_reuseport("127.0.0.1:0").unwrap();
+    let addr = b.local_addr().unwrap();
+    let c = TcpListener::bind_reuseport(addr).unwrap();
+    assert_eq!(c.local_addr().unwrap(), addr);
+}
+
+#[test]
+fn bad_address_is_a_clear_error() {
+    let e = TcpListener::bind("not-an-address").unwrap_err();
+    assert!(e.to_string().contains("bind"), "{e}");
+}
+
+#[test]
+fn five_hundred_connections_twenty_messages_each() {
+    run(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        spawn(async move {
+            loop {
+                let (c, _) = l.accept().await.unwrap();
+                spawn(echo_tcp(c));
+            }
+        });
+        let clients: Vec<_> = (0..500u32)
+            .map(|i| {
+                spawn(async move {
+                    let s = TcpStream::connect(addr).await.unwrap();
+                    for j in 0..20u32 {
+                        let msg = format!("client {i} message {j}").into_bytes();
+                        let (r, msg) = s.write_all(msg).await;
+                        r.unwrap();
+                        let mut got = Vec::new();
+                        while got.len() < msg.len() {
+                            let (r, b) = s.read(Vec::with_capacity(64)).await;
+                            assert!(r.unwrap() > 0);
+                            got.extend_from_slice(&b);
+                        }
+                        assert_eq!(got, msg);
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn buffers_come_back_with_the_same_allocation() {
+    run(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        spawn(async move { echo_tcp(l.accept().await.unwrap().0).await });
+        let s = TcpStream::connect(addr).await.unwrap();
+        let out = b"abcdef".to_vec();
+        let out_ptr = out.as_ptr();
+        let (r, out) = s.write(out).await;
+        assert_eq!(r.unwrap(), 6);
+        assert_eq!(out.as_ptr(), out_ptr);
+        let inbuf = Vec::with_capacity(128);
+        let in_ptr = inbuf.as_ptr();
+        let (r, inbuf) = s.read(inbuf).await;
+        assert_eq!(r.unwrap(), 6);
+        assert_eq!(inbuf.as_ptr(), in_ptr);
+        assert_eq!(inbuf.capacity(), 128);
+    });
+}
+
+#[test]
+fn accept_is_cancel_safe() {
+    run(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        // An accept that times out with no client.
+        assert!(time::timeout(Duration::from_millis(10), l.accept())
+            .await
+            .is_err());
+        // Start an accept, let a client connect, and drop the accept future before it is
+        // polled again: the connection must not be lost.
+        let client = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            std::net::TcpStream::connect(addr).unwrap()
+        });
+        let r = time::timeout(Duration::from_millis(1), l.accept()).await;
+        assert!(r.is_err());
+        let mut c = client.join().unwrap();
+        time::sleep(Duration::from_millis(20)).await;
+        let (conn, peer) = time::timeout(Duration::from_secs(5), l.accept())
+            .await
+            .expect("the connection was kept for the next accept")
+            .unwrap();
+        assert_eq!(peer, c.local_addr().unwrap());
+        use std::io::Write;
+        c.write_all(b"kept").unwrap();
+        let (r, buf) = conn.read(Vec::with_capacity(8)).await;
+        assert_eq!(r.unwrap(), 4);
+        assert_eq!(buf, b"kept");
+    });
+}
+
+#[test]
+fn from_std_listener_works_on_the_ring() {
+    let std_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std_l.set_nonblocking(true).unwrap();
+    let addr = std_l.local_addr().unwrap();
+    let l = TcpListener::from_std(std_l).unwrap();
+    run(async move {
+        let c = spawn(async move { TcpStream::connect(addr).await.unwrap() });
+        let (_s, peer) = l.accept().await.unwrap();
+        let c = c.await.unwrap();
+        assert_eq!(peer, c.local_addr().unwrap());
+    });
+}
+
+#[test]
+fn udp_round_trip() {
+    run(async {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b_addr: SocketAddr = b.local_addr().unwrap();
+        let (r, _) = a.send_to(b"datagram", b_addr).await;
+        assert_eq!(r.unwrap(), 8);
+        let (r, buf) = b.recv_from(Vec::with_capacity(64)).await;
+        let (n, from) = r.unwrap();
+        assert_eq!(n, 8);
+        assert_eq!(&buf[..], b"datagram");
+        assert_eq!(from, a.local_addr().unwrap());
+    });
+}
+
+#[test]
+fn unix_echo_round_trip() {
+    let dir = std::env::temp_dir().join(format!("ringloop-unix-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("echo.sock");
+    let _ = std::fs::remove_file(&path);
+    let l = UnixListener::bind(&path).unwrap();
+    let p2 = path.clone();
+    run(async move {
+        spawn(async move {
+            let (c, _) = l.accept().await.unwrap();
+            let (r, b) = c.read(Vec::with_capacity(64)).await;
+            r.unwrap();
+            let (r, _) = c.write_all(b).await;
+            r.unwrap();
+        });
+        let s = UnixStream::connect(&p2).await.unwrap();
+        assert_eq!(s.peer_addr().unwrap().as_pathname(), Some(p2.as_path()));
+        let (r, _) = s.write_all("over unix").await;
+        r.unwrap();
+        let (r, buf) = s.read(Vec::with_capacity(64)).await;
+        assert_eq!(r.unwrap(), 9);
+        assert_eq!(buf, b"over unix");
+    });
+    let e = run(UnixStream::connect(dir.join("missing.sock"))).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    assert!(e.to_string().contains("missing.sock"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn io_futures_are_send_so_handle_spawn_can_take_them() {
+    fn assert_send<T: Send>(_: &T) {}
+    let s = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = s.local_addr().unwrap();
+    let f = async move {
+        let c = TcpStream::connect(addr).await.unwrap();
+        let (r, _) = c.write_all(vec![1u8; 4]).await;
+        r.unwrap();
+        time::sleep(Duration::from_millis(1)).await;
+    };
+    assert_send(&f);
+    let mut lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let jh = std::thread::spawn(move || h.spawn(f)).join().unwrap();
+    lp.block_on(async move {
+        let (_c, _) = s.accept().await.unwrap();
+        jh.await.unwrap();
+    });
+}
+
+#[test]
+fn accept_completed_then_dropped_before_repoll_keeps_the_connection() {
+    use std::future::Future;
+    use std::task::Poll;
+    run(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        // 1. Submit an accept by polling its future once.
+        let mut acc = Box::pin(l.accept());
+        std::future::poll_fn(|cx| {
+            assert!(acc.as_mut().poll(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        // 2. A client connects; the loop reaps the accept's CQE while we sleep, without
+        //    polling the accept future again.
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        time::sleep(Duration::from_millis(30)).await;
+        // 3. Drop the future that never saw its connection.
+        drop(acc);
+        // 4. The next accept returns that connection.
+        let (_conn, peer) = time::timeout(Duration::from_secs(5), l.accept())
+            .await
+            .expect("the completed connection was stashed, not lost")
+            .unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+    });
+}
