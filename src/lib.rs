@@ -83,7 +83,7 @@ mod sys;
 pub mod time;
 mod util;
 
-pub use buf::{BufResult, IoBuf, IoBufMut};
+pub use buf::{BufResult, IoBuf, IoBufMut, RecvBuf};
 pub use executor::{JoinError, JoinHandle};
 pub use runtime::{spawn, yield_now, Builder, EventLoop, Handle, Stopping};
 pub use sys::{Features, SetupMode};

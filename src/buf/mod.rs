@@ -12,6 +12,7 @@
 
 mod slice;
 
+pub use crate::driver::bufring::RecvBuf;
 pub use slice::Slice;
 
 use std::io;

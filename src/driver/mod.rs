@@ -14,6 +14,7 @@
 //!
 //! The driver knows nothing of tasks beyond a `Waker`, and nothing of sockets.
 
+pub(crate) mod bufring;
 pub(crate) mod op;
 pub(crate) mod ops;
 mod registry;
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, squeue, types, IoUring};
 use slab::Slab;
 
+use bufring::BufPool;
 use slot::{Completion, Lifecycle, OnCqe, Orphan};
 
 /// `user_data` of cancel SQEs; their CQEs are ignored. Never a slot index: the table cannot
@@ -53,6 +55,18 @@ pub(crate) struct Driver(Rc<DriverCell>);
 pub(crate) struct DriverCell {
     pub(crate) id: u64,
     inner: RefCell<Inner>,
+    /// The receive-buffer pool; `None` where the kernel has no provided-buffer rings.
+    pool: Option<BufPool>,
+    /// Size of one receive buffer (pooled or, without a pool, allocated per receive).
+    recv_size: usize,
+}
+
+/// How the receive-buffer pool is set up.
+pub(crate) struct PoolConfig {
+    pub(crate) count: u16,
+    pub(crate) size: usize,
+    /// Wakes the loop from another thread (a buffer dropped there was queued for return).
+    pub(crate) wake_loop: Box<dyn Fn() + Send + Sync>,
 }
 
 struct Inner {
@@ -103,10 +117,34 @@ pub(crate) fn closed_error() -> io::Error {
 }
 
 impl Driver {
-    pub(crate) fn new(id: u64, ring: IoUring, wake_fd: RawFd) -> Driver {
+    /// A driver for `ring`. The buffer pool is registered if the kernel supports it (5.19+);
+    /// where it does not (`EINVAL`), receives fall back to buffers allocated per receive.
+    pub(crate) fn new(
+        id: u64,
+        ring: IoUring,
+        wake_fd: RawFd,
+        pool: PoolConfig,
+    ) -> io::Result<Driver> {
         let cap = ring.params().cq_entries() as usize;
+        let recv_size = pool.size;
+        let pool = match BufPool::new(&ring, pool.count, pool.size, pool.wake_loop) {
+            Ok(p) => Some(p),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "registering the receive-buffer ring ({} x {} bytes) failed: {e}; \
+                         Builder::recv_buffers sets its size",
+                        pool.count, recv_size
+                    ),
+                ))
+            }
+        };
         let d = Driver(Rc::new(DriverCell {
             id,
+            pool,
+            recv_size,
             inner: RefCell::new(Inner {
                 ring: Some(ring),
                 ops: Slab::with_capacity(cap),
@@ -119,7 +157,24 @@ impl Driver {
             }),
         }));
         registry::register(&d);
-        d
+        Ok(d)
+    }
+
+    /// The receive-buffer pool, if the kernel supports provided-buffer rings.
+    pub(crate) fn pool(&self) -> Option<&BufPool> {
+        self.0.pool.as_ref()
+    }
+
+    /// Size of one receive buffer.
+    pub(crate) fn recv_size(&self) -> usize {
+        self.0.recv_size
+    }
+
+    /// Writes back receive buffers dropped on other threads.
+    pub(crate) fn drain_foreign_buffers(&self) {
+        if let Some(p) = &self.0.pool {
+            p.drain_foreign();
+        }
     }
 
     pub(crate) fn id(&self) -> u64 {
@@ -230,8 +285,12 @@ impl Driver {
             }
         };
         self.run_released();
-        // Dropping the ring closes its descriptor and unmaps the queues.
         let ring = self.0.inner.borrow_mut().ring.take();
+        if let (Some(ring), Some(pool), true) = (&ring, &self.0.pool, result.is_ok()) {
+            // Every op has completed: no recv can pick a buffer any more.
+            pool.unregister(ring);
+        }
+        // Dropping the ring closes its descriptor and unmaps the queues.
         drop(ring);
         result
     }

@@ -37,7 +37,6 @@ impl<T: OpCode> Orphan for T {
 /// What an op resolves to: its result, the CQE flags, and its data given back.
 pub(crate) struct Outcome<T> {
     pub(crate) result: io::Result<u32>,
-    #[allow(dead_code)]
     pub(crate) flags: u32,
     pub(crate) data: T,
 }

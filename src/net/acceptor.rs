@@ -17,7 +17,7 @@ const FD_EXHAUSTED_BACKOFF: Duration = Duration::from_millis(25);
 
 pub(crate) struct Acceptor {
     pub(crate) fd: SharedFd,
-    stash: Arc<Stash>,
+    stash: Arc<Stash<Accepted>>,
     /// Nanoseconds since `epoch()` before which `accept` should not ask the kernel again.
     retry_at: AtomicU64,
 }

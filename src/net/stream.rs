@@ -3,9 +3,14 @@
 use std::io;
 use std::net::Shutdown as How;
 
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::Poll;
+
 use super::fd::SharedFd;
-use super::ops::{Recv, Send, Shutdown};
+use super::ops::{Recv, RecvSelect, Send, Shutdown, Stash};
 use crate::buf::{finish_read, BufResult, IoBuf, IoBufMut};
+use crate::driver::bufring::RecvBuf;
 use crate::driver::Op;
 
 pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
@@ -15,6 +20,53 @@ pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, buf: B) -> BufResult<usize,
     })
     .await;
     finish_read(out.result, out.data.buf)
+}
+
+/// Receives into a buffer the kernel picks from the loop's pool when data arrives (none is
+/// held while waiting). Cancel-safe: a result that arrives for a dropped future waits in
+/// `stash` for the next call. An empty pool (`ENOBUFS`) waits for a buffer to come back and
+/// retries; the data stays in the socket meanwhile.
+pub(crate) async fn recv(
+    fd: &SharedFd,
+    stash: &Arc<Stash<io::Result<RecvBuf>>>,
+) -> io::Result<RecvBuf> {
+    loop {
+        if let Some(r) = stash.pop() {
+            return r;
+        }
+        let driver = crate::driver::current()
+            .unwrap_or_else(|| panic!("ringloop: recv() polled outside a running event loop"));
+        let Some(pool) = driver.pool().cloned() else {
+            // No provided-buffer rings on this kernel: a buffer per receive.
+            let (r, v) = read(fd, Vec::with_capacity(driver.recv_size())).await;
+            return r.map(|_| RecvBuf::owned(v));
+        };
+        let len = u32::try_from(driver.recv_size()).unwrap_or(u32::MAX);
+        drop(driver);
+        let out = crate::driver::Op::new(RecvSelect {
+            fd: fd.clone(),
+            pool: pool.clone(),
+            len,
+            stash: stash.clone(),
+        })
+        .await;
+        let out_of_buffers =
+            matches!(out.result, Err(ref e) if e.raw_os_error() == Some(libc::ENOBUFS));
+        if let Some(r) = out.data.received(out.result, out.flags) {
+            return r;
+        }
+        if out_of_buffers {
+            poll_fn(|cx| {
+                if pool.available() > 0 {
+                    Poll::Ready(())
+                } else {
+                    pool.wait_for_buffer(cx.waker());
+                    Poll::Pending
+                }
+            })
+            .await;
+        }
+    }
 }
 
 pub(crate) async fn write<B: IoBuf>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {

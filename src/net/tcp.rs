@@ -10,9 +10,11 @@ use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 use super::acceptor::Acceptor;
 use super::fd::SharedFd;
 use super::ops::Connect;
+use super::ops::Stash;
 use super::{context, each_addr, nothing_resolved, resolve, stream};
-use crate::buf::{BufResult, IoBuf, IoBufMut};
+use crate::buf::{BufResult, IoBuf, IoBufMut, RecvBuf};
 use crate::driver::Op;
+use std::sync::Arc;
 
 /// The listen backlog: the kernel clamps it to `net.core.somaxconn`.
 const BACKLOG: i32 = 1024;
@@ -113,12 +115,15 @@ impl fmt::Debug for TcpListener {
 /// closes its descriptor once no operation uses it any more.
 pub struct TcpStream {
     fd: SharedFd,
+    /// Receive results that arrived for dropped `recv()` futures.
+    received: Arc<Stash<io::Result<RecvBuf>>>,
 }
 
 impl TcpStream {
     fn from_fd(fd: OwnedFd) -> TcpStream {
         TcpStream {
             fd: SharedFd::new(fd),
+            received: Arc::default(),
         }
     }
 
@@ -142,6 +147,17 @@ impl TcpStream {
     /// read. `Ok(0)` is end of stream.
     pub async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
         stream::read(&self.fd, buf).await
+    }
+
+    /// Receives the next chunk into a loop-owned buffer from the loop's pool
+    /// ([`Builder::recv_buffers`](crate::Builder::recv_buffers)); an empty [`RecvBuf`] means
+    /// end of stream. No buffer is held while waiting, so idle connections cost none.
+    ///
+    /// Cancel-safe: if the future is dropped (say, in a timeout), no byte is lost; the next
+    /// call returns it. When the pool runs dry the call waits for buffers to come back; the
+    /// data stays in the socket meanwhile.
+    pub async fn recv(&self) -> io::Result<RecvBuf> {
+        stream::recv(&self.fd, &self.received).await
     }
 
     /// Writes `buf[..len]` once; returns how many bytes the kernel took.

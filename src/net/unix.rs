@@ -13,9 +13,11 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use super::acceptor::Acceptor;
 use super::fd::SharedFd;
 use super::ops::Connect;
+use super::ops::Stash;
 use super::stream;
-use crate::buf::{BufResult, IoBuf, IoBufMut};
+use crate::buf::{BufResult, IoBuf, IoBufMut, RecvBuf};
 use crate::driver::Op;
+use std::sync::Arc;
 
 const BACKLOG: i32 = 1024;
 
@@ -62,9 +64,7 @@ impl UnixListener {
     /// [`TcpListener::accept`](super::TcpListener::accept).
     pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
         let a = self.acceptor.accept().await?;
-        let stream = UnixStream {
-            fd: SharedFd::new(a.fd),
-        };
+        let stream = UnixStream::from_fd(a.fd);
         let addr = stream.peer_addr()?;
         Ok((stream, addr))
     }
@@ -92,6 +92,17 @@ impl fmt::Debug for UnixListener {
 /// A Unix-domain stream connection.
 pub struct UnixStream {
     fd: SharedFd,
+    /// Receive results that arrived for dropped `recv()` futures.
+    received: Arc<Stash<io::Result<RecvBuf>>>,
+}
+
+impl UnixStream {
+    fn from_fd(fd: OwnedFd) -> UnixStream {
+        UnixStream {
+            fd: SharedFd::new(fd),
+            received: Arc::default(),
+        }
+    }
 }
 
 impl UnixStream {
@@ -100,9 +111,7 @@ impl UnixStream {
         let path = path.as_ref();
         let addr = SockAddr::unix(path).map_err(|e| path_error(e, "connect to", path))?;
         let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-        let stream = UnixStream {
-            fd: SharedFd::new(OwnedFd::from(sock)),
-        };
+        let stream = UnixStream::from_fd(OwnedFd::from(sock));
         Op::new(Connect {
             fd: stream.fd.clone(),
             addr: Box::new(addr),
@@ -117,6 +126,17 @@ impl UnixStream {
     /// read. `Ok(0)` is end of stream.
     pub async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
         stream::read(&self.fd, buf).await
+    }
+
+    /// Receives the next chunk into a loop-owned buffer from the loop's pool
+    /// ([`Builder::recv_buffers`](crate::Builder::recv_buffers)); an empty [`RecvBuf`] means
+    /// end of stream. No buffer is held while waiting, so idle connections cost none.
+    ///
+    /// Cancel-safe: if the future is dropped (say, in a timeout), no byte is lost; the next
+    /// call returns it. When the pool runs dry the call waits for buffers to come back; the
+    /// data stays in the socket meanwhile.
+    pub async fn recv(&self) -> io::Result<RecvBuf> {
+        stream::recv(&self.fd, &self.received).await
     }
 
     /// Writes `buf[..len]` once; returns how many bytes the kernel took.

@@ -94,7 +94,19 @@ impl EventLoop {
         let eventfd = EventFd::new()?;
         let wake_fd = eventfd.as_raw_fd();
         let remote = Arc::new(Remote::new(id, eventfd));
-        let driver = Driver::new(id, ring, wake_fd);
+        let wake_remote = remote.clone();
+        let driver = Driver::new(
+            id,
+            ring,
+            wake_fd,
+            driver::PoolConfig {
+                count: b.recv_buffers.0,
+                size: b.recv_buffers.1,
+                wake_loop: Box::new(move || wake_remote.notifier().notify()),
+            },
+        )?;
+        let mut features = features;
+        features.set_recv_buffer_ring(driver.pool().is_some());
         let sched = Scheduler::new(remote.clone());
         let timers = Timers::new(id, Instant::now());
         let shared = Arc::new(Shared::new(remote.clone()));
@@ -225,6 +237,13 @@ impl EventLoop {
         self.core.driver.stray_cqes()
     }
 
+    /// Receive buffers in the pool's ring, ready for the kernel (`None` without a pool). For
+    /// tests and diagnostics: an idle connection holds none.
+    #[doc(hidden)]
+    pub fn recv_buffers_available(&self) -> Option<usize> {
+        self.core.driver.pool().map(|p| p.available())
+    }
+
     /// Timers registered and not yet fired. For tests and diagnostics.
     #[doc(hidden)]
     pub fn pending_timers(&self) -> usize {
@@ -262,6 +281,7 @@ impl Core {
     /// `io_uring_enter` — blocking (bounded by the next timer) only if nothing is ready.
     fn turn(&self, extra_ready: impl Fn() -> bool) -> io::Result<()> {
         self.sched.drain_remote();
+        self.driver.drain_foreign_buffers();
         self.sched.run(TASK_BUDGET);
         self.fire_timers();
         self.run_released();

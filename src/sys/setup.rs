@@ -40,6 +40,7 @@ pub struct Features {
     cq_entries: u32,
     kernel: String,
     probe: Vec<bool>,
+    recv_buffer_ring: bool,
 }
 
 impl Features {
@@ -61,6 +62,16 @@ impl Features {
     /// The kernel release (`uname -r`).
     pub fn kernel_release(&self) -> &str {
         &self.kernel
+    }
+
+    /// Whether receives draw from a provided-buffer ring (Linux 5.19+). Without it, each
+    /// receive allocates its buffer when it starts.
+    pub fn recv_buffer_ring(&self) -> bool {
+        self.recv_buffer_ring
+    }
+
+    pub(crate) fn set_recv_buffer_ring(&mut self, on: bool) {
+        self.recv_buffer_ring = on;
     }
 
     /// Whether the kernel supports the io_uring opcode `code` (for example
@@ -156,6 +167,7 @@ fn finish(ring: IoUring, mode: SetupMode) -> io::Result<(IoUring, Features)> {
         cq_entries: params.cq_entries(),
         kernel,
         probe: supported,
+        recv_buffer_ring: false,
     };
     Ok((ring, features))
 }

@@ -1,13 +1,11 @@
 //! `IORING_OP_ACCEPT`, with a stash that makes `accept()` cancel-safe.
 
-use std::collections::VecDeque;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 
 use io_uring::{opcode, squeue, types};
 use socket2::SockAddr;
 
+use super::Stash;
 use crate::driver::slot::Completion;
 use crate::driver::OpCode;
 use crate::net::fd::SharedFd;
@@ -16,39 +14,6 @@ use crate::net::fd::SharedFd;
 pub(crate) struct Accepted {
     pub(crate) fd: OwnedFd,
     pub(crate) addr: SockAddr,
-}
-
-/// Connections accepted for `accept()` futures that were dropped before they saw them. The
-/// next `accept()` takes from here first, so no connection is lost to a timeout.
-#[derive(Default)]
-pub(crate) struct Stash {
-    nonempty: AtomicBool,
-    queue: Mutex<VecDeque<Accepted>>,
-}
-
-impl Stash {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Accepted>> {
-        // Only pushes and pops happen under the lock; a poisoned queue is still consistent.
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn push(&self, a: Accepted) {
-        self.lock().push_back(a);
-        self.nonempty.store(true, Ordering::Release);
-    }
-
-    /// A stashed connection, if any; one relaxed load when there is none.
-    pub(crate) fn pop(&self) -> Option<Accepted> {
-        if !self.nonempty.load(Ordering::Acquire) {
-            return None;
-        }
-        let mut q = self.lock();
-        let a = q.pop_front();
-        if q.is_empty() {
-            self.nonempty.store(false, Ordering::Release);
-        }
-        a
-    }
 }
 
 /// Storage the kernel writes the peer address into. Boxed: it must not move with the op.
@@ -84,7 +49,7 @@ pub(crate) struct Accept {
     /// Written by the kernel until the CQE.
     pub(crate) addr: Box<AddrBuf>,
     /// Where a connection goes if nobody waits for it any more.
-    pub(crate) stash: std::sync::Arc<Stash>,
+    pub(crate) stash: std::sync::Arc<Stash<Accepted>>,
 }
 
 impl Accept {

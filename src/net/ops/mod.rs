@@ -5,10 +5,14 @@ mod accept;
 mod connect;
 mod msg;
 mod recv;
+mod recv_select;
 mod send;
 mod shutdown;
+mod stash;
 
-pub(crate) use accept::{Accept, Accepted, Stash};
+pub(crate) use accept::{Accept, Accepted};
+pub(crate) use recv_select::RecvSelect;
+pub(crate) use stash::Stash;
 
 /// Boxed storage for an accepted peer's address.
 pub(crate) fn accept_addr_buf() -> Box<accept::AddrBuf> {

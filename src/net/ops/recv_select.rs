@@ -1,0 +1,71 @@
+//! `IORING_OP_RECV` with `IOSQE_BUFFER_SELECT`: the kernel picks a buffer from the loop's
+//! pool when data arrives, so a waiting receive holds no buffer.
+
+use std::io;
+use std::sync::Arc;
+
+use io_uring::{cqueue, opcode, squeue, types};
+
+use super::Stash;
+use crate::driver::bufring::{BufPool, RecvBuf, POOL_GROUP};
+use crate::driver::slot::Completion;
+use crate::driver::OpCode;
+use crate::net::fd::SharedFd;
+
+/// A receive result kept for the next `recv()`.
+pub(crate) type Received = io::Result<RecvBuf>;
+
+pub(crate) struct RecvSelect {
+    pub(crate) fd: SharedFd,
+    pub(crate) pool: BufPool,
+    pub(crate) len: u32,
+    /// Where a result goes if nobody waits for it any more.
+    pub(crate) stash: Arc<Stash<Received>>,
+}
+
+impl RecvSelect {
+    /// Turns a completion into what `recv()` returns: `None` if it carries nothing to report
+    /// (`ENOBUFS`, which the caller retries, or a cancellation).
+    pub(crate) fn received(&self, result: io::Result<u32>, flags: u32) -> Option<Received> {
+        let picked = cqueue::buffer_select(flags);
+        match result {
+            Ok(n) if n > 0 => Some(match picked {
+                Some(bid) => Ok(self.pool.take(bid, n)),
+                None => Err(io::Error::other(
+                    "the kernel reported received bytes without a buffer",
+                )),
+            }),
+            other => {
+                // Nothing was received into a picked buffer: put it straight back.
+                if let Some(bid) = picked {
+                    drop(self.pool.take(bid, 0));
+                }
+                match other {
+                    Ok(_) => Some(Ok(RecvBuf::eof())),
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ECANCELED)) => {
+                        None
+                    }
+                    Err(e) => Some(Err(e)),
+                }
+            }
+        }
+    }
+}
+
+// SAFETY: the SQE carries no buffer pointer: the kernel takes one from the pool's ring, whose
+// memory the pool keeps alive until the group is unregistered.
+unsafe impl OpCode for RecvSelect {
+    fn sqe(&mut self) -> squeue::Entry {
+        self.fd.claim();
+        opcode::Recv::new(types::Fd(self.fd.raw()), std::ptr::null_mut(), self.len)
+            .buf_group(POOL_GROUP)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT)
+    }
+
+    fn release(&mut self, c: Completion) {
+        if let Some(r) = self.received(c.result(), c.flags) {
+            self.stash.push(r);
+        }
+    }
+}

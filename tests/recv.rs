@@ -1,0 +1,211 @@
+//! `recv()` into loop-owned buffers from the provided-buffer ring.
+
+use std::future::Future;
+use std::net::Shutdown;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Duration;
+
+use ringloop::net::{TcpListener, TcpStream};
+use ringloop::{spawn, time, EventLoop, RecvBuf};
+
+/// A connected pair: (client, server side).
+async fn pair() -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let c = spawn(async move { TcpStream::connect(addr).await.unwrap() });
+    let (s, _) = l.accept().await.unwrap();
+    (c.await.unwrap(), s)
+}
+
+#[test]
+fn recv_uses_the_buffer_ring_on_this_kernel() {
+    let lp = EventLoop::new().unwrap();
+    assert!(lp.features().recv_buffer_ring());
+    assert_eq!(lp.recv_buffers_available(), Some(1024));
+}
+
+#[test]
+fn zero_copy_echo_and_eof_as_empty_recvbuf() {
+    let mut lp = EventLoop::new().unwrap();
+    lp.block_on(async {
+        let (c, s) = pair().await;
+        let server = spawn(async move {
+            loop {
+                let buf: RecvBuf = s.recv().await.unwrap();
+                if buf.is_empty() {
+                    return;
+                }
+                // The received buffer goes straight back out: no copy.
+                let (r, _) = s.write_all(buf).await;
+                r.unwrap();
+            }
+        });
+        let (r, _) = c.write_all(b"zero copy").await;
+        r.unwrap();
+        let got = c.recv().await.unwrap();
+        assert_eq!(&got[..], b"zero copy");
+        drop(got);
+        c.shutdown(Shutdown::Write).await.unwrap();
+        server.await.unwrap();
+        assert!(c.recv().await.unwrap().is_empty(), "EOF");
+    });
+    assert_eq!(
+        lp.recv_buffers_available(),
+        Some(1024),
+        "every buffer came back"
+    );
+}
+
+#[test]
+fn recv_is_cancel_safe_across_a_timeout() {
+    let mut lp = EventLoop::new().unwrap();
+    lp.block_on(async {
+        let (c, s) = pair().await;
+        let r = time::timeout(Duration::from_millis(10), s.recv()).await;
+        assert!(r.is_err(), "nothing sent yet");
+        let (r, _) = c.write_all(b"hello").await;
+        r.unwrap();
+        let got = time::timeout(Duration::from_secs(5), s.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got[..], b"hello");
+    });
+}
+
+#[test]
+fn recv_completed_then_dropped_before_repoll_loses_nothing() {
+    let mut lp = EventLoop::new().unwrap();
+    lp.block_on(async {
+        let (c, s) = pair().await;
+        let mut fut = Box::pin(s.recv());
+        std::future::poll_fn(|cx| {
+            assert!(fut.as_mut().poll(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        let (r, _) = c.write_all(b"kept").await;
+        r.unwrap();
+        time::sleep(Duration::from_millis(20)).await; // the CQE is reaped meanwhile
+        drop(fut);
+        let got = time::timeout(Duration::from_secs(5), s.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got[..], b"kept");
+    });
+}
+
+#[test]
+fn tiny_pool_with_eight_streams_of_one_mib_loses_nothing() {
+    const LEN: usize = 1 << 20;
+    let mut lp = EventLoop::builder().recv_buffers(2, 64).build().unwrap();
+    lp.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut receivers = Vec::new();
+        for i in 0..8u8 {
+            let sender = spawn(async move {
+                let c = TcpStream::connect(addr).await.unwrap();
+                let data: Vec<u8> = (0..LEN).map(|k| (k as u8).wrapping_mul(7) ^ i).collect();
+                let (r, _) = c.write_all(data).await;
+                r.unwrap();
+                c.shutdown(Shutdown::Write).await.unwrap();
+            });
+            let (s, _) = l.accept().await.unwrap();
+            receivers.push(spawn(async move {
+                let mut got = Vec::with_capacity(LEN);
+                loop {
+                    let b = s.recv().await.unwrap();
+                    if b.is_empty() {
+                        break;
+                    }
+                    got.extend_from_slice(&b);
+                    // Hold the buffer across a yield so the pool really runs dry.
+                    ringloop::yield_now().await;
+                }
+                sender.await.unwrap();
+                (i, got)
+            }));
+        }
+        for r in receivers {
+            let (i, got) = r.await.unwrap();
+            assert_eq!(got.len(), LEN, "stream {i}");
+            assert!(
+                got.iter()
+                    .enumerate()
+                    .all(|(k, &b)| b == (k as u8).wrapping_mul(7) ^ i),
+                "stream {i} bytes differ"
+            );
+        }
+    });
+    assert_eq!(lp.recv_buffers_available(), Some(2));
+}
+
+#[test]
+fn idle_connections_hold_no_recv_buffer() {
+    let mut lp = EventLoop::builder()
+        .recv_buffers(256, 4096)
+        .build()
+        .unwrap();
+    let conns = lp.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut conns = Vec::new();
+        for _ in 0..1000 {
+            let c = spawn(async move { TcpStream::connect(addr).await.unwrap() });
+            let (s, _) = l.accept().await.unwrap();
+            let s = Rc::new(s);
+            let s2 = s.clone();
+            // Every server side waits in recv(): 1,000 receives pending, none with data.
+            spawn(async move {
+                let _ = s2.recv().await;
+            });
+            conns.push((c.await.unwrap(), s));
+        }
+        time::sleep(Duration::from_millis(20)).await;
+        conns
+    });
+    assert_eq!(
+        lp.recv_buffers_available(),
+        Some(256),
+        "1,000 pending receives hold no buffer"
+    );
+    drop(conns);
+}
+
+#[test]
+fn recvbuf_dropped_on_another_thread_goes_back_to_the_pool() {
+    let mut lp = EventLoop::builder().recv_buffers(4, 1024).build().unwrap();
+    let buf = lp.block_on(async {
+        let (c, s) = pair().await;
+        let (r, _) = c.write_all(b"travel").await;
+        r.unwrap();
+        s.recv().await.unwrap()
+    });
+    assert_eq!(lp.recv_buffers_available(), Some(3));
+    std::thread::spawn(move || {
+        assert_eq!(&buf[..], b"travel");
+        drop(buf);
+    })
+    .join()
+    .unwrap();
+    // The loop writes it back on its next turn.
+    lp.block_on(ringloop::yield_now());
+    assert_eq!(lp.recv_buffers_available(), Some(4));
+}
+
+#[test]
+fn recvbuf_outliving_its_loop_is_still_readable() {
+    let mut lp = EventLoop::new().unwrap();
+    let buf = lp.block_on(async {
+        let (c, s) = pair().await;
+        let (r, _) = c.write_all(b"afterlife").await;
+        r.unwrap();
+        s.recv().await.unwrap()
+    });
+    lp.close().unwrap();
+    assert_eq!(&buf[..], b"afterlife");
+    drop(buf);
+}
