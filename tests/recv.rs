@@ -76,7 +76,12 @@ fn recv_is_cancel_safe_across_a_timeout() {
 
 #[test]
 fn recv_completed_then_dropped_before_repoll_loses_nothing() {
-    let mut lp = EventLoop::new().unwrap();
+    for ring in [true, false] {
+        completed_then_dropped(EventLoop::builder().recv_buffer_ring(ring).build().unwrap());
+    }
+}
+
+fn completed_then_dropped(mut lp: EventLoop) {
     lp.block_on(async {
         let (c, s) = pair().await;
         let mut fut = Box::pin(s.recv());
@@ -208,4 +213,33 @@ fn recvbuf_outliving_its_loop_is_still_readable() {
     lp.close().unwrap();
     assert_eq!(&buf[..], b"afterlife");
     drop(buf);
+}
+
+#[test]
+fn without_a_buffer_ring_recv_falls_back_with_the_same_guarantees() {
+    let mut lp = EventLoop::builder()
+        .recv_buffer_ring(false)
+        .recv_buffers(8, 256)
+        .build()
+        .unwrap();
+    assert!(!lp.features().recv_buffer_ring());
+    assert_eq!(lp.recv_buffers_available(), None);
+    lp.block_on(async {
+        let (c, s) = pair().await;
+        // Cancel-safe across a timeout.
+        assert!(time::timeout(Duration::from_millis(10), s.recv())
+            .await
+            .is_err());
+        let (r, _) = c.write_all(b"fallback").await;
+        r.unwrap();
+        let got = s.recv().await.unwrap();
+        assert_eq!(&got[..], b"fallback");
+        // Echo it back as an IoBuf, then EOF as an empty RecvBuf.
+        let (r, _) = s.write_all(got).await;
+        r.unwrap();
+        let back = c.recv().await.unwrap();
+        assert_eq!(&back[..], b"fallback");
+        c.shutdown(Shutdown::Write).await.unwrap();
+        assert!(s.recv().await.unwrap().is_empty());
+    });
 }

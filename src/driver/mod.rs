@@ -63,6 +63,8 @@ pub(crate) struct DriverCell {
 
 /// How the receive-buffer pool is set up.
 pub(crate) struct PoolConfig {
+    /// False: do not register a pool (the older kernels' path).
+    pub(crate) enabled: bool,
     pub(crate) count: u16,
     pub(crate) size: usize,
     /// Wakes the loop from another thread (a buffer dropped there was queued for return).
@@ -127,8 +129,13 @@ impl Driver {
     ) -> io::Result<Driver> {
         let cap = ring.params().cq_entries() as usize;
         let recv_size = pool.size;
-        let pool = match BufPool::new(&ring, pool.count, pool.size, pool.wake_loop) {
-            Ok(p) => Some(p),
+        let registered = if pool.enabled {
+            BufPool::new(&ring, pool.count, pool.size, pool.wake_loop).map(Some)
+        } else {
+            Ok(None)
+        };
+        let pool = match registered {
+            Ok(p) => p,
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
             Err(e) => {
                 return Err(io::Error::new(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use super::fd::SharedFd;
-use super::ops::{Recv, RecvSelect, Send, Shutdown, Stash};
+use super::ops::{Recv, RecvOwned, RecvSelect, Send, Shutdown, Stash};
 use crate::buf::{finish_read, BufResult, IoBuf, IoBufMut};
 use crate::driver::bufring::RecvBuf;
 use crate::driver::Op;
@@ -37,9 +37,19 @@ pub(crate) async fn recv(
         let driver = crate::driver::current()
             .unwrap_or_else(|| panic!("ringloop: recv() polled outside a running event loop"));
         let Some(pool) = driver.pool().cloned() else {
-            // No provided-buffer rings on this kernel: a buffer per receive.
-            let (r, v) = read(fd, Vec::with_capacity(driver.recv_size())).await;
-            return r.map(|_| RecvBuf::owned(v));
+            // No provided-buffer rings: a heap buffer per receive.
+            let size = driver.recv_size();
+            drop(driver);
+            let mut out = crate::driver::Op::new(RecvOwned {
+                fd: fd.clone(),
+                buf: Vec::with_capacity(size),
+                stash: stash.clone(),
+            })
+            .await;
+            match out.data.received(out.result) {
+                Some(r) => return r,
+                None => continue,
+            }
         };
         let len = u32::try_from(driver.recv_size()).unwrap_or(u32::MAX);
         drop(driver);

@@ -22,6 +22,7 @@ pub struct Builder {
     pub(crate) recv_buffers: (u16, usize),
     pub(crate) setup_mode: Option<SetupMode>,
     pub(crate) close_timeout: Duration,
+    pub(crate) recv_buffer_ring: bool,
 }
 
 impl Default for Builder {
@@ -31,6 +32,7 @@ impl Default for Builder {
             recv_buffers: (1024, 4096),
             setup_mode: None,
             close_timeout: Duration::from_secs(5),
+            recv_buffer_ring: true,
         }
     }
 }
@@ -57,6 +59,14 @@ impl Builder {
     /// kernel rejects it. For testing fallbacks and for pinning behaviour in production.
     pub fn setup_mode(mut self, mode: SetupMode) -> Self {
         self.setup_mode = Some(mode);
+        self
+    }
+
+    /// Whether receives draw from a provided-buffer ring when the kernel has them (default
+    /// true). `false` gives the older kernels' path (a heap buffer allocated per receive), to
+    /// test it or to compare.
+    pub fn recv_buffer_ring(mut self, on: bool) -> Self {
+        self.recv_buffer_ring = on;
         self
     }
 

@@ -100,6 +100,7 @@ impl EventLoop {
             ring,
             wake_fd,
             driver::PoolConfig {
+                enabled: b.recv_buffer_ring,
                 count: b.recv_buffers.0,
                 size: b.recv_buffers.1,
                 wake_loop: Box::new(move || wake_remote.notifier().notify()),

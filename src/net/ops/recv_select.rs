@@ -1,5 +1,7 @@
-//! `IORING_OP_RECV` with `IOSQE_BUFFER_SELECT`: the kernel picks a buffer from the loop's
-//! pool when data arrives, so a waiting receive holds no buffer.
+//! The two receives behind `recv()`: `IORING_OP_RECV` with `IOSQE_BUFFER_SELECT` (the kernel
+//! picks a buffer from the loop's pool when data arrives, so a waiting receive holds no
+//! buffer), and, without a pool, `IORING_OP_RECV` into a heap buffer allocated for it. Both
+//! stash a result that arrives for a dropped future, which makes `recv()` cancel-safe.
 
 use std::io;
 use std::sync::Arc;
@@ -7,6 +9,7 @@ use std::sync::Arc;
 use io_uring::{cqueue, opcode, squeue, types};
 
 use super::Stash;
+use crate::buf::IoBufMut;
 use crate::driver::bufring::{BufPool, RecvBuf, POOL_GROUP};
 use crate::driver::slot::Completion;
 use crate::driver::OpCode;
@@ -65,6 +68,46 @@ unsafe impl OpCode for RecvSelect {
 
     fn release(&mut self, c: Completion) {
         if let Some(r) = self.received(c.result(), c.flags) {
+            self.stash.push(r);
+        }
+    }
+}
+
+/// A receive into a heap buffer: the path where the kernel has no provided-buffer rings.
+pub(crate) struct RecvOwned {
+    pub(crate) fd: SharedFd,
+    /// Written by the kernel until the CQE.
+    pub(crate) buf: Vec<u8>,
+    pub(crate) stash: Arc<Stash<Received>>,
+}
+
+impl RecvOwned {
+    /// Turns the result into what `recv()` returns (`None` for a cancellation).
+    pub(crate) fn received(&mut self, result: io::Result<u32>) -> Option<Received> {
+        match result {
+            Ok(0) => Some(Ok(RecvBuf::eof())),
+            Ok(n) => {
+                let mut v = std::mem::take(&mut self.buf);
+                // SAFETY: the kernel wrote `n` bytes at the start of the buffer.
+                unsafe { v.set_init((n as usize).min(v.capacity())) };
+                Some(Ok(RecvBuf::owned(v)))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+// SAFETY: the only pointer is the Vec's heap block, which does not move with the op.
+unsafe impl OpCode for RecvOwned {
+    fn sqe(&mut self) -> squeue::Entry {
+        self.fd.claim();
+        let len = u32::try_from(self.buf.capacity()).unwrap_or(u32::MAX);
+        opcode::Recv::new(types::Fd(self.fd.raw()), self.buf.as_mut_ptr(), len).build()
+    }
+
+    fn release(&mut self, c: Completion) {
+        if let Some(r) = self.received(c.result()) {
             self.stash.push(r);
         }
     }
