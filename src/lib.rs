@@ -77,6 +77,8 @@
 pub mod buf;
 mod driver;
 mod executor;
+mod fd;
+pub mod fs;
 pub mod net;
 mod runtime;
 mod sys;

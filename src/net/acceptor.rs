@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::fd::SharedFd;
 use super::ops::{Accept, Accepted, Stash};
 use crate::driver::Op;
+use crate::fd::SharedFd;
 use crate::net::ops::accept_addr_buf;
 
 /// How long `accept` waits before trying again after the process or system ran out of

@@ -39,7 +39,6 @@
 //! ```
 
 mod acceptor;
-mod fd;
 mod ops;
 mod stream;
 mod tcp;

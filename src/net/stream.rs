@@ -7,11 +7,11 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::Poll;
 
-use super::fd::SharedFd;
 use super::ops::{Recv, RecvOwned, RecvSelect, Send, Shutdown, Stash};
 use crate::buf::{finish_read, BufResult, IoBuf, IoBufMut};
 use crate::driver::bufring::RecvBuf;
 use crate::driver::Op;
+use crate::fd::SharedFd;
 
 pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
     let out = Op::new(Recv {

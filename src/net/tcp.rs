@@ -8,12 +8,12 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
 use super::acceptor::Acceptor;
-use super::fd::SharedFd;
 use super::ops::Connect;
 use super::ops::Stash;
 use super::{context, each_addr, nothing_resolved, resolve, stream};
 use crate::buf::{BufResult, IoBuf, IoBufMut, RecvBuf};
 use crate::driver::Op;
+use crate::fd::SharedFd;
 use std::sync::Arc;
 
 /// The listen backlog: the kernel clamps it to `net.core.somaxconn`.

@@ -7,11 +7,11 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use super::fd::SharedFd;
 use super::ops::{RecvMsg, SendMsg};
 use super::{context, each_addr};
 use crate::buf::{finish_read, BufResult, IoBuf, IoBufMut};
 use crate::driver::Op;
+use crate::fd::SharedFd;
 
 /// A UDP socket.
 pub struct UdpSocket {

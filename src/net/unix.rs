@@ -11,12 +11,12 @@ use std::path::Path;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::acceptor::Acceptor;
-use super::fd::SharedFd;
 use super::ops::Connect;
 use super::ops::Stash;
 use super::stream;
 use crate::buf::{BufResult, IoBuf, IoBufMut, RecvBuf};
 use crate::driver::Op;
+use crate::fd::SharedFd;
 use std::sync::Arc;
 
 const BACKLOG: i32 = 1024;

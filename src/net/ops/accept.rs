@@ -8,7 +8,7 @@ use socket2::SockAddr;
 use super::Stash;
 use crate::driver::slot::Completion;
 use crate::driver::OpCode;
-use crate::net::fd::SharedFd;
+use crate::fd::SharedFd;
 
 /// A connection the kernel accepted, with its peer address.
 pub(crate) struct Accepted {

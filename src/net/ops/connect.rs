@@ -4,7 +4,7 @@ use io_uring::{opcode, squeue, types};
 use socket2::SockAddr;
 
 use crate::driver::OpCode;
-use crate::net::fd::SharedFd;
+use crate::fd::SharedFd;
 
 pub(crate) struct Connect {
     pub(crate) fd: SharedFd,

@@ -6,7 +6,7 @@ use socket2::SockAddr;
 use super::accept::AddrBuf;
 use crate::buf::{IoBuf, IoBufMut};
 use crate::driver::OpCode;
-use crate::net::fd::SharedFd;
+use crate::fd::SharedFd;
 
 /// The msghdr and iovec the kernel reads. Boxed together; the pointers inside point into the
 /// same box or at the op's buffer and address, all of which stay put while the op lives.

@@ -13,7 +13,7 @@ use crate::buf::IoBufMut;
 use crate::driver::bufring::{BufPool, RecvBuf, POOL_GROUP};
 use crate::driver::slot::Completion;
 use crate::driver::OpCode;
-use crate::net::fd::SharedFd;
+use crate::fd::SharedFd;
 
 /// A receive result kept for the next `recv()`.
 pub(crate) type Received = io::Result<RecvBuf>;

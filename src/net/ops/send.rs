@@ -4,7 +4,7 @@ use io_uring::{opcode, squeue, types};
 
 use crate::buf::IoBuf;
 use crate::driver::OpCode;
-use crate::net::fd::SharedFd;
+use crate::fd::SharedFd;
 
 pub(crate) struct Send<B> {
     pub(crate) fd: SharedFd,

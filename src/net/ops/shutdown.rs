@@ -3,7 +3,7 @@
 use io_uring::{opcode, squeue, types};
 
 use crate::driver::OpCode;
-use crate::net::fd::SharedFd;
+use crate::fd::SharedFd;
 
 pub(crate) struct Shutdown {
     pub(crate) fd: SharedFd,

@@ -1,4 +1,4 @@
-//! A socket descriptor shared by the socket object and its in-flight ops.
+//! A descriptor shared by an I/O object (socket, file) and its in-flight ops.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +23,13 @@ impl SharedFd {
             fd,
             owner: AtomicU64::new(0),
         }))
+    }
+
+    /// The descriptor, if no op holds it any more (for an explicit, awaited close).
+    pub(crate) fn try_unwrap(self) -> Result<OwnedFd, SharedFd> {
+        Arc::try_unwrap(self.0)
+            .map(|inner| inner.fd)
+            .map_err(SharedFd)
     }
 
     pub(crate) fn raw(&self) -> RawFd {
@@ -50,9 +57,9 @@ impl SharedFd {
             return;
         }
         panic!(
-            "ringloop: a socket first used on one event loop was used on another; an I/O object \
-             is served by the loop where it is first used (make one per loop, e.g. with \
-             TcpListener::bind_reuseport)"
+            "ringloop: an I/O object (socket or file) first used on one event loop was used on \
+             another; it is served by the loop where it is first used (make one per loop, e.g. \
+             with TcpListener::bind_reuseport)"
         );
     }
 }
