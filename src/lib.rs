@@ -81,6 +81,7 @@ mod fd;
 pub mod fs;
 pub mod net;
 mod runtime;
+pub mod signal;
 mod sys;
 pub mod time;
 mod util;
