@@ -88,7 +88,9 @@ mod util;
 
 pub use buf::{BufResult, IoBuf, IoBufMut, RecvBuf};
 pub use executor::{JoinError, JoinHandle};
-pub use runtime::{spawn, yield_now, Builder, EventLoop, Handle, Stopping};
+pub use runtime::{
+    spawn, yield_now, Builder, Cluster, ClusterBuilder, ClusterHandle, EventLoop, Handle, Stopping,
+};
 pub use sys::{Features, SetupMode};
 
 #[doc(hidden)]

@@ -45,8 +45,9 @@ static GENERATION: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 static INSTALLED: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
 static INSTALL_LOCK: Mutex<()> = Mutex::new(());
 
+/// A signal ringloop can wait for.
 #[derive(Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     Interrupt = 0,
     Terminate = 1,
 }
@@ -157,11 +158,22 @@ unsafe impl OpCode for ReadEvent {
     }
 }
 
-async fn wait(kind: Kind) -> io::Result<()> {
+/// Installs the handler for `kind` now and returns its current generation, for
+/// [`wait_after`]: a caller that must not miss a signal sent before it gets to wait.
+pub(crate) fn watch(kind: Kind) -> io::Result<u64> {
     install(kind)?;
+    Ok(GENERATION[kind as usize].load(Ordering::SeqCst))
+}
+
+async fn wait(kind: Kind) -> io::Result<()> {
+    let seen = watch(kind)?;
+    wait_after(kind, seen).await
+}
+
+/// Resolves once `kind` was delivered after generation `seen` (see [`watch`]).
+pub(crate) async fn wait_after(kind: Kind, seen: u64) -> io::Result<()> {
+    // Registered before comparing: any later delivery writes our eventfd.
     let reg = Registered::new()?;
-    // Registered before reading the generation: any later delivery writes our eventfd.
-    let seen = GENERATION[kind as usize].load(Ordering::SeqCst);
     loop {
         if GENERATION[kind as usize].load(Ordering::SeqCst) != seen {
             return Ok(());

@@ -1,10 +1,12 @@
 //! The event loop's lifecycle: create, run, stop, close.
 
 mod builder;
+mod cluster;
 pub(crate) mod context;
 mod handle;
 
 pub use builder::Builder;
+pub use cluster::{Cluster, ClusterBuilder, ClusterHandle};
 pub use handle::{Handle, Stopping};
 
 use std::cell::{Cell, RefCell};

@@ -1,3 +1,4 @@
 //! Small helpers shared by several layers.
 
+pub(crate) mod race;
 pub(crate) mod registry;

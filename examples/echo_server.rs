@@ -1,0 +1,191 @@
+//! The echo demo: one loop per core, one SO_REUSEPORT listener per loop, zero-copy echo.
+//!
+//! ```sh
+//! cargo run --release --example echo_server -- --addr 127.0.0.1:7878 --threads 2
+//! cargo run --release --example echo_client -- --addr 127.0.0.1:7878   # in another shell
+//! ```
+//!
+//! Each connection echoes what it receives: `recv()` hands over a loop-owned buffer from the
+//! pool and `write_all` sends that same buffer back, with no copy. Backpressure is natural:
+//! a connection does not receive more until its last chunk was written, so a slow reader holds
+//! at most one buffer. Out of descriptors (EMFILE), accept backs off instead of spinning.
+//! SIGINT/SIGTERM stop it cleanly (exit 0) even with connections open.
+
+use std::cell::Cell;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ringloop::net::TcpListener;
+use ringloop::{spawn, Cluster, Handle};
+
+struct Args {
+    addr: String,
+    threads: Option<usize>,
+}
+
+fn usage() -> ExitCode {
+    eprintln!("usage: echo_server [--addr HOST:PORT] [--threads N]  (default 127.0.0.1:7878, one thread per core)");
+    ExitCode::from(2)
+}
+
+fn parse_args() -> Result<Args, ExitCode> {
+    let mut args = Args {
+        addr: "127.0.0.1:7878".to_owned(),
+        threads: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--addr" => args.addr = it.next().ok_or_else(usage)?,
+            "--threads" => {
+                let v = it.next().ok_or_else(usage)?;
+                match v.parse::<usize>() {
+                    Ok(n) if n > 0 => args.threads = Some(n),
+                    _ => {
+                        eprintln!("echo_server: --threads needs a positive number, got {v:?}");
+                        return Err(ExitCode::from(2));
+                    }
+                }
+            }
+            "-h" | "--help" => return Err(usage()),
+            other => {
+                eprintln!("echo_server: unknown argument {other:?}");
+                return Err(usage());
+            }
+        }
+    }
+    Ok(args)
+}
+
+/// Per-core counters, summed into the totals once when the core ends.
+#[derive(Default)]
+struct Stats {
+    connections: Cell<u64>,
+    bytes: Cell<u64>,
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let addr: SocketAddr = match args.addr.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(a)) => a,
+        Ok(None) | Err(_) => {
+            eprintln!(
+                "echo_server: cannot use address {}: not a HOST:PORT that resolves",
+                args.addr
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    // Bind once up front: a bad or busy address is reported before any thread starts. This
+    // listener then serves core 0.
+    let first = match TcpListener::bind_reuseport(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("echo_server: cannot listen on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = first.local_addr().unwrap_or(addr);
+    let mut builder = Cluster::builder();
+    if let Some(n) = args.threads {
+        builder = builder.threads(n);
+    }
+    let cluster = match builder.build() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("echo_server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!("echo_server: listening on {addr} with {threads} thread(s); Ctrl-C to stop");
+    let first = Arc::new(Mutex::new(Some(first)));
+    let totals = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let t = totals.clone();
+    let result = cluster.run(move |core| {
+        let first = first.clone();
+        let totals = t.clone();
+        async move {
+            let taken = first.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let listener = match taken.map_or_else(|| TcpListener::bind_reuseport(addr), Ok) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("echo_server: core {core}: cannot listen on {addr}: {e}");
+                    return;
+                }
+            };
+            let stats = Rc::new(Stats::default());
+            let stopping = Handle::current().stopping();
+            let accept_loop = {
+                let stats = stats.clone();
+                async move {
+                    loop {
+                        match listener.accept().await {
+                            Ok((conn, _peer)) => {
+                                stats.connections.set(stats.connections.get() + 1);
+                                let stats = stats.clone();
+                                spawn(async move {
+                                    loop {
+                                        let buf = match conn.recv().await {
+                                            Ok(b) if !b.is_empty() => b,
+                                            _ => return, // EOF or error: close
+                                        };
+                                        let n = buf.len() as u64;
+                                        if conn.write_all(buf).await.0.is_err() {
+                                            return;
+                                        }
+                                        stats.bytes.set(stats.bytes.get() + n);
+                                    }
+                                });
+                            }
+                            // EMFILE and friends: accept() itself backs off before retrying.
+                            Err(e) => eprintln!("echo_server: core {core}: accept: {e}"),
+                        }
+                    }
+                }
+            };
+            // Serve until the cluster stops; then stop accepting and end this core.
+            race(accept_loop, stopping).await;
+            totals
+                .0
+                .fetch_add(stats.connections.get(), Ordering::Relaxed);
+            totals.1.fetch_add(stats.bytes.get(), Ordering::Relaxed);
+        }
+    });
+    match result {
+        Ok(()) => {
+            println!(
+                "echo_server: stopped; {} connection(s), {} byte(s) echoed",
+                totals.0.load(Ordering::Relaxed),
+                totals.1.load(Ordering::Relaxed)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("echo_server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs both futures until either ends.
+async fn race(a: impl std::future::Future<Output = ()>, b: impl std::future::Future<Output = ()>) {
+    let mut a = std::pin::pin!(a);
+    let mut b = std::pin::pin!(b);
+    std::future::poll_fn(|cx| {
+        if a.as_mut().poll(cx).is_ready() || b.as_mut().poll(cx).is_ready() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}

@@ -1,0 +1,373 @@
+//! `Cluster`: thread-per-core, one loop per core, graceful then forced shutdown.
+
+use std::any::Any;
+use std::future::Future;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use super::{EventLoop, Handle};
+use crate::signal::{self, Kind};
+use crate::util::race::race;
+
+/// Sets up a [`Cluster`]. Made by [`Cluster::builder`].
+#[derive(Clone, Debug)]
+pub struct ClusterBuilder {
+    threads: Option<usize>,
+    pin: bool,
+    shutdown_timeout: Duration,
+    handle_signals: bool,
+}
+
+/// N threads, each running its own [`EventLoop`] (own ring, op table, buffer pool) and the
+/// future `f(core_index)`. Nothing is shared between cores on the hot path; listeners made
+/// with [`TcpListener::bind_reuseport`](crate::net::TcpListener::bind_reuseport) on every
+/// core let the kernel spread connections across them.
+///
+/// Shutdown is graceful, then forced: [`ClusterHandle::stop`] (or SIGINT/SIGTERM, with
+/// [`ClusterBuilder::handle_signals`]) makes every loop's [`Handle::stopping`] resolve; each
+/// core's future then has the shutdown timeout to return; past it, the loop is closed anyway
+/// (its tasks dropped, its operations cancelled). A panic on one core shuts the others down
+/// and comes back from [`run`](Cluster::run) as an error naming the core.
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+///
+/// let cluster = ringloop::Cluster::builder().threads(2).handle_signals(false).build()?;
+/// let handle = cluster.handle();
+/// let started = Arc::new(AtomicUsize::new(0));
+/// let s = started.clone();
+/// cluster.run(move |core| {
+///     let (s, handle) = (s.clone(), handle.clone());
+///     async move {
+///         if s.fetch_add(1, Ordering::SeqCst) + 1 == 2 {
+///             handle.stop(); // the last core up stops everyone
+///         }
+///         ringloop::Handle::current().stopping().await;
+///         let _ = core;
+///     }
+/// })?;
+/// assert_eq!(started.load(Ordering::SeqCst), 2);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Cluster {
+    threads: usize,
+    pin: bool,
+    shutdown_timeout: Duration,
+    handle_signals: bool,
+    shared: Arc<ClusterShared>,
+}
+
+struct ClusterShared {
+    stopped: AtomicBool,
+    loops: Mutex<Vec<Handle>>,
+}
+
+impl ClusterShared {
+    fn loops(&self) -> std::sync::MutexGuard<'_, Vec<Handle>> {
+        // Handles are only pushed and read; a poisoned vector is still consistent.
+        self.loops.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        for h in self.loops().iter() {
+            h.stop();
+        }
+    }
+
+    /// Adds a core's loop; stops it at once if the cluster is already stopping.
+    fn register(&self, h: Handle) {
+        self.loops().push(h.clone());
+        if self.stopped.load(Ordering::SeqCst) {
+            h.stop();
+        }
+    }
+}
+
+/// Stops a [`Cluster`] from anywhere: `Clone + Send + Sync`.
+#[derive(Clone)]
+pub struct ClusterHandle {
+    shared: Arc<ClusterShared>,
+}
+
+impl ClusterHandle {
+    /// Starts the shutdown: every core's [`Handle::stopping`] resolves. Idempotent.
+    pub fn stop(&self) {
+        self.shared.stop();
+    }
+
+    /// Whether [`stop`](ClusterHandle::stop) was called (or a signal or a panic stopped the
+    /// cluster).
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopped.load(Ordering::SeqCst)
+    }
+}
+
+impl std::fmt::Debug for ClusterHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterHandle")
+            .field("stopped", &self.is_stopped())
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// A [`ClusterBuilder`] with the defaults: one thread per available core, no pinning,
+    /// a 5 s shutdown timeout, SIGINT/SIGTERM handled.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder {
+            threads: None,
+            pin: false,
+            shutdown_timeout: Duration::from_secs(5),
+            handle_signals: true,
+        }
+    }
+
+    /// A handle to stop the cluster from anywhere.
+    pub fn handle(&self) -> ClusterHandle {
+        ClusterHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Starts the threads, runs `f(i)` on core `i`'s loop for `i` in `0..threads`, and blocks
+    /// until every core has ended.
+    ///
+    /// # Errors
+    ///
+    /// The first core that failed: a loop that could not be made, a core that could not be
+    /// pinned, a core whose future panicked, or a loop whose close timed out; each names the
+    /// core. A failing core stops the others first.
+    pub fn run<F, Fut>(self, f: F) -> io::Result<()>
+    where
+        F: Fn(usize) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let signals = if self.handle_signals {
+            Some(SignalWatcher::start(self.handle())?)
+        } else {
+            None
+        };
+        let f = Arc::new(f);
+        let mut threads = Vec::with_capacity(self.threads);
+        for core in 0..self.threads {
+            let f = f.clone();
+            let shared = self.shared.clone();
+            let (pin, timeout) = (self.pin, self.shutdown_timeout);
+            let spawned = thread::Builder::new()
+                .name(format!("ringloop-core-{core}"))
+                .spawn(move || {
+                    let r = run_core(core, pin, timeout, &shared, &*f);
+                    if r.is_err() {
+                        shared.stop();
+                    }
+                    r
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    self.shared.stop();
+                    threads.into_iter().for_each(|t| drop(t.join()));
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot start the thread for core {core}: {e}"),
+                    ));
+                }
+            }
+        }
+        let mut first_err = None;
+        for (core, t) in threads.into_iter().enumerate() {
+            let r = t.join().unwrap_or_else(|p| {
+                Err(io::Error::other(format!(
+                    "core {core} panicked: {}",
+                    panic_message(&*p)
+                )))
+            });
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Some(s) = signals {
+            s.finish();
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+fn run_core<F, Fut>(
+    core: usize,
+    pin: bool,
+    timeout: Duration,
+    shared: &ClusterShared,
+    f: &F,
+) -> io::Result<()>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("core {core}: {e}"));
+    if pin {
+        pin_to_cpu(core).map_err(named)?;
+    }
+    let mut lp = EventLoop::new().map_err(named)?;
+    let handle = lp.handle();
+    shared.register(handle.clone());
+    let ran = catch_unwind(AssertUnwindSafe(|| {
+        lp.block_on(race(f(core), async move {
+            // Graceful: the core's future sees `stopping()` and has `timeout` to return.
+            handle.stopping().await;
+            crate::time::sleep(timeout).await;
+        }))
+    }));
+    let closed = lp.close();
+    match ran {
+        Ok(()) => closed.map_err(named),
+        Err(p) => Err(io::Error::other(format!(
+            "core {core} panicked: {}",
+            panic_message(&*p)
+        ))),
+    }
+}
+
+fn panic_message(p: &(dyn Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_owned()
+    }
+}
+
+fn pin_to_cpu(core: usize) -> io::Result<()> {
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: cpu_set_t is plain old data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `core % cpus` is below CPU_SETSIZE on any machine this runs on.
+    unsafe { libc::CPU_SET(core % cpus, &mut set) };
+    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the given size.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if r != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("cannot pin to CPU {}: {e}", core % cpus),
+        ));
+    }
+    Ok(())
+}
+
+/// A small loop on its own thread that turns SIGINT/SIGTERM into a cluster stop, for as long
+/// as the cluster runs (a task on a core would die with that core's loop).
+struct SignalWatcher {
+    handle: Handle,
+    thread: thread::JoinHandle<()>,
+}
+
+impl SignalWatcher {
+    fn start(cluster: ClusterHandle) -> io::Result<SignalWatcher> {
+        // Installed now, generations read now: a signal sent from here on is seen.
+        let int_seen = signal::watch(Kind::Interrupt)?;
+        let term_seen = signal::watch(Kind::Terminate)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = thread::Builder::new()
+            .name("ringloop-signals".to_owned())
+            .spawn(move || {
+                let mut lp = match EventLoop::builder().entries(8).build() {
+                    Ok(lp) => lp,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let h = lp.handle();
+                let _ = tx.send(Ok(h.clone()));
+                let signalled = lp.block_on(race(
+                    async move {
+                        let r = race(
+                            signal::wait_after(Kind::Interrupt, int_seen),
+                            signal::wait_after(Kind::Terminate, term_seen),
+                        )
+                        .await;
+                        r.is_ok()
+                    },
+                    async move {
+                        h.stopping().await;
+                        false
+                    },
+                ));
+                if signalled {
+                    cluster.stop();
+                }
+            })?;
+        let handle = rx
+            .recv()
+            .map_err(|_| io::Error::other("the signal thread ended before it started"))??;
+        Ok(SignalWatcher { handle, thread })
+    }
+
+    fn finish(self) {
+        self.handle.stop();
+        let _ = self.thread.join();
+    }
+}
+
+impl ClusterBuilder {
+    /// Number of cores (threads); default: the available parallelism.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n);
+        self
+    }
+
+    /// Pins core `i` to CPU `i` (modulo the CPU count) with `sched_setaffinity`.
+    pub fn pin_to_cores(mut self, on: bool) -> Self {
+        self.pin = on;
+        self
+    }
+
+    /// How long cores get to finish after a stop before their loops are closed (default 5 s).
+    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
+        self.shutdown_timeout = d;
+        self
+    }
+
+    /// Whether SIGINT and SIGTERM stop the cluster (default true). The handlers stay
+    /// installed for the life of the process once the cluster has run.
+    pub fn handle_signals(mut self, on: bool) -> Self {
+        self.handle_signals = on;
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for zero threads.
+    pub fn build(self) -> io::Result<Cluster> {
+        let threads = match self.threads {
+            Some(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "ClusterBuilder::threads(0): a cluster needs at least one thread",
+                ))
+            }
+            Some(n) => n,
+            None => thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        Ok(Cluster {
+            threads,
+            pin: self.pin,
+            shutdown_timeout: self.shutdown_timeout,
+            handle_signals: self.handle_signals,
+            shared: Arc::new(ClusterShared {
+                stopped: AtomicBool::new(false),
+                loops: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+}
