@@ -25,6 +25,18 @@
 //! **Timers cost no SQE.** Sleeps and timeouts live in a per-loop timer wheel; the loop bounds
 //! its wait in `io_uring_enter` by the earliest deadline.
 //!
+//! ## The pieces
+//!
+//! - [`EventLoop`], [`Builder`], [`Handle`], [`spawn`], [`JoinHandle`]: the loop and its tasks.
+//! - [`net`]: TCP, UDP and Unix sockets. [`net::TcpStream::recv`] receives into a
+//!   [`RecvBuf`] from the loop's provided-buffer ring, so idle connections hold no buffer;
+//!   `accept` and `recv` are cancel-safe.
+//! - [`fs`]: files (open, positioned reads and writes, sync, statx, close, path operations).
+//! - [`time`]: sleeps, timeouts and intervals on the loop's timer wheel.
+//! - [`signal`]: SIGINT and SIGTERM as futures.
+//! - [`Cluster`]: thread-per-core, one loop per core, graceful then forced shutdown.
+//! - [`buf`]: the owned-buffer traits ([`IoBuf`], [`IoBufMut`]) and slices.
+//!
 //! ## Lifecycle
 //!
 //! | step | call |

@@ -243,3 +243,23 @@ fn without_a_buffer_ring_recv_falls_back_with_the_same_guarantees() {
         assert!(s.recv().await.unwrap().is_empty());
     });
 }
+
+#[test]
+fn close_that_times_out_with_a_receive_in_flight_leaks_the_pool() {
+    // The receive never completes (no data), and a zero close timeout abandons it: the pool
+    // it may still write into must not be freed. Freeing it would be a use-after-free that
+    // only a sanitizer sees; this checks the close reports the abandonment.
+    let mut lp = EventLoop::builder()
+        .close_timeout(Duration::ZERO)
+        .build()
+        .unwrap();
+    let (_c, s) = lp.block_on(pair());
+    let s = Rc::new(s);
+    let s2 = s.clone();
+    lp.spawn(async move {
+        let _ = s2.recv().await;
+    });
+    lp.block_on(ringloop::yield_now());
+    let e = lp.close().unwrap_err();
+    assert!(e.to_string().contains("leaked"), "{e}");
+}

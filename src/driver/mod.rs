@@ -293,9 +293,15 @@ impl Driver {
         };
         self.run_released();
         let ring = self.0.inner.borrow_mut().ring.take();
-        if let (Some(ring), Some(pool), true) = (&ring, &self.0.pool, result.is_ok()) {
-            // Every op has completed: no recv can pick a buffer any more.
-            pool.unregister(ring);
+        if let (Some(ring), Some(pool)) = (&ring, &self.0.pool) {
+            if result.is_ok() {
+                // Every op has completed: no recv can pick a buffer any more.
+                pool.unregister(ring);
+            } else {
+                // Abandoned receives may still pick a pool buffer and write it: leak the pool
+                // (one reference, never released) rather than free that memory.
+                std::mem::forget(pool.clone());
+            }
         }
         // Dropping the ring closes its descriptor and unmaps the queues.
         drop(ring);
