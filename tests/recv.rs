@@ -18,11 +18,24 @@ async fn pair() -> (TcpStream, TcpStream) {
     (c.await.unwrap(), s)
 }
 
+/// The three receive paths: multishot (default here), single-shot with buffer select, and
+/// no buffer ring at all.
+fn each_path() -> [ringloop::Builder; 3] {
+    [
+        EventLoop::builder(),
+        EventLoop::builder().multishot(false),
+        EventLoop::builder().recv_buffer_ring(false),
+    ]
+}
+
 #[test]
-fn recv_uses_the_buffer_ring_on_this_kernel() {
+fn recv_uses_the_buffer_ring_and_multishot_on_this_kernel() {
     let lp = EventLoop::new().unwrap();
     assert!(lp.features().recv_buffer_ring());
+    assert!(lp.features().multishot_recv());
     assert_eq!(lp.recv_buffers_available(), Some(1024));
+    let lp = EventLoop::builder().multishot(false).build().unwrap();
+    assert!(!lp.features().multishot_recv());
 }
 
 #[test]
@@ -59,7 +72,12 @@ fn zero_copy_echo_and_eof_as_empty_recvbuf() {
 
 #[test]
 fn recv_is_cancel_safe_across_a_timeout() {
-    let mut lp = EventLoop::new().unwrap();
+    for b in each_path() {
+        cancel_safe_across_timeout(b.build().unwrap());
+    }
+}
+
+fn cancel_safe_across_timeout(mut lp: EventLoop) {
     lp.block_on(async {
         let (c, s) = pair().await;
         let r = time::timeout(Duration::from_millis(10), s.recv()).await;
@@ -76,8 +94,8 @@ fn recv_is_cancel_safe_across_a_timeout() {
 
 #[test]
 fn recv_completed_then_dropped_before_repoll_loses_nothing() {
-    for ring in [true, false] {
-        completed_then_dropped(EventLoop::builder().recv_buffer_ring(ring).build().unwrap());
+    for b in each_path() {
+        completed_then_dropped(b.build().unwrap());
     }
 }
 
@@ -104,8 +122,14 @@ fn completed_then_dropped(mut lp: EventLoop) {
 
 #[test]
 fn tiny_pool_with_eight_streams_of_one_mib_loses_nothing() {
+    for multishot in [true, false] {
+        tiny_pool(EventLoop::builder().multishot(multishot));
+    }
+}
+
+fn tiny_pool(b: ringloop::Builder) {
     const LEN: usize = 1 << 20;
-    let mut lp = EventLoop::builder().recv_buffers(2, 64).build().unwrap();
+    let mut lp = b.recv_buffers(2, 64).build().unwrap();
     lp.block_on(async {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
@@ -262,4 +286,47 @@ fn close_that_times_out_with_a_receive_in_flight_leaks_the_pool() {
     lp.block_on(ringloop::yield_now());
     let e = lp.close().unwrap_err();
     assert!(e.to_string().contains("leaked"), "{e}");
+}
+
+#[test]
+fn recv_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let mut lp = EventLoop::new().unwrap();
+    lp.block_on(async {
+        let (c, s) = pair().await;
+        let f = async move {
+            let b = s.recv().await.unwrap();
+            let (r, _) = s.write_all(b).await;
+            r.unwrap();
+        };
+        assert_send(&f);
+        drop(c);
+        f.await;
+    });
+}
+
+#[test]
+fn dropping_a_stream_with_an_armed_multishot_receive_frees_everything() {
+    let mut lp = EventLoop::builder().recv_buffers(4, 64).build().unwrap();
+    lp.block_on(async {
+        let (c, s) = pair().await;
+        let (r, _) = c.write_all(b"first").await;
+        r.unwrap();
+        assert_eq!(&s.recv().await.unwrap()[..], b"first");
+        // More data lands in the armed receive's queue; nobody takes it.
+        let (r, _) = c.write_all(b"queued").await;
+        r.unwrap();
+        time::sleep(Duration::from_millis(20)).await;
+        drop(s);
+        time::sleep(Duration::from_millis(20)).await;
+        // The peer sees the close.
+        let b = c.recv().await;
+        assert!(b.map(|b| b.is_empty()).unwrap_or(true));
+    });
+    assert_eq!(
+        lp.recv_buffers_available(),
+        Some(4),
+        "queued buffers went back"
+    );
+    assert_eq!(lp.ops_in_kernel(), 1, "only the doorbell read remains");
 }

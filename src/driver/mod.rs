@@ -59,12 +59,16 @@ pub(crate) struct DriverCell {
     pool: Option<BufPool>,
     /// Size of one receive buffer (pooled or, without a pool, allocated per receive).
     recv_size: usize,
+    /// Receives use multishot RECV (Linux 6.0+, and a pool).
+    multishot_recv: bool,
 }
 
 /// How the receive-buffer pool is set up.
 pub(crate) struct PoolConfig {
     /// False: do not register a pool (the older kernels' path).
     pub(crate) enabled: bool,
+    /// Use multishot receives where the kernel has them.
+    pub(crate) multishot: bool,
     pub(crate) count: u16,
     pub(crate) size: usize,
     /// Wakes the loop from another thread (a buffer dropped there was queued for return).
@@ -129,6 +133,9 @@ impl Driver {
     ) -> io::Result<Driver> {
         let cap = ring.params().cq_entries() as usize;
         let recv_size = pool.size;
+        let multishot = pool.multishot
+            && crate::sys::parse_kernel_version(&crate::sys::kernel_release())
+                .is_some_and(|v| v >= (6, 0));
         let registered = if pool.enabled {
             BufPool::new(&ring, pool.count, pool.size, pool.wake_loop).map(Some)
         } else {
@@ -148,10 +155,12 @@ impl Driver {
                 ))
             }
         };
+        let multishot_recv = multishot && pool.is_some();
         let d = Driver(Rc::new(DriverCell {
             id,
             pool,
             recv_size,
+            multishot_recv,
             inner: RefCell::new(Inner {
                 ring: Some(ring),
                 ops: Slab::with_capacity(cap),
@@ -170,6 +179,11 @@ impl Driver {
     /// The receive-buffer pool, if the kernel supports provided-buffer rings.
     pub(crate) fn pool(&self) -> Option<&BufPool> {
         self.0.pool.as_ref()
+    }
+
+    /// Whether receives use multishot RECV.
+    pub(crate) fn multishot_recv(&self) -> bool {
+        self.0.multishot_recv
     }
 
     /// Size of one receive buffer.
@@ -396,6 +410,113 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// Arms a multishot op owned by an I/O object, not a future: its CQEs queue in the slot
+    /// until [`poll_stream`](Driver::poll_stream) takes them, so whoever waits on it can be
+    /// dropped without losing one. `keep` holds what the kernel uses for the op's life.
+    pub(crate) fn arm_stream(
+        &self,
+        sqe: squeue::Entry,
+        keep: Box<dyn Orphan>,
+    ) -> io::Result<usize> {
+        let mut inner = self.0.inner.borrow_mut();
+        if inner.ring.is_none() {
+            return Err(closed_error());
+        }
+        let entry = inner.ops.vacant_entry();
+        let key = entry.key();
+        entry.insert(Lifecycle::Streaming(Box::new(slot::Stream {
+            waker: None,
+            queue: std::collections::VecDeque::new(),
+            finished: false,
+            keep: Some(keep),
+        })));
+        inner.owned += 1;
+        if let Err(e) = inner.push(sqe.user_data(key as u64)) {
+            let gone = inner.ops.remove(key);
+            inner.owned -= 1;
+            drop(inner);
+            drop(gone);
+            return Err(e);
+        }
+        Ok(key)
+    }
+
+    /// The next queued CQE of stream `key`, or registers `cx`'s waker. After the final CQE
+    /// (one without `IORING_CQE_F_MORE`) has been taken, the slot is freed and `key` is dead.
+    /// A stream has one waiter; a different waiter replacing it is woken so it can re-poll.
+    pub(crate) fn poll_stream(&self, key: usize, cx: &mut Context<'_>) -> Poll<Completion> {
+        let mut inner = self.0.inner.borrow_mut();
+        let Some(Lifecycle::Streaming(st)) = inner.ops.get_mut(key) else {
+            // Not a stream (abandoned at close): never hand anything out.
+            return Poll::Pending;
+        };
+        if let Some(c) = st.queue.pop_front() {
+            if st.finished && st.queue.is_empty() {
+                let freed = inner.ops.remove(key);
+                drop(inner);
+                drop(freed);
+            }
+            return Poll::Ready(c);
+        }
+        let old = match &st.waker {
+            Some(w) if w.will_wake(cx.waker()) => None,
+            _ => st.waker.replace(cx.waker().clone()),
+        };
+        drop(inner);
+        if let Some(old) = old {
+            old.wake();
+        }
+        Poll::Pending
+    }
+
+    /// The I/O object that armed stream `key` is gone: release what is queued, cancel the op
+    /// if it is still in the kernel, and keep `keep` until its final CQE.
+    pub(crate) fn drop_stream(&self, key: usize) {
+        let mut inner = self.0.inner.borrow_mut();
+        let Some(Lifecycle::Streaming(st)) = inner.ops.get_mut(key) else {
+            return;
+        };
+        let queued: Vec<Completion> = st.queue.drain(..).collect();
+        let waker = st.waker.take();
+        let mut keep = st.keep.take();
+        let finished = st.finished;
+        let freed = if finished {
+            Some(inner.ops.remove(key))
+        } else {
+            inner.owned -= 1;
+            // Queued CQEs are released below, with the orphan kept until the final CQE.
+            None
+        };
+        drop(inner);
+        drop(waker);
+        if let Some(k) = keep.as_mut() {
+            for c in queued {
+                k.release(c);
+            }
+        }
+        if finished {
+            drop(freed);
+            drop(keep);
+            return;
+        }
+        let mut inner = self.0.inner.borrow_mut();
+        match keep {
+            Some(k) => inner.ops[key] = Lifecycle::Orphaned(k),
+            // Nothing to keep: an orphan that releases nothing.
+            None => inner.ops[key] = Lifecycle::Orphaned(Box::new(NoKeep)),
+        }
+        let _ = inner.push_cancel(key);
+    }
+}
+
+/// An orphan with nothing to release.
+struct NoKeep;
+
+impl Orphan for NoKeep {
+    fn release(&mut self, _: Completion) {}
+}
+
 pub(crate) enum DropOutcome {
     Completed(Completion),
     Orphaned,
@@ -571,6 +692,7 @@ impl Inner {
             match std::mem::replace(&mut self.ops[key], Lifecycle::Abandoned) {
                 Lifecycle::Orphaned(o) => std::mem::forget(o),
                 Lifecycle::Internal(b) => std::mem::forget(b),
+                Lifecycle::Streaming(st) => std::mem::forget(st),
                 // A live future keeps its own data; it sees `Abandoned` and leaks it.
                 _ => {}
             }

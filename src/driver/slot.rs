@@ -77,6 +77,9 @@ pub(crate) struct Stream {
     pub(crate) queue: VecDeque<Completion>,
     /// The final CQE (without `IORING_CQE_F_MORE`) is in the queue.
     pub(crate) finished: bool,
+    /// What the kernel may use for this op's whole life (for an op armed by an I/O object
+    /// rather than a future: its descriptor, say). Released with the slot.
+    pub(crate) keep: Option<Box<dyn Orphan>>,
 }
 
 /// What the reaper must do after a CQE was applied to a slot.
@@ -107,6 +110,7 @@ impl Lifecycle {
                         waker: None,
                         queue,
                         finished: false,
+                        keep: None,
                     }));
                 } else {
                     *self = Lifecycle::Completed(c);

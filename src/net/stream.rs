@@ -7,11 +7,14 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::Poll;
 
-use super::ops::{Recv, RecvOwned, RecvSelect, Send, Shutdown, Stash};
+use super::ops::{
+    received, recv_multi_sqe, MultiKeep, Recv, RecvOwned, RecvSelect, Send, Shutdown, Stash,
+};
 use crate::buf::{finish_read, BufResult, IoBuf, IoBufMut};
-use crate::driver::bufring::RecvBuf;
+use crate::driver::bufring::{BufPool, RecvBuf};
 use crate::driver::Op;
 use crate::fd::SharedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
     let out = Op::new(Recv {
@@ -22,47 +25,82 @@ pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, buf: B) -> BufResult<usize,
     finish_read(out.result, out.data.buf)
 }
 
-/// Receives into a buffer the kernel picks from the loop's pool when data arrives (none is
-/// held while waiting). Cancel-safe: a result that arrives for a dropped future waits in
-/// `stash` for the next call. An empty pool (`ENOBUFS`) waits for a buffer to come back and
-/// retries; the data stays in the socket meanwhile.
-pub(crate) async fn recv(
-    fd: &SharedFd,
-    stash: &Arc<Stash<io::Result<RecvBuf>>>,
-) -> io::Result<RecvBuf> {
+/// The receive side of a stream socket: a multishot receive armed on the loop (its slot key),
+/// and results kept for dropped `recv()` futures on the single-shot paths.
+#[derive(Default)]
+pub(crate) struct Receiver {
+    stash: Arc<Stash<io::Result<RecvBuf>>>,
+    /// Key + 1 of the armed multishot slot; 0 when none is armed.
+    armed: AtomicU64,
+    /// The loop the multishot slot belongs to.
+    loop_id: AtomicU64,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let armed = *self.armed.get_mut();
+        if armed == 0 {
+            return;
+        }
+        // Cancels the receive; its slot keeps the descriptor open until the final CQE. From
+        // another thread the loop cannot be reached: the receive then stays armed until the
+        // loop closes, which cancels it (the descriptor stays open until then).
+        if let Some(d) = crate::driver::lookup(*self.loop_id.get_mut()) {
+            d.drop_stream((armed - 1) as usize);
+        }
+    }
+}
+
+/// Receives the next chunk into a loop-owned buffer (none is held while waiting).
+///
+/// With multishot receives (Linux 6.0+) one RECV stays armed per stream and its CQEs queue in
+/// the loop's op table, so a dropped `recv()` future loses nothing. On the single-shot paths
+/// a result arriving for a dropped future waits in the stash for the next call. An empty pool
+/// (`ENOBUFS`) waits for a buffer to come back and retries; the data stays in the socket.
+pub(crate) async fn recv(fd: &SharedFd, rx: &Receiver) -> io::Result<RecvBuf> {
     loop {
-        if let Some(r) = stash.pop() {
+        if let Some(r) = rx.stash.pop() {
             return r;
         }
-        let driver = crate::driver::current()
-            .unwrap_or_else(|| panic!("ringloop: recv() polled outside a running event loop"));
-        let Some(pool) = driver.pool().cloned() else {
-            // No provided-buffer rings: a heap buffer per receive.
-            let size = driver.recv_size();
-            drop(driver);
-            let mut out = crate::driver::Op::new(RecvOwned {
-                fd: fd.clone(),
-                buf: Vec::with_capacity(size),
-                stash: stash.clone(),
-            })
-            .await;
-            match out.data.received(out.result) {
-                Some(r) => return r,
-                None => continue,
+        let (pool, result, flags) = match plan(fd, rx)? {
+            Plan::Owned(size) => {
+                let mut out = Op::new(RecvOwned {
+                    fd: fd.clone(),
+                    buf: Vec::with_capacity(size),
+                    stash: rx.stash.clone(),
+                })
+                .await;
+                match out.data.received(out.result) {
+                    Some(r) => return r,
+                    None => continue,
+                }
+            }
+            Plan::Multishot(key, pool) => {
+                let c = poll_fn(|cx| {
+                    crate::driver::current()
+                        .expect("recv() is polled on the loop it started on")
+                        .poll_stream(key, cx)
+                })
+                .await;
+                if !c.more() {
+                    rx.armed.store(0, Ordering::Relaxed);
+                }
+                (pool, c.result(), c.flags)
+            }
+            Plan::Single(len, pool) => {
+                let out = Op::new(RecvSelect {
+                    fd: fd.clone(),
+                    pool: pool.clone(),
+                    len,
+                    stash: rx.stash.clone(),
+                })
+                .await;
+                (pool, out.result, out.flags)
             }
         };
-        let len = u32::try_from(driver.recv_size()).unwrap_or(u32::MAX);
-        drop(driver);
-        let out = crate::driver::Op::new(RecvSelect {
-            fd: fd.clone(),
-            pool: pool.clone(),
-            len,
-            stash: stash.clone(),
-        })
-        .await;
         let out_of_buffers =
-            matches!(out.result, Err(ref e) if e.raw_os_error() == Some(libc::ENOBUFS));
-        if let Some(r) = out.data.received(out.result, out.flags) {
+            matches!(result, Err(ref e) if e.raw_os_error() == Some(libc::ENOBUFS));
+        if let Some(r) = received(&pool, result, flags) {
             return r;
         }
         if out_of_buffers {
@@ -77,6 +115,45 @@ pub(crate) async fn recv(
             .await;
         }
     }
+}
+
+/// How the next receive runs on the current loop.
+enum Plan {
+    /// No buffer ring: a heap buffer of this size.
+    Owned(usize),
+    /// The armed multishot receive in this slot.
+    Multishot(usize, BufPool),
+    /// One buffer-select receive of at most this many bytes.
+    Single(u32, BufPool),
+}
+
+/// Decides the receive path, arming the multishot receive if needed. Synchronous, so the
+/// loop's driver (`!Send`) is never held across an await and `recv()` futures stay `Send`.
+fn plan(fd: &SharedFd, rx: &Receiver) -> io::Result<Plan> {
+    let driver = crate::driver::current()
+        .unwrap_or_else(|| panic!("ringloop: recv() polled outside a running event loop"));
+    let Some(pool) = driver.pool().cloned() else {
+        return Ok(Plan::Owned(driver.recv_size()));
+    };
+    if !driver.multishot_recv() {
+        let len = u32::try_from(driver.recv_size()).unwrap_or(u32::MAX);
+        return Ok(Plan::Single(len, pool));
+    }
+    let key = match rx.armed.load(Ordering::Relaxed) {
+        0 => {
+            fd.claim();
+            let keep = MultiKeep {
+                fd: fd.clone(),
+                pool: pool.clone(),
+            };
+            let key = driver.arm_stream(recv_multi_sqe(fd), Box::new(keep))?;
+            rx.loop_id.store(driver.id(), Ordering::Relaxed);
+            rx.armed.store(key as u64 + 1, Ordering::Relaxed);
+            key
+        }
+        k => (k - 1) as usize,
+    };
+    Ok(Plan::Multishot(key, pool))
 }
 
 pub(crate) async fn write<B: IoBuf>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {

@@ -9,12 +9,10 @@ use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
 use super::acceptor::Acceptor;
 use super::ops::Connect;
-use super::ops::Stash;
 use super::{context, each_addr, nothing_resolved, resolve, stream};
 use crate::buf::{BufResult, IoBuf, IoBufMut, RecvBuf};
 use crate::driver::Op;
 use crate::fd::SharedFd;
-use std::sync::Arc;
 
 /// The listen backlog: the kernel clamps it to `net.core.somaxconn`.
 const BACKLOG: i32 = 1024;
@@ -115,15 +113,15 @@ impl fmt::Debug for TcpListener {
 /// closes its descriptor once no operation uses it any more.
 pub struct TcpStream {
     fd: SharedFd,
-    /// Receive results that arrived for dropped `recv()` futures.
-    received: Arc<Stash<io::Result<RecvBuf>>>,
+    /// The receive side: an armed multishot receive, or results kept for dropped futures.
+    receiver: stream::Receiver,
 }
 
 impl TcpStream {
     fn from_fd(fd: OwnedFd) -> TcpStream {
         TcpStream {
             fd: SharedFd::new(fd),
-            received: Arc::default(),
+            receiver: stream::Receiver::default(),
         }
     }
 
@@ -160,7 +158,7 @@ impl TcpStream {
     /// call returns it. When the pool runs dry the call waits for buffers to come back; the
     /// data stays in the socket meanwhile.
     pub async fn recv(&self) -> io::Result<RecvBuf> {
-        stream::recv(&self.fd, &self.received).await
+        stream::recv(&self.fd, &self.receiver).await
     }
 
     /// Writes `buf[..len]` once; returns how many bytes the kernel took.

@@ -12,12 +12,10 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::acceptor::Acceptor;
 use super::ops::Connect;
-use super::ops::Stash;
 use super::stream;
 use crate::buf::{BufResult, IoBuf, IoBufMut, RecvBuf};
 use crate::driver::Op;
 use crate::fd::SharedFd;
-use std::sync::Arc;
 
 const BACKLOG: i32 = 1024;
 
@@ -92,15 +90,15 @@ impl fmt::Debug for UnixListener {
 /// A Unix-domain stream connection.
 pub struct UnixStream {
     fd: SharedFd,
-    /// Receive results that arrived for dropped `recv()` futures.
-    received: Arc<Stash<io::Result<RecvBuf>>>,
+    /// The receive side: an armed multishot receive, or results kept for dropped futures.
+    receiver: stream::Receiver,
 }
 
 impl UnixStream {
     fn from_fd(fd: OwnedFd) -> UnixStream {
         UnixStream {
             fd: SharedFd::new(fd),
-            received: Arc::default(),
+            receiver: stream::Receiver::default(),
         }
     }
 }
@@ -139,7 +137,7 @@ impl UnixStream {
     /// call returns it. When the pool runs dry the call waits for buffers to come back; the
     /// data stays in the socket meanwhile.
     pub async fn recv(&self) -> io::Result<RecvBuf> {
-        stream::recv(&self.fd, &self.received).await
+        stream::recv(&self.fd, &self.receiver).await
     }
 
     /// Writes `buf[..len]` once; returns how many bytes the kernel took.

@@ -23,6 +23,7 @@ pub struct Builder {
     pub(crate) setup_mode: Option<SetupMode>,
     pub(crate) close_timeout: Duration,
     pub(crate) recv_buffer_ring: bool,
+    pub(crate) multishot: bool,
 }
 
 impl Default for Builder {
@@ -33,6 +34,7 @@ impl Default for Builder {
             setup_mode: None,
             close_timeout: Duration::from_secs(5),
             recv_buffer_ring: true,
+            multishot: true,
         }
     }
 }
@@ -67,6 +69,14 @@ impl Builder {
     /// test it or to compare.
     pub fn recv_buffer_ring(mut self, on: bool) -> Self {
         self.recv_buffer_ring = on;
+        self
+    }
+
+    /// Whether a stream's receives use one multishot RECV that stays armed (Linux 6.0+;
+    /// default true) rather than one RECV per `recv()` call. `false` gives the older
+    /// kernels' path, to test it or to compare.
+    pub fn multishot(mut self, on: bool) -> Self {
+        self.multishot = on;
         self
     }
 

@@ -103,6 +103,7 @@ impl EventLoop {
             wake_fd,
             driver::PoolConfig {
                 enabled: b.recv_buffer_ring,
+                multishot: b.multishot,
                 count: b.recv_buffers.0,
                 size: b.recv_buffers.1,
                 wake_loop: Box::new(move || wake_remote.notifier().notify()),
@@ -110,6 +111,7 @@ impl EventLoop {
         )?;
         let mut features = features;
         features.set_recv_buffer_ring(driver.pool().is_some());
+        features.set_multishot_recv(driver.multishot_recv());
         let sched = Scheduler::new(remote.clone());
         let timers = Timers::new(id, Instant::now());
         let shared = Arc::new(Shared::new(remote.clone()));

@@ -41,6 +41,7 @@ pub struct Features {
     kernel: String,
     probe: Vec<bool>,
     recv_buffer_ring: bool,
+    multishot_recv: bool,
 }
 
 impl Features {
@@ -72,6 +73,16 @@ impl Features {
 
     pub(crate) fn set_recv_buffer_ring(&mut self, on: bool) {
         self.recv_buffer_ring = on;
+    }
+
+    /// Whether a stream's receives use one multishot RECV that stays armed (Linux 6.0+, with
+    /// a buffer ring), rather than one RECV per call.
+    pub fn multishot_recv(&self) -> bool {
+        self.multishot_recv
+    }
+
+    pub(crate) fn set_multishot_recv(&mut self, on: bool) {
+        self.multishot_recv = on;
     }
 
     /// Whether the kernel supports the io_uring opcode `code` (for example
@@ -168,6 +179,7 @@ fn finish(ring: IoUring, mode: SetupMode) -> io::Result<(IoUring, Features)> {
         kernel,
         probe: supported,
         recv_buffer_ring: false,
+        multishot_recv: false,
     };
     Ok((ring, features))
 }

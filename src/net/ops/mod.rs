@@ -11,7 +11,7 @@ mod shutdown;
 mod stash;
 
 pub(crate) use accept::{Accept, Accepted};
-pub(crate) use recv_select::{RecvOwned, RecvSelect};
+pub(crate) use recv_select::{received, recv_multi_sqe, MultiKeep, RecvOwned, RecvSelect};
 pub(crate) use stash::Stash;
 
 /// Boxed storage for an accepted peer's address.

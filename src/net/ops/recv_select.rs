@@ -11,7 +11,7 @@ use io_uring::{cqueue, opcode, squeue, types};
 use super::Stash;
 use crate::buf::IoBufMut;
 use crate::driver::bufring::{BufPool, RecvBuf, POOL_GROUP};
-use crate::driver::slot::Completion;
+use crate::driver::slot::{Completion, Orphan};
 use crate::driver::OpCode;
 use crate::fd::SharedFd;
 
@@ -26,30 +26,26 @@ pub(crate) struct RecvSelect {
     pub(crate) stash: Arc<Stash<Received>>,
 }
 
-impl RecvSelect {
-    /// Turns a completion into what `recv()` returns: `None` if it carries nothing to report
-    /// (`ENOBUFS`, which the caller retries, or a cancellation).
-    pub(crate) fn received(&self, result: io::Result<u32>, flags: u32) -> Option<Received> {
-        let picked = cqueue::buffer_select(flags);
-        match result {
-            Ok(n) if n > 0 => Some(match picked {
-                Some(bid) => Ok(self.pool.take(bid, n)),
-                None => Err(io::Error::other(
-                    "the kernel reported received bytes without a buffer",
-                )),
-            }),
-            other => {
-                // Nothing was received into a picked buffer: put it straight back.
-                if let Some(bid) = picked {
-                    drop(self.pool.take(bid, 0));
-                }
-                match other {
-                    Ok(_) => Some(Ok(RecvBuf::eof())),
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ECANCELED)) => {
-                        None
-                    }
-                    Err(e) => Some(Err(e)),
-                }
+/// Turns a receive's result into what `recv()` returns: `None` if it carries nothing to
+/// report (`ENOBUFS`, which the caller retries, or a cancellation). A buffer the kernel picked
+/// for nothing goes straight back to the pool.
+pub(crate) fn received(pool: &BufPool, result: io::Result<u32>, flags: u32) -> Option<Received> {
+    let picked = cqueue::buffer_select(flags);
+    match result {
+        Ok(n) if n > 0 => Some(match picked {
+            Some(bid) => Ok(pool.take(bid, n)),
+            None => Err(io::Error::other(
+                "the kernel reported received bytes without a buffer",
+            )),
+        }),
+        other => {
+            if let Some(bid) = picked {
+                drop(pool.take(bid, 0));
+            }
+            match other {
+                Ok(_) => Some(Ok(RecvBuf::eof())),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ECANCELED)) => None,
+                Err(e) => Some(Err(e)),
             }
         }
     }
@@ -67,7 +63,7 @@ unsafe impl OpCode for RecvSelect {
     }
 
     fn release(&mut self, c: Completion) {
-        if let Some(r) = self.received(c.result(), c.flags) {
+        if let Some(r) = received(&self.pool, c.result(), c.flags) {
             self.stash.push(r);
         }
     }
@@ -109,6 +105,29 @@ unsafe impl OpCode for RecvOwned {
     fn release(&mut self, c: Completion) {
         if let Some(r) = self.received(c.result()) {
             self.stash.push(r);
+        }
+    }
+}
+
+/// `IORING_OP_RECV` with `IORING_RECV_MULTISHOT` (Linux 6.0+): armed once per stream, it
+/// posts one CQE per chunk received, each in a buffer picked from the pool.
+pub(crate) fn recv_multi_sqe(fd: &SharedFd) -> squeue::Entry {
+    opcode::RecvMulti::new(types::Fd(fd.raw()), POOL_GROUP).build()
+}
+
+/// What an armed multishot receive keeps for its whole life: the descriptor it reads, and
+/// the pool its CQEs' buffers go back to if nobody takes them.
+pub(crate) struct MultiKeep {
+    /// Held, not read: keeps the descriptor open until the final CQE.
+    #[allow(dead_code)]
+    pub(crate) fd: SharedFd,
+    pub(crate) pool: BufPool,
+}
+
+impl Orphan for MultiKeep {
+    fn release(&mut self, c: Completion) {
+        if let Some(bid) = cqueue::buffer_select(c.flags) {
+            drop(self.pool.take(bid, 0));
         }
     }
 }
