@@ -132,6 +132,42 @@ fn file_reads() -> (f64, f64) {
     (ours, std_mbs)
 }
 
+/// MB/s of a 256 MiB loopback TCP transfer in writes of `chunk` bytes, with or without
+/// SEND_ZC (sender and receiver on one loop).
+fn bulk_send(chunk: usize, zero_copy: bool) -> f64 {
+    const TOTAL: usize = 256 << 20;
+    let mut lp = EventLoop::builder()
+        .send_zerocopy_threshold(zero_copy.then_some(0))
+        .build()
+        .unwrap();
+    lp.block_on(async move {
+        let l = ringloop::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let reader = ringloop::spawn(async move {
+            let (c, _) = l.accept().await.unwrap();
+            let mut n = 0;
+            loop {
+                let b = c.recv().await.unwrap();
+                if b.is_empty() {
+                    return n;
+                }
+                n += b.len();
+            }
+        });
+        let s = ringloop::net::TcpStream::connect(addr).await.unwrap();
+        let t0 = Instant::now();
+        let mut buf = vec![3u8; chunk];
+        for _ in 0..TOTAL / chunk {
+            let (r, b) = s.write_all(buf).await;
+            r.unwrap();
+            buf = b;
+        }
+        s.shutdown(std::net::Shutdown::Write).await.unwrap();
+        assert_eq!(reader.await.unwrap(), TOTAL / chunk * chunk);
+        TOTAL as f64 / t0.elapsed().as_secs_f64() / 1e6
+    })
+}
+
 fn vm_hwm_kib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
     s.lines()
@@ -173,6 +209,15 @@ fn main() {
     for round in 1..=rounds {
         println!("-- round {round}");
         println!("spawn+join of empty tasks: {:>12.0} /s", spawn_join());
+        for chunk in [16 << 10, 64 << 10, 256 << 10, 1 << 20] {
+            let copy = bulk_send(chunk, false);
+            let zc = bulk_send(chunk, true);
+            println!(
+                "loopback send {:>4} KiB writes: copy {copy:>6.0} MB/s, SEND_ZC {zc:>6.0} MB/s, ratio {:.2}",
+                chunk >> 10,
+                zc / copy
+            );
+        }
         let (ours, std_mbs) = file_reads();
         println!(
             "1 MiB sequential reads, cached file: ringloop {ours:.0} MB/s, std::fs on a thread {std_mbs:.0} MB/s, ratio {:.2}",

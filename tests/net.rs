@@ -333,3 +333,102 @@ fn accept_completed_then_dropped_before_repoll_keeps_the_connection() {
         assert_eq!(peer, client.local_addr().unwrap());
     });
 }
+
+#[test]
+fn send_zc_writes_are_byte_exact_and_give_the_buffer_back() {
+    const LEN: usize = 8 << 20;
+    let data: Vec<u8> = (0..LEN).map(|i| (i * 13 % 251) as u8).collect();
+    let expected = data.clone();
+    let mut lp = EventLoop::builder()
+        .send_zerocopy_threshold(Some(0)) // every write zero-copy
+        .build()
+        .unwrap();
+    lp.block_on(async move {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        spawn(async move { echo_tcp(l.accept().await.unwrap().0).await });
+        let s = std::rc::Rc::new(TcpStream::connect(addr).await.unwrap());
+        let small = b"zc".to_vec();
+        let ptr = small.as_ptr();
+        let (r, small) = s.write(small).await;
+        assert_eq!(r.unwrap(), 2);
+        assert_eq!(
+            small.as_ptr(),
+            ptr,
+            "same allocation back after the notification"
+        );
+        let (r, b) = s.read(Vec::with_capacity(8)).await;
+        assert_eq!(r.unwrap(), 2);
+        assert_eq!(b, b"zc");
+        let w = s.clone();
+        let writer = spawn(async move {
+            let (r, _) = w.write_all(data).await;
+            r.unwrap();
+            w.shutdown(Shutdown::Write).await.unwrap();
+        });
+        let mut got = Vec::with_capacity(LEN);
+        loop {
+            let (r, b) = s.read(Vec::with_capacity(256 * 1024)).await;
+            if r.unwrap() == 0 {
+                break;
+            }
+            got.extend_from_slice(&b);
+        }
+        writer.await.unwrap();
+        assert!(got == expected, "bytes differ");
+    });
+}
+
+#[test]
+fn send_zc_write_dropped_mid_flight_keeps_its_buffer_until_the_notification() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    struct Counted(Vec<u8>, Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    // SAFETY: delegates to the Vec, whose heap block does not move.
+    unsafe impl ringloop::IoBuf for Counted {
+        fn stable_ptr(&self) -> *const u8 {
+            self.0.as_ptr()
+        }
+        fn bytes_init(&self) -> usize {
+            self.0.len()
+        }
+        fn bytes_total(&self) -> usize {
+            self.0.capacity()
+        }
+    }
+    let drops = Arc::new(AtomicUsize::new(0));
+    let mut lp = EventLoop::builder()
+        .send_zerocopy_threshold(Some(0))
+        .build()
+        .unwrap();
+    let d = drops.clone();
+    lp.block_on(async move {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (peer, _) = l.accept().await.unwrap();
+        // 32 MiB to a peer that does not read: the write cannot finish; drop it.
+        let big = Counted(vec![1u8; 32 << 20], d.clone());
+        let r = time::timeout(Duration::from_millis(50), s.write_all(big)).await;
+        assert!(r.is_err());
+        drop(s);
+        drop(peer);
+        for _ in 0..100 {
+            if d.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        1,
+        "freed once, after the kernel let go"
+    );
+    assert_eq!(lp.ops_in_kernel(), 1, "only the doorbell read remains");
+}

@@ -61,6 +61,8 @@ pub(crate) struct DriverCell {
     recv_size: usize,
     /// Receives use multishot RECV (Linux 6.0+, and a pool).
     multishot_recv: bool,
+    /// Writes of at least this many bytes use SEND_ZC (`None`: never).
+    send_zc_threshold: Option<usize>,
 }
 
 /// How the receive-buffer pool is set up.
@@ -69,6 +71,8 @@ pub(crate) struct PoolConfig {
     pub(crate) enabled: bool,
     /// Use multishot receives where the kernel has them.
     pub(crate) multishot: bool,
+    /// Use SEND_ZC for writes of at least this many bytes, where the kernel has it.
+    pub(crate) send_zc_threshold: Option<usize>,
     pub(crate) count: u16,
     pub(crate) size: usize,
     /// Wakes the loop from another thread (a buffer dropped there was queued for return).
@@ -133,6 +137,7 @@ impl Driver {
     ) -> io::Result<Driver> {
         let cap = ring.params().cq_entries() as usize;
         let recv_size = pool.size;
+        let send_zc_threshold = pool.send_zc_threshold;
         let multishot = pool.multishot
             && crate::sys::parse_kernel_version(&crate::sys::kernel_release())
                 .is_some_and(|v| v >= (6, 0));
@@ -156,11 +161,16 @@ impl Driver {
             }
         };
         let multishot_recv = multishot && pool.is_some();
+        let send_zc_threshold = send_zc_threshold.filter(|_| {
+            crate::sys::parse_kernel_version(&crate::sys::kernel_release())
+                .is_some_and(|v| v >= (6, 0))
+        });
         let d = Driver(Rc::new(DriverCell {
             id,
             pool,
             recv_size,
             multishot_recv,
+            send_zc_threshold,
             inner: RefCell::new(Inner {
                 ring: Some(ring),
                 ops: Slab::with_capacity(cap),
@@ -179,6 +189,11 @@ impl Driver {
     /// The receive-buffer pool, if the kernel supports provided-buffer rings.
     pub(crate) fn pool(&self) -> Option<&BufPool> {
         self.0.pool.as_ref()
+    }
+
+    /// Writes of at least this many bytes use SEND_ZC (`None`: never).
+    pub(crate) fn send_zc_threshold(&self) -> Option<usize> {
+        self.0.send_zc_threshold
     }
 
     /// Whether receives use multishot RECV.
@@ -368,6 +383,25 @@ impl Driver {
                 }
                 Poll::Pending
             }
+            // An op with a result CQE then more (SEND_ZC: the notification that the buffer is
+            // free): it resolves with the first CQE once the final one has arrived.
+            Lifecycle::Streaming(st) if st.finished => {
+                let first = st.queue.front().copied();
+                let freed = inner.ops.remove(key);
+                drop(inner);
+                drop(freed);
+                match first {
+                    Some(c) => Poll::Ready(c),
+                    None => Poll::Pending,
+                }
+            }
+            Lifecycle::Streaming(st) => {
+                match &st.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => st.waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
             // Abandoned at close; the kernel may still write this op's memory, so the future
             // must never complete and hand it back.
             _ => Poll::Pending,
@@ -384,6 +418,15 @@ impl Driver {
                 let c = *c;
                 inner.ops.remove(key);
                 DropOutcome::Completed(c)
+            }
+            Some(Lifecycle::Streaming(st)) if st.finished => {
+                // Every CQE is in: nothing to cancel, the caller owns the data again.
+                let first = st.queue.front().copied();
+                inner.ops.remove(key);
+                match first {
+                    Some(c) => DropOutcome::Completed(c),
+                    None => DropOutcome::Completed(Completion { res: 0, flags: 0 }),
+                }
             }
             Some(Lifecycle::Submitted { .. }) | Some(Lifecycle::Streaming(_)) => {
                 let was_owned = inner.ops[key].has_owner();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use super::ops::{
-    received, recv_multi_sqe, MultiKeep, Recv, RecvOwned, RecvSelect, Send, Shutdown, Stash,
+    received, recv_multi_sqe, MultiKeep, Recv, RecvOwned, RecvSelect, Send, SendZc, Shutdown, Stash,
 };
 use crate::buf::{finish_read, BufResult, IoBuf, IoBufMut};
 use crate::driver::bufring::{BufPool, RecvBuf};
@@ -157,6 +157,17 @@ fn plan(fd: &SharedFd, rx: &Receiver) -> io::Result<Plan> {
 }
 
 pub(crate) async fn write<B: IoBuf>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
+    let zero_copy = crate::driver::current()
+        .and_then(|d| d.send_zc_threshold())
+        .is_some_and(|t| buf.bytes_init() >= t);
+    if zero_copy {
+        let out = Op::new(SendZc {
+            fd: fd.clone(),
+            buf,
+        })
+        .await;
+        return (out.result.map(|n| n as usize), out.data.buf);
+    }
     let out = Op::new(Send {
         fd: fd.clone(),
         buf,

@@ -24,6 +24,7 @@ pub struct Builder {
     pub(crate) close_timeout: Duration,
     pub(crate) recv_buffer_ring: bool,
     pub(crate) multishot: bool,
+    pub(crate) send_zc_threshold: Option<usize>,
 }
 
 impl Default for Builder {
@@ -35,6 +36,7 @@ impl Default for Builder {
             close_timeout: Duration::from_secs(5),
             recv_buffer_ring: true,
             multishot: true,
+            send_zc_threshold: None,
         }
     }
 }
@@ -77,6 +79,18 @@ impl Builder {
     /// kernels' path, to test it or to compare.
     pub fn multishot(mut self, on: bool) -> Self {
         self.multishot = on;
+        self
+    }
+
+    /// Socket writes of at least `bytes` use `IORING_OP_SEND_ZC` (Linux 6.0+): the kernel
+    /// sends straight from the buffer, which stays owned by the loop until the kernel's
+    /// notification that it is done with it. `None` (the default) never does.
+    ///
+    /// Off by default because it only pays on a real NIC with large writes: over loopback the
+    /// kernel copies anyway and the notification is pure overhead (`examples/loop_costs`
+    /// measures both on this machine). Measure on your own network before turning it on.
+    pub fn send_zerocopy_threshold(mut self, bytes: Option<usize>) -> Self {
+        self.send_zc_threshold = bytes;
         self
     }
 

@@ -104,6 +104,7 @@ impl EventLoop {
             driver::PoolConfig {
                 enabled: b.recv_buffer_ring,
                 multishot: b.multishot,
+                send_zc_threshold: b.send_zc_threshold,
                 count: b.recv_buffers.0,
                 size: b.recv_buffers.1,
                 wake_loop: Box::new(move || wake_remote.notifier().notify()),
