@@ -82,6 +82,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // io_uring first: where it is refused (a container's seccomp profile, say), say so and
+    // why before claiming to listen.
+    if let Err(e) = ringloop::EventLoop::new() {
+        eprintln!("echo_server: {e}");
+        return ExitCode::FAILURE;
+    }
     // Bind once up front: a bad or busy address is reported before any thread starts. This
     // listener then serves core 0.
     let first = match TcpListener::bind_reuseport(addr) {

@@ -122,7 +122,7 @@ pub(crate) fn setup(cfg: &RingConfig) -> io::Result<(IoUring, Features)> {
             }
             SetupMode::Basic => {}
         }
-        match b.build(cfg.entries) {
+        match build_retrying_enomem(&b, cfg.entries) {
             Ok(ring) => return finish(ring, mode),
             // EINVAL: this kernel does not know one of the flags; try the next rung.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = Some(e),
@@ -131,6 +131,27 @@ pub(crate) fn setup(cfg: &RingConfig) -> io::Result<(IoUring, Features)> {
     }
     let e = last_err.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL));
     Err(explain(e, cfg.entries))
+}
+
+/// Builds the ring, retrying `ENOMEM` for a short while: the kernel releases a closed ring's
+/// memory asynchronously, so a process under a locked-memory limit that closes and creates
+/// rings quickly can briefly exceed it. About 250 ms in all, then the error stands.
+fn build_retrying_enomem(b: &io_uring::Builder, entries: u32) -> io::Result<IoUring> {
+    let mut wait = std::time::Duration::from_millis(1);
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        match b.build(entries) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::ENOMEM)
+                    && waited < std::time::Duration::from_millis(250) =>
+            {
+                std::thread::sleep(wait);
+                waited += wait;
+                wait = (wait * 2).min(std::time::Duration::from_millis(32));
+            }
+            r => return r,
+        }
+    }
 }
 
 fn finish(ring: IoUring, mode: SetupMode) -> io::Result<(IoUring, Features)> {
@@ -244,10 +265,13 @@ fn explain(e: io::Error, entries: u32) -> io::Error {
                 .map(|l| format!("currently {l}"))
                 .unwrap_or_else(|| "unknown".to_owned());
             format!(
-                "io_uring_setup failed with ENOMEM for a ring of {entries} entries: on kernels \
-                 before 5.12 ring memory counts against the locked-memory limit (RLIMIT_MEMLOCK, \
-                 {limit}); raise it with `ulimit -l unlimited` (systemd: LimitMEMLOCK=infinity, \
-                 docker: --ulimit memlock=-1) or ask for fewer entries with Builder::entries"
+                "io_uring_setup failed with ENOMEM for a ring of {entries} entries: ring memory \
+                 counts against the locked-memory limit (RLIMIT_MEMLOCK, {limit}) on kernels \
+                 before 5.12, and on any kernel for a process without CAP_IPC_LOCK in the \
+                 initial user namespace (a container's user, say); raise it with \
+                 `ulimit -l unlimited` (systemd: LimitMEMLOCK=infinity, docker: --ulimit \
+                 memlock=-1), or use fewer entries (Builder::entries) or receive buffers \
+                 (Builder::recv_buffers)"
             )
         }
         _ => format!("io_uring_setup failed: {e}"),
