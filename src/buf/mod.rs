@@ -107,6 +107,33 @@ pub(crate) fn finish_read<B: IoBufMut>(result: io::Result<u32>, mut buf: B) -> B
     }
 }
 
+/// Writes all of `buf[..len]` through `write`, which gets the unwritten part and how many bytes
+/// are already written, and returns how many more it wrote. Short writes are retried from where
+/// they stopped, `Interrupted` is retried, and a write of zero bytes is a `WriteZero` error.
+pub(crate) async fn write_all_with<B, F, Fut>(mut buf: B, mut write: F) -> BufResult<(), B>
+where
+    B: IoBuf,
+    F: FnMut(Slice<B>, usize) -> Fut,
+    Fut: std::future::Future<Output = BufResult<usize, Slice<B>>>,
+{
+    let len = buf.bytes_init();
+    let mut done = 0;
+    while done < len {
+        let (r, rest) = write(buf.slice(done..len), done).await;
+        buf = rest.into_inner();
+        match r {
+            Ok(0) => {
+                let e = io::Error::new(io::ErrorKind::WriteZero, "no more bytes could be written");
+                return (Err(e), buf);
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    (Ok(()), buf)
+}
+
 // SAFETY: a Vec's heap block does not move when the Vec moves and is only reallocated through
 // `&mut`; `as_ptr` is valid for `capacity` bytes of which `len` are initialised.
 unsafe impl IoBuf for Vec<u8> {

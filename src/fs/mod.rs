@@ -32,7 +32,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::buf::{finish_read, BufResult, IoBuf, IoBufMut};
+use crate::buf::{finish_read, write_all_with, BufResult, IoBuf, IoBufMut};
 use crate::driver::Op;
 use crate::fd::SharedFd;
 use ops::{Close, Fsync, MkDirAt, OpenAt, ReadAt, RenameAt, Statx, UnlinkAt, WriteAt};
@@ -111,29 +111,14 @@ impl File {
     }
 
     /// Writes all of `buf[..len]` at byte `pos`, handling short writes.
-    pub async fn write_all_at<B: IoBuf>(&self, mut buf: B, pos: u64) -> BufResult<(), B> {
-        let len = buf.bytes_init();
-        let mut done = 0;
-        while done < len {
-            let (r, slice) = self.write_at(buf.slice(done..len), pos + done as u64).await;
-            buf = slice.into_inner();
-            match r {
-                Ok(0) => {
-                    let e = io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        format!(
-                            "write {}: the file accepted no more bytes",
-                            self.path.display()
-                        ),
-                    );
-                    return (Err(e), buf);
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return (Err(e), buf),
-            }
-        }
-        (Ok(()), buf)
+    pub async fn write_all_at<B: IoBuf>(&self, buf: B, pos: u64) -> BufResult<(), B> {
+        let (r, buf) =
+            write_all_with(buf, |rest, done| self.write_at(rest, pos + done as u64)).await;
+        let r = r.map_err(|e| match e.kind() {
+            io::ErrorKind::WriteZero => path_error(e, "write", &self.path),
+            _ => e, // write_at already named the path
+        });
+        (r, buf)
     }
 
     /// Flushes data and metadata to the device (`fsync`).

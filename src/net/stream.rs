@@ -10,7 +10,7 @@ use std::task::Poll;
 use super::ops::{
     received, recv_multi_sqe, MultiKeep, Recv, RecvOwned, RecvSelect, Send, SendZc, Shutdown, Stash,
 };
-use crate::buf::{finish_read, BufResult, IoBuf, IoBufMut};
+use crate::buf::{finish_read, write_all_with, BufResult, IoBuf, IoBufMut};
 use crate::driver::bufring::{BufPool, RecvBuf};
 use crate::driver::Op;
 use crate::fd::SharedFd;
@@ -62,7 +62,7 @@ pub(crate) async fn recv(fd: &SharedFd, rx: &Receiver) -> io::Result<RecvBuf> {
         if let Some(r) = rx.stash.pop() {
             return r;
         }
-        let (pool, result, flags) = match plan(fd, rx)? {
+        let (result, flags) = match plan(fd, rx)? {
             Plan::Owned(size) => {
                 let mut out = Op::new(RecvOwned {
                     fd: fd.clone(),
@@ -75,7 +75,7 @@ pub(crate) async fn recv(fd: &SharedFd, rx: &Receiver) -> io::Result<RecvBuf> {
                     None => continue,
                 }
             }
-            Plan::Multishot(key, pool) => {
+            Plan::Multishot(key) => {
                 let c = poll_fn(|cx| {
                     crate::driver::current()
                         .expect("recv() is polled on the loop it started on")
@@ -85,36 +85,48 @@ pub(crate) async fn recv(fd: &SharedFd, rx: &Receiver) -> io::Result<RecvBuf> {
                 if !c.more() {
                     rx.armed.store(0, Ordering::Relaxed);
                 }
-                (pool, c.result(), c.flags)
+                (c.result(), c.flags)
             }
             Plan::Single(len, pool) => {
                 let out = Op::new(RecvSelect {
                     fd: fd.clone(),
-                    pool: pool.clone(),
+                    pool,
                     len,
                     stash: rx.stash.clone(),
                 })
                 .await;
-                (pool, out.result, out.flags)
+                (out.result, out.flags)
             }
         };
         let out_of_buffers =
             matches!(result, Err(ref e) if e.raw_os_error() == Some(libc::ENOBUFS));
-        if let Some(r) = received(&pool, result, flags) {
+        if let Some(r) = with_pool(|pool| received(pool, result, flags)) {
             return r;
         }
         if out_of_buffers {
             poll_fn(|cx| {
-                if pool.available() > 0 {
-                    Poll::Ready(())
-                } else {
-                    pool.wait_for_buffer(cx.waker());
-                    Poll::Pending
-                }
+                with_pool(|pool| {
+                    if pool.available() > 0 {
+                        Poll::Ready(())
+                    } else {
+                        pool.wait_for_buffer(cx.waker());
+                        Poll::Pending
+                    }
+                })
             })
             .await;
         }
     }
+}
+
+/// Runs `f` with the current loop's receive pool, borrowed: no reference count is taken on
+/// the hot path. Only called on the pooled paths, which `plan` chose because the loop has a
+/// pool; a loop's pool is fixed for its life, and the receive is polled on that loop.
+fn with_pool<R>(f: impl FnOnce(&BufPool) -> R) -> R {
+    let driver = crate::driver::current().expect("recv() is polled on the loop it started on");
+    f(driver
+        .pool()
+        .expect("the pooled receive path runs only on a loop with a pool"))
 }
 
 /// How the next receive runs on the current loop.
@@ -122,7 +134,7 @@ enum Plan {
     /// No buffer ring: a heap buffer of this size.
     Owned(usize),
     /// The armed multishot receive in this slot.
-    Multishot(usize, BufPool),
+    Multishot(usize),
     /// One buffer-select receive of at most this many bytes.
     Single(u32, BufPool),
 }
@@ -132,12 +144,12 @@ enum Plan {
 fn plan(fd: &SharedFd, rx: &Receiver) -> io::Result<Plan> {
     let driver = crate::driver::current()
         .unwrap_or_else(|| panic!("ringloop: recv() polled outside a running event loop"));
-    let Some(pool) = driver.pool().cloned() else {
+    let Some(pool) = driver.pool() else {
         return Ok(Plan::Owned(driver.recv_size()));
     };
     if !driver.multishot_recv() {
         let len = u32::try_from(driver.recv_size()).unwrap_or(u32::MAX);
-        return Ok(Plan::Single(len, pool));
+        return Ok(Plan::Single(len, pool.clone()));
     }
     let key = match rx.armed.load(Ordering::Relaxed) {
         0 => {
@@ -153,7 +165,7 @@ fn plan(fd: &SharedFd, rx: &Receiver) -> io::Result<Plan> {
         }
         k => (k - 1) as usize,
     };
-    Ok(Plan::Multishot(key, pool))
+    Ok(Plan::Multishot(key))
 }
 
 pub(crate) async fn write<B: IoBuf>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
@@ -176,26 +188,8 @@ pub(crate) async fn write<B: IoBuf>(fd: &SharedFd, buf: B) -> BufResult<usize, B
     (out.result.map(|n| n as usize), out.data.buf)
 }
 
-pub(crate) async fn write_all<B: IoBuf>(fd: &SharedFd, mut buf: B) -> BufResult<(), B> {
-    let len = buf.bytes_init();
-    let mut pos = 0;
-    while pos < len {
-        let (r, slice) = write(fd, buf.slice(pos..len)).await;
-        buf = slice.into_inner();
-        match r {
-            Ok(0) => {
-                let e = io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "the socket accepted no more bytes",
-                );
-                return (Err(e), buf);
-            }
-            Ok(n) => pos += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return (Err(e), buf),
-        }
-    }
-    (Ok(()), buf)
+pub(crate) async fn write_all<B: IoBuf>(fd: &SharedFd, buf: B) -> BufResult<(), B> {
+    write_all_with(buf, |rest, _done| write(fd, rest)).await
 }
 
 pub(crate) async fn shutdown(fd: &SharedFd, how: How) -> io::Result<()> {
