@@ -168,6 +168,42 @@ fn bulk_send(chunk: usize, zero_copy: bool) -> f64 {
     })
 }
 
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Connection churn: a client thread connects and hangs up `n` times; the loop accepts each
+/// and drops it. Returns (connections/s, server CPU µs per connection).
+fn accept_churn(multishot: bool) -> (f64, f64) {
+    const N: usize = 10_000;
+    let mut lp = EventLoop::builder()
+        .multishot_accept(multishot)
+        .build()
+        .unwrap();
+    lp.block_on(async move {
+        let l = ringloop::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            for _ in 0..N {
+                drop(std::net::TcpStream::connect(addr).unwrap());
+            }
+        });
+        let (t0, c0) = (Instant::now(), thread_cpu());
+        for _ in 0..N {
+            drop(l.accept().await.unwrap());
+        }
+        let (wall, cpu) = (t0.elapsed(), thread_cpu() - c0);
+        client.join().unwrap();
+        (per_sec(N, wall), cpu.as_secs_f64() * 1e6 / N as f64)
+    })
+}
+
 fn vm_hwm_kib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
     s.lines()
@@ -199,6 +235,17 @@ fn million_sleeps() -> (u64, u64) {
 fn main() {
     if std::env::var("LOOP_COSTS_ONLY").as_deref() == Ok("nop64") {
         println!("ringloop NOP depth 64: {:.0} /s", ringloop_nops(64));
+        return;
+    }
+    if std::env::var("LOOP_COSTS_ONLY").as_deref() == Ok("accept") {
+        for _ in 0..5 {
+            let (m_rate, m_cpu) = accept_churn(true);
+            let (s_rate, s_cpu) = accept_churn(false);
+            println!(
+                "accept churn: multishot {m_rate:.0}/s {m_cpu:.2} µs CPU/conn, single-shot {s_rate:.0}/s {s_cpu:.2} µs CPU/conn, CPU ratio {:.2}",
+                m_cpu / s_cpu
+            );
+        }
         return;
     }
     let rounds = 3;

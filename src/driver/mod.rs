@@ -61,6 +61,8 @@ pub(crate) struct DriverCell {
     recv_size: usize,
     /// Receives use multishot RECV (Linux 6.0+, and a pool).
     multishot_recv: bool,
+    /// Listeners keep one multishot ACCEPT armed (Linux 5.19+).
+    multishot_accept: bool,
     /// Writes of at least this many bytes use SEND_ZC (`None`: never).
     send_zc_threshold: Option<usize>,
 }
@@ -71,6 +73,8 @@ pub(crate) struct PoolConfig {
     pub(crate) enabled: bool,
     /// Use multishot receives where the kernel has them.
     pub(crate) multishot: bool,
+    /// Use multishot accepts where the kernel has them.
+    pub(crate) multishot_accept: bool,
     /// Use SEND_ZC for writes of at least this many bytes, where the kernel has it.
     pub(crate) send_zc_threshold: Option<usize>,
     pub(crate) count: u16,
@@ -138,9 +142,9 @@ impl Driver {
         let cap = ring.params().cq_entries() as usize;
         let recv_size = pool.size;
         let send_zc_threshold = pool.send_zc_threshold;
-        let multishot = pool.multishot
-            && crate::sys::parse_kernel_version(&crate::sys::kernel_release())
-                .is_some_and(|v| v >= (6, 0));
+        let kernel = crate::sys::parse_kernel_version(&crate::sys::kernel_release());
+        let multishot = pool.multishot && kernel.is_some_and(|v| v >= (6, 0));
+        let multishot_accept = pool.multishot_accept && kernel.is_some_and(|v| v >= (5, 19));
         let registered = if pool.enabled {
             BufPool::new(&ring, pool.count, pool.size, pool.wake_loop).map(Some)
         } else {
@@ -161,15 +165,13 @@ impl Driver {
             }
         };
         let multishot_recv = multishot && pool.is_some();
-        let send_zc_threshold = send_zc_threshold.filter(|_| {
-            crate::sys::parse_kernel_version(&crate::sys::kernel_release())
-                .is_some_and(|v| v >= (6, 0))
-        });
+        let send_zc_threshold = send_zc_threshold.filter(|_| kernel.is_some_and(|v| v >= (6, 0)));
         let d = Driver(Rc::new(DriverCell {
             id,
             pool,
             recv_size,
             multishot_recv,
+            multishot_accept,
             send_zc_threshold,
             inner: RefCell::new(Inner {
                 ring: Some(ring),
@@ -194,6 +196,11 @@ impl Driver {
     /// Writes of at least this many bytes use SEND_ZC (`None`: never).
     pub(crate) fn send_zc_threshold(&self) -> Option<usize> {
         self.0.send_zc_threshold
+    }
+
+    /// Whether listeners keep a multishot ACCEPT armed.
+    pub(crate) fn multishot_accept(&self) -> bool {
+        self.0.multishot_accept
     }
 
     /// Whether receives use multishot RECV.
@@ -456,11 +463,14 @@ impl Driver {
 impl Driver {
     /// Arms a multishot op owned by an I/O object, not a future: its CQEs queue in the slot
     /// until [`poll_stream`](Driver::poll_stream) takes them, so whoever waits on it can be
-    /// dropped without losing one. `keep` holds what the kernel uses for the op's life.
+    /// dropped without losing one. `keep` holds what the kernel uses for the op's life. With a
+    /// non-zero `cap`, the op is cancelled once that many CQEs wait untaken; its final CQE
+    /// (`ECANCELED`) then tells the owner to re-arm when it wants more.
     pub(crate) fn arm_stream(
         &self,
         sqe: squeue::Entry,
         keep: Box<dyn Orphan>,
+        cap: usize,
     ) -> io::Result<usize> {
         let mut inner = self.0.inner.borrow_mut();
         if inner.ring.is_none() {
@@ -473,6 +483,8 @@ impl Driver {
             queue: std::collections::VecDeque::new(),
             finished: false,
             keep: Some(keep),
+            cap,
+            throttled: false,
         })));
         inner.owned += 1;
         if let Err(e) = inner.push(sqe.user_data(key as u64)) {
@@ -679,6 +691,8 @@ impl Inner {
             return 0;
         };
         let mut n = 0;
+        // Streams that reached their cap; cancelled once the completion queue is released.
+        let mut throttled: Vec<usize> = Vec::new();
         for cqe in ring.completion() {
             n += 1;
             let ud = cqe.user_data();
@@ -702,6 +716,10 @@ impl Inner {
             match action {
                 OnCqe::Nothing => {}
                 OnCqe::Wake(w) => released.wakers.push(w),
+                OnCqe::Throttle(w) => {
+                    released.wakers.extend(w);
+                    throttled.push(key);
+                }
                 OnCqe::ReleaseInPlace => {
                     if let Lifecycle::Orphaned(o) = slot {
                         o.release(c);
@@ -719,6 +737,11 @@ impl Inner {
                     *wake_armed = false;
                 }
             }
+        }
+        for key in throttled {
+            // If the cancel cannot be queued the op simply stays armed (the cap is a bound on
+            // memory, not on correctness); the queue keeps every CQE either way.
+            let _ = self.push_cancel(key);
         }
         n
     }

@@ -80,6 +80,13 @@ pub(crate) struct Stream {
     /// What the kernel may use for this op's whole life (for an op armed by an I/O object
     /// rather than a future: its descriptor, say). Released with the slot.
     pub(crate) keep: Option<Box<dyn Orphan>>,
+    /// At most this many CQEs wait in `queue` before the op is cancelled (0: no limit). The
+    /// owner re-arms once it has drained the queue. This is the back-pressure a multishot
+    /// accept needs: without it a server that stops accepting would keep taking connections
+    /// (and descriptors) out of the kernel's backlog into an unbounded queue.
+    pub(crate) cap: usize,
+    /// The cancel for reaching `cap` has been sent.
+    pub(crate) throttled: bool,
 }
 
 /// What the reaper must do after a CQE was applied to a slot.
@@ -89,6 +96,8 @@ pub(crate) enum OnCqe {
     Nothing,
     /// Wake the owner.
     Wake(Waker),
+    /// A stream's queue reached its cap: cancel the op (and wake the owner, if waiting).
+    Throttle(Option<Waker>),
     /// An orphan got a non-final CQE: release what it carries, keep the slot.
     ReleaseInPlace,
     /// The slot is done with; free it and release this orphan's resources.
@@ -111,6 +120,8 @@ impl Lifecycle {
                         queue,
                         finished: false,
                         keep: None,
+                        cap: 0,
+                        throttled: false,
                     }));
                 } else {
                     *self = Lifecycle::Completed(c);
@@ -124,7 +135,12 @@ impl Lifecycle {
                 }
                 st.queue.push_back(c);
                 st.finished = !c.more();
-                st.waker.take().map_or(OnCqe::Nothing, OnCqe::Wake)
+                let waker = st.waker.take();
+                if st.cap != 0 && !st.finished && !st.throttled && st.queue.len() >= st.cap {
+                    st.throttled = true;
+                    return OnCqe::Throttle(waker);
+                }
+                waker.map_or(OnCqe::Nothing, OnCqe::Wake)
             }
             Lifecycle::Orphaned(_) if c.more() => OnCqe::ReleaseInPlace,
             Lifecycle::Orphaned(_) => OnCqe::FreeOrphan,

@@ -1,11 +1,16 @@
-//! The accepting half shared by TCP and Unix listeners: cancel-safety and EMFILE back-off.
+//! The accepting half shared by TCP and Unix listeners: a multishot accept kept armed (or one
+//! accept per call on older kernels), cancel-safety, and EMFILE back-off.
 
+use std::future::poll_fn;
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::ops::{Accept, Accepted, Stash};
+use socket2::SockRef;
+
+use super::ops::{accept_multi_sqe, Accept, AcceptKeep, Accepted, Stash};
 use crate::driver::Op;
 use crate::fd::SharedFd;
 use crate::net::ops::accept_addr_buf;
@@ -15,11 +20,20 @@ use crate::net::ops::accept_addr_buf;
 /// enough to recover promptly when descriptors free up.
 const FD_EXHAUSTED_BACKOFF: Duration = Duration::from_millis(25);
 
+/// Connections a multishot accept may take ahead of the caller before it is paused. Past
+/// this, connections wait in the kernel's listen backlog, where they belong.
+const ACCEPT_AHEAD: usize = 128;
+
 pub(crate) struct Acceptor {
     pub(crate) fd: SharedFd,
+    /// Connections accepted for dropped futures on the single-shot path.
     stash: Arc<Stash<Accepted>>,
     /// Nanoseconds since `epoch()` before which `accept` should not ask the kernel again.
     retry_at: AtomicU64,
+    /// Key + 1 of the armed multishot accept's slot; 0 when none is armed.
+    armed: AtomicU64,
+    /// The loop the multishot slot belongs to.
+    loop_id: AtomicU64,
 }
 
 fn epoch() -> Instant {
@@ -31,52 +45,135 @@ fn nanos_since_epoch(t: Instant) -> u64 {
     u64::try_from(t.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX)
 }
 
+fn fd_exhausted(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        let armed = *self.armed.get_mut();
+        if armed == 0 {
+            return;
+        }
+        // Cancels the accept; connections it took and nobody claimed are closed, and its slot
+        // keeps the listening descriptor open until the final CQE. From another thread the
+        // loop cannot be reached: the accept then stays armed until that loop closes.
+        if let Some(d) = crate::driver::lookup(*self.loop_id.get_mut()) {
+            d.drop_stream((armed - 1) as usize);
+        }
+    }
+}
+
 impl Acceptor {
     pub(crate) fn new(fd: SharedFd) -> Acceptor {
         Acceptor {
             fd,
             stash: Arc::new(Stash::default()),
             retry_at: AtomicU64::new(0),
+            armed: AtomicU64::new(0),
+            loop_id: AtomicU64::new(0),
         }
     }
 
-    /// The next connection: a stashed one first (accepted for a dropped future), else one
-    /// from the kernel. After `EMFILE`/`ENFILE`/`ENOBUFS`/`ENOMEM` the error is returned and
-    /// the next call first waits a short back-off.
+    /// The next connection. After `EMFILE`/`ENFILE`/`ENOBUFS`/`ENOMEM` the error is returned
+    /// and the next call first waits a short back-off.
     pub(crate) async fn accept(&self) -> io::Result<Accepted> {
-        if let Some(a) = self.stash.pop() {
-            return Ok(a);
-        }
-        let retry_at = self.retry_at.load(Ordering::Relaxed);
-        if retry_at != 0 {
-            let at = epoch() + Duration::from_nanos(retry_at);
-            crate::time::sleep_until(at).await;
+        loop {
             if let Some(a) = self.stash.pop() {
                 return Ok(a);
             }
+            let retry_at = self.retry_at.load(Ordering::Relaxed);
+            if retry_at != 0 {
+                crate::time::sleep_until(epoch() + Duration::from_nanos(retry_at)).await;
+                self.retry_at.store(0, Ordering::Relaxed);
+                continue;
+            }
+            let result = match self.armed_key()? {
+                Some(key) => self.next_multishot(key).await,
+                None => self.accept_once().await.map(Some),
+            };
+            match result {
+                Ok(Some(a)) => return Ok(a),
+                // The multishot accept was paused, or the peer left before we asked its
+                // address: wait for the next connection.
+                Ok(None) => continue,
+                Err(e) => {
+                    if fd_exhausted(&e) {
+                        let at = Instant::now() + FD_EXHAUSTED_BACKOFF;
+                        self.retry_at
+                            .store(nanos_since_epoch(at), Ordering::Relaxed);
+                    }
+                    return Err(e);
+                }
+            }
         }
+    }
+
+    /// The multishot accept's slot, armed now if needed; `None` where the loop uses one
+    /// accept per call. Synchronous, so the driver (`!Send`) is never held across an await.
+    fn armed_key(&self) -> io::Result<Option<usize>> {
+        let driver = crate::driver::current()
+            .unwrap_or_else(|| panic!("ringloop: accept() polled outside a running event loop"));
+        if !driver.multishot_accept() {
+            return Ok(None);
+        }
+        match self.armed.load(Ordering::Relaxed) {
+            0 => {
+                self.fd.claim();
+                let keep = AcceptKeep {
+                    fd: self.fd.clone(),
+                };
+                let key =
+                    driver.arm_stream(accept_multi_sqe(&self.fd), Box::new(keep), ACCEPT_AHEAD)?;
+                self.loop_id.store(driver.id(), Ordering::Relaxed);
+                self.armed.store(key as u64 + 1, Ordering::Relaxed);
+                Ok(Some(key))
+            }
+            k => Ok(Some((k - 1) as usize)),
+        }
+    }
+
+    /// The next CQE of the armed multishot accept. Cancel-safe: an untaken CQE stays queued
+    /// in the slot. `Ok(None)`: nothing to hand out this time (the accept was paused for
+    /// back-pressure and must be re-armed, or the peer left before we asked its address).
+    async fn next_multishot(&self, key: usize) -> io::Result<Option<Accepted>> {
+        let c = poll_fn(|cx| {
+            crate::driver::current()
+                .expect("accept() is polled on the loop it started on")
+                .poll_stream(key, cx)
+        })
+        .await;
+        if !c.more() {
+            self.armed.store(0, Ordering::Relaxed);
+        }
+        match c.result() {
+            Ok(res) => {
+                // SAFETY: a successful accept returns a new descriptor that nobody else owns,
+                // and this CQE is taken from the queue exactly once.
+                let fd = unsafe { OwnedFd::from_raw_fd(res as i32) };
+                // The kernel reports no address for a multishot accept: ask for it. A peer
+                // that already reset has none; its connection is dropped, not returned.
+                match SockRef::from(&fd).peer_addr() {
+                    Ok(addr) => Ok(Some(Accepted { fd, addr })),
+                    Err(_) => Ok(None),
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) && !c.more() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One `IORING_OP_ACCEPT`; a connection accepted for a dropped future waits in the stash.
+    async fn accept_once(&self) -> io::Result<Accepted> {
         let out = Op::new(Accept {
             fd: self.fd.clone(),
             addr: accept_addr_buf(),
             stash: self.stash.clone(),
         })
         .await;
-        match out.result {
-            Ok(res) => {
-                self.retry_at.store(0, Ordering::Relaxed);
-                Ok(out.data.accepted(res))
-            }
-            Err(e) => {
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-                ) {
-                    let at = Instant::now() + FD_EXHAUSTED_BACKOFF;
-                    self.retry_at
-                        .store(nanos_since_epoch(at), Ordering::Relaxed);
-                }
-                Err(e)
-            }
-        }
+        out.result.map(|res| out.data.accepted(res))
     }
 }

@@ -6,8 +6,15 @@
 //!
 //! Operations take owned buffers and give them back ([`BufResult`](crate::BufResult)).
 //! Dropping any I/O future cancels its operation without letting the kernel touch freed
-//! memory. `accept` is cancel-safe: a connection accepted for a future that was dropped (say,
-//! in a timeout) is kept for the next `accept`.
+//! memory. `accept` and `recv` are cancel-safe: a connection or bytes that arrived for a future
+//! that was dropped (say, in a timeout) are kept for the next call.
+//!
+//! On Linux 5.19+ a listener keeps one multishot accept armed from its first `accept()` on:
+//! the kernel takes connections as they arrive, up to 128 ahead of the caller, then pauses
+//! until they are taken (the rest wait in the backlog, sized by [`ListenOptions`]). On 6.0+
+//! a stream keeps one multishot receive armed, drawing from the loop's buffer pool, so an
+//! idle connection holds no buffer. [`Features`](crate::Features) reports which paths are in
+//! use; older kernels get one operation per call, with the same API and guarantees.
 //!
 //! Address resolution (`impl ToSocketAddrs`) uses the standard library's resolver, which
 //! blocks for host names; pass `SocketAddr`s on a hot path.
@@ -39,12 +46,14 @@
 //! ```
 
 mod acceptor;
+mod listen;
 mod ops;
 mod stream;
 mod tcp;
 mod udp;
 mod unix;
 
+pub use listen::ListenOptions;
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use unix::{UnixListener, UnixStream};

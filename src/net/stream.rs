@@ -158,7 +158,7 @@ fn plan(fd: &SharedFd, rx: &Receiver) -> io::Result<Plan> {
                 fd: fd.clone(),
                 pool: pool.clone(),
             };
-            let key = driver.arm_stream(recv_multi_sqe(fd), Box::new(keep))?;
+            let key = driver.arm_stream(recv_multi_sqe(fd), Box::new(keep), 0)?;
             rx.loop_id.store(driver.id(), Ordering::Relaxed);
             rx.armed.store(key as u64 + 1, Ordering::Relaxed);
             key

@@ -9,13 +9,10 @@ use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
 use super::acceptor::Acceptor;
 use super::ops::Connect;
-use super::{context, each_addr, nothing_resolved, resolve, stream};
+use super::{context, each_addr, nothing_resolved, resolve, stream, ListenOptions};
 use crate::buf::{BufResult, IoBuf, IoBufMut, RecvBuf};
 use crate::driver::Op;
 use crate::fd::SharedFd;
-
-/// The listen backlog: the kernel clamps it to `net.core.somaxconn`.
-const BACKLOG: i32 = 1024;
 
 /// A TCP socket accepting connections.
 pub struct TcpListener {
@@ -29,15 +26,16 @@ impl TcpListener {
     /// # Errors
     ///
     /// The bind error (`AddrInUse`, `AddrNotAvailable`, ...), naming the address.
+    /// [`ListenOptions`](super::ListenOptions) sets the backlog.
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
-        each_addr("bind", addr, |a| listen(a, false))
+        bind_with(addr, &ListenOptions::new())
     }
 
     /// Binds like [`bind`](TcpListener::bind), adding `SO_REUSEPORT` so that several
     /// listeners (one per loop, one loop per core) share the port and the kernel spreads
     /// connections across them.
     pub fn bind_reuseport(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
-        each_addr("bind", addr, |a| listen(a, true))
+        bind_with(addr, &ListenOptions::new().reuseport(true))
     }
 
     /// Adopts a listener made with the standard library (switched to blocking mode: the ring,
@@ -70,15 +68,19 @@ impl TcpListener {
     }
 }
 
-fn listen(addr: SocketAddr, reuseport: bool) -> io::Result<TcpListener> {
+pub(super) fn bind_with(addr: impl ToSocketAddrs, opts: &ListenOptions) -> io::Result<TcpListener> {
+    each_addr("bind", addr, |a| listen(a, opts))
+}
+
+fn listen(addr: SocketAddr, opts: &ListenOptions) -> io::Result<TcpListener> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
-    if reuseport {
+    if opts.reuseport {
         sock.set_reuse_port(true)?;
     }
     sock.bind(&addr.into())
         .map_err(|e| context(e, "bind", addr))?;
-    sock.listen(BACKLOG)
+    sock.listen(opts.backlog_arg())
         .map_err(|e| context(e, "listen on", addr))?;
     Ok(TcpListener {
         acceptor: Acceptor::new(SharedFd::new(OwnedFd::from(sock))),

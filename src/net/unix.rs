@@ -12,12 +12,10 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::acceptor::Acceptor;
 use super::ops::Connect;
-use super::stream;
+use super::{stream, ListenOptions};
 use crate::buf::{BufResult, IoBuf, IoBufMut, RecvBuf};
 use crate::driver::Op;
 use crate::fd::SharedFd;
-
-const BACKLOG: i32 = 1024;
 
 fn path_error(e: io::Error, what: &str, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
@@ -31,6 +29,17 @@ fn with_std<T>(fd: RawFd, f: impl FnOnce(&std::os::unix::net::UnixStream) -> T) 
     f(&view)
 }
 
+pub(super) fn bind_with(path: &Path, opts: &ListenOptions) -> io::Result<UnixListener> {
+    let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    let addr = SockAddr::unix(path).map_err(|e| path_error(e, "bind", path))?;
+    sock.bind(&addr).map_err(|e| path_error(e, "bind", path))?;
+    sock.listen(opts.backlog_arg())
+        .map_err(|e| path_error(e, "listen on", path))?;
+    Ok(UnixListener {
+        acceptor: Acceptor::new(SharedFd::new(OwnedFd::from(sock))),
+    })
+}
+
 /// A Unix-domain socket accepting connections.
 pub struct UnixListener {
     acceptor: Acceptor,
@@ -38,16 +47,9 @@ pub struct UnixListener {
 
 impl UnixListener {
     /// Binds to the path `path` (which must not exist) and listens. A plain socket call.
+    /// [`ListenOptions`](super::ListenOptions) sets the backlog.
     pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
-        let path = path.as_ref();
-        let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-        let addr = SockAddr::unix(path).map_err(|e| path_error(e, "bind", path))?;
-        sock.bind(&addr).map_err(|e| path_error(e, "bind", path))?;
-        sock.listen(BACKLOG)
-            .map_err(|e| path_error(e, "listen on", path))?;
-        Ok(UnixListener {
-            acceptor: Acceptor::new(SharedFd::new(OwnedFd::from(sock))),
-        })
+        bind_with(path.as_ref(), &ListenOptions::new())
     }
 
     /// Adopts a listener made with the standard library (switched to blocking mode).

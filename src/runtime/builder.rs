@@ -24,6 +24,7 @@ pub struct Builder {
     pub(crate) close_timeout: Duration,
     pub(crate) recv_buffer_ring: bool,
     pub(crate) multishot: bool,
+    pub(crate) multishot_accept: bool,
     pub(crate) send_zc_threshold: Option<usize>,
 }
 
@@ -36,6 +37,7 @@ impl Default for Builder {
             close_timeout: Duration::from_secs(5),
             recv_buffer_ring: true,
             multishot: true,
+            multishot_accept: true,
             send_zc_threshold: None,
         }
     }
@@ -79,6 +81,17 @@ impl Builder {
     /// kernels' path, to test it or to compare.
     pub fn multishot(mut self, on: bool) -> Self {
         self.multishot = on;
+        self
+    }
+
+    /// Whether a listener keeps one multishot ACCEPT armed (Linux 5.19+; default true)
+    /// rather than submitting one ACCEPT per `accept()` call. A multishot accept takes up to
+    /// 128 connections ahead of the caller and then pauses until they are taken, so a server
+    /// that stops accepting leaves the rest in the kernel's backlog. The kernel does not report
+    /// a multishot accept's peer address, so each connection costs one `getpeername(2)`.
+    /// `false` gives the older kernels' path, to test it or to compare.
+    pub fn multishot_accept(mut self, on: bool) -> Self {
+        self.multishot_accept = on;
         self
     }
 

@@ -104,6 +104,7 @@ impl EventLoop {
             driver::PoolConfig {
                 enabled: b.recv_buffer_ring,
                 multishot: b.multishot,
+                multishot_accept: b.multishot_accept,
                 send_zc_threshold: b.send_zc_threshold,
                 count: b.recv_buffers.0,
                 size: b.recv_buffers.1,
@@ -113,6 +114,7 @@ impl EventLoop {
         let mut features = features;
         features.set_recv_buffer_ring(driver.pool().is_some());
         features.set_multishot_recv(driver.multishot_recv());
+        features.set_multishot_accept(driver.multishot_accept());
         let sched = Scheduler::new(remote.clone());
         let timers = Timers::new(id, Instant::now());
         let shared = Arc::new(Shared::new(remote.clone()));

@@ -42,6 +42,7 @@ pub struct Features {
     probe: Vec<bool>,
     recv_buffer_ring: bool,
     multishot_recv: bool,
+    multishot_accept: bool,
 }
 
 impl Features {
@@ -83,6 +84,16 @@ impl Features {
 
     pub(crate) fn set_multishot_recv(&mut self, on: bool) {
         self.multishot_recv = on;
+    }
+
+    /// Whether a listener keeps one multishot ACCEPT armed (Linux 5.19+) rather than one
+    /// ACCEPT per call.
+    pub fn multishot_accept(&self) -> bool {
+        self.multishot_accept
+    }
+
+    pub(crate) fn set_multishot_accept(&mut self, on: bool) {
+        self.multishot_accept = on;
     }
 
     /// Whether the kernel supports the io_uring opcode `code` (for example
@@ -201,6 +212,7 @@ fn finish(ring: IoUring, mode: SetupMode) -> io::Result<(IoUring, Features)> {
         probe: supported,
         recv_buffer_ring: false,
         multishot_recv: false,
+        multishot_accept: false,
     };
     Ok((ring, features))
 }

@@ -1,4 +1,5 @@
-//! `IORING_OP_ACCEPT`, with a stash that makes `accept()` cancel-safe.
+//! `IORING_OP_ACCEPT`: single-shot, with a stash that makes `accept()` cancel-safe, and
+//! multishot (`IORING_ACCEPT_MULTISHOT`), whose CQEs queue in the loop's op table.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 
@@ -6,7 +7,7 @@ use io_uring::{opcode, squeue, types};
 use socket2::SockAddr;
 
 use super::Stash;
-use crate::driver::slot::Completion;
+use crate::driver::slot::{Completion, Orphan};
 use crate::driver::OpCode;
 use crate::fd::SharedFd;
 
@@ -82,6 +83,32 @@ unsafe impl OpCode for Accept {
         if let Ok(res) = c.result() {
             let a = self.accepted(res);
             self.stash.push(a);
+        }
+    }
+}
+
+/// `IORING_OP_ACCEPT` with `IORING_ACCEPT_MULTISHOT` (Linux 5.19+): armed once per listener,
+/// it posts one CQE per connection. The kernel writes no peer address for it.
+pub(crate) fn accept_multi_sqe(fd: &SharedFd) -> squeue::Entry {
+    opcode::AcceptMulti::new(types::Fd(fd.raw()))
+        .flags(libc::SOCK_CLOEXEC)
+        .build()
+}
+
+/// What an armed multishot accept keeps for its whole life: the listening descriptor. A
+/// connection nobody took (the listener was dropped) is closed here.
+pub(crate) struct AcceptKeep {
+    /// Held, not read: keeps the descriptor open until the final CQE.
+    #[allow(dead_code)]
+    pub(crate) fd: SharedFd,
+}
+
+impl Orphan for AcceptKeep {
+    fn release(&mut self, c: Completion) {
+        if let Ok(res) = c.result() {
+            // SAFETY: a successful accept returns a new descriptor that nobody else owns;
+            // this CQE was never handed out, so closing it here is its only use.
+            drop(unsafe { OwnedFd::from_raw_fd(res as i32) });
         }
     }
 }

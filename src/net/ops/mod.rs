@@ -11,7 +11,7 @@ mod send_zc;
 mod shutdown;
 mod stash;
 
-pub(crate) use accept::{Accept, Accepted};
+pub(crate) use accept::{accept_multi_sqe, Accept, AcceptKeep, Accepted};
 pub(crate) use recv_select::{received, recv_multi_sqe, MultiKeep, RecvOwned, RecvSelect};
 pub(crate) use stash::Stash;
 

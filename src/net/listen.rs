@@ -1,0 +1,86 @@
+//! `ListenOptions`: the listen backlog and `SO_REUSEPORT`, for both kinds of listener.
+
+use std::io;
+use std::net::ToSocketAddrs;
+use std::path::Path;
+
+use super::{TcpListener, UnixListener};
+
+/// How a listener is set up: its backlog and whether it shares its port. `TcpListener::bind`
+/// and `UnixListener::bind` use the defaults.
+///
+/// ```
+/// use ringloop::net::ListenOptions;
+///
+/// let a = ListenOptions::new().backlog(4096).reuseport(true).bind_tcp("127.0.0.1:0")?;
+/// let port = a.local_addr()?.port();
+/// // A second listener on the same port: the kernel spreads connections across both.
+/// let b = ListenOptions::new().reuseport(true).bind_tcp(("127.0.0.1", port))?;
+/// # drop(b);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct ListenOptions {
+    pub(crate) backlog: u32,
+    pub(crate) reuseport: bool,
+}
+
+impl Default for ListenOptions {
+    fn default() -> ListenOptions {
+        ListenOptions {
+            backlog: 1024,
+            reuseport: false,
+        }
+    }
+}
+
+impl ListenOptions {
+    /// Backlog 1024, no `SO_REUSEPORT`.
+    pub fn new() -> ListenOptions {
+        ListenOptions::default()
+    }
+
+    /// The listen backlog: connections the kernel completes and holds until they are
+    /// accepted (default 1024). The kernel clamps it to `net.core.somaxconn`.
+    pub fn backlog(mut self, n: u32) -> ListenOptions {
+        self.backlog = n;
+        self
+    }
+
+    /// Sets `SO_REUSEPORT` (TCP only), so that several listeners (one per loop, one loop per
+    /// core) share the port and the kernel spreads connections across them.
+    pub fn reuseport(mut self, on: bool) -> ListenOptions {
+        self.reuseport = on;
+        self
+    }
+
+    /// Binds a TCP listener (with `SO_REUSEADDR`) to the first address of `addr` that works.
+    ///
+    /// # Errors
+    ///
+    /// The bind or listen error (`AddrInUse`, `AddrNotAvailable`, ...), naming the address.
+    pub fn bind_tcp(&self, addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        super::tcp::bind_with(addr, self)
+    }
+
+    /// Binds a Unix-domain listener to `path`, which must not exist.
+    ///
+    /// # Errors
+    ///
+    /// The bind or listen error, naming the path; `InvalidInput` if `reuseport` was asked
+    /// for, which Unix sockets do not have.
+    pub fn bind_unix(&self, path: impl AsRef<Path>) -> io::Result<UnixListener> {
+        if self.reuseport {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "SO_REUSEPORT is for TCP listeners; Unix-domain listeners cannot share a path",
+            ));
+        }
+        super::unix::bind_with(path.as_ref(), self)
+    }
+
+    /// The backlog as `listen(2)` takes it.
+    pub(crate) fn backlog_arg(&self) -> i32 {
+        i32::try_from(self.backlog).unwrap_or(i32::MAX)
+    }
+}

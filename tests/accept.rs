@@ -1,0 +1,168 @@
+//! Listeners with a multishot accept kept armed (Linux 5.19+) and with one accept per call:
+//! cancel-safety, back-pressure, and what a dropped listener does with connections it took.
+
+use std::io::Read;
+use std::time::Duration;
+
+use ringloop::net::{TcpListener, UnixListener};
+use ringloop::{time, EventLoop};
+
+fn loop_with(multishot: bool) -> EventLoop {
+    EventLoop::builder()
+        .multishot_accept(multishot)
+        .build()
+        .unwrap()
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[test]
+fn features_report_the_accept_path_in_use() {
+    assert!(
+        loop_with(true).features().multishot_accept(),
+        "this kernel has multishot accept (5.19+)"
+    );
+    assert!(!loop_with(false).features().multishot_accept());
+}
+
+/// Accept futures dropped by a timeout, with and without multishot: no connection is lost,
+/// and every peer address is right.
+#[test]
+fn timed_out_accepts_lose_no_connection_on_either_path() {
+    for multishot in [true, false] {
+        loop_with(multishot).block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            let mut clients = Vec::new();
+            let mut got = Vec::new();
+            for i in 0..40 {
+                // Every other accept is given no time at all.
+                let wait = if i % 2 == 0 { 0 } else { 50 };
+                if i % 4 == 0 {
+                    clients.push(std::net::TcpStream::connect(addr).unwrap());
+                }
+                if let Ok(r) = time::timeout(Duration::from_millis(wait), l.accept()).await {
+                    got.push(r.unwrap());
+                }
+            }
+            while got.len() < clients.len() {
+                let r = time::timeout(Duration::from_secs(5), l.accept()).await;
+                got.push(r.expect("a connection was lost").unwrap());
+            }
+            let mut want: Vec<_> = clients.iter().map(|c| c.local_addr().unwrap()).collect();
+            let mut peers: Vec<_> = got.iter().map(|(_, a)| *a).collect();
+            want.sort();
+            peers.sort();
+            assert_eq!(peers, want, "multishot={multishot}");
+        });
+    }
+}
+
+/// A server that stops calling `accept` does not drain the kernel's backlog into memory: the
+/// multishot accept pauses after taking 128 connections ahead, and resumes when they are taken.
+#[test]
+fn multishot_accept_pauses_when_connections_are_not_taken() {
+    loop_with(true).block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        // Arm the accept.
+        assert!(time::timeout(Duration::from_millis(5), l.accept())
+            .await
+            .is_err());
+        let base = open_fds();
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            for _ in 0..100 {
+                clients.push(std::net::TcpStream::connect(addr).unwrap());
+            }
+            // Let the loop reap what the kernel accepted.
+            time::sleep(Duration::from_millis(30)).await;
+        }
+        let held = open_fds() - base - clients.len();
+        assert!(
+            (100..=240).contains(&held),
+            "the server took {held} of 300 connections ahead; expected the first batch, \
+             then a pause past 128"
+        );
+        let mut peers = Vec::new();
+        for _ in 0..clients.len() {
+            let (_conn, peer) = time::timeout(Duration::from_secs(5), l.accept())
+                .await
+                .expect("a connection left in the backlog was accepted after the pause")
+                .unwrap();
+            peers.push(peer);
+        }
+        let mut want: Vec<_> = clients.iter().map(|c| c.local_addr().unwrap()).collect();
+        want.sort();
+        peers.sort();
+        assert_eq!(peers, want);
+    });
+}
+
+/// Connections a multishot accept took but nobody claimed are closed with the listener.
+#[test]
+fn dropping_a_listener_closes_the_connections_it_took() {
+    let mut lp = loop_with(true);
+    let dir = std::env::temp_dir().join(format!("ringloop-accept-{}", std::process::id()));
+    let _ = std::fs::remove_file(&dir);
+    let path = dir.clone();
+    let mut clients = lp.block_on(async move {
+        let l = UnixListener::bind(&path).unwrap();
+        // Arm the accept, then let three clients in without taking them.
+        assert!(time::timeout(Duration::from_millis(5), l.accept())
+            .await
+            .is_err());
+        let clients: Vec<_> = (0..3)
+            .map(|_| std::os::unix::net::UnixStream::connect(&path).unwrap())
+            .collect();
+        time::sleep(Duration::from_millis(30)).await;
+        drop(l);
+        // One turn for the cancel to come back.
+        time::sleep(Duration::from_millis(10)).await;
+        clients
+    });
+    lp.close().unwrap();
+    for c in &mut clients {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 1];
+        // EOF (or a reset): the server side was closed, not kept forever.
+        match c.read(&mut b) {
+            Ok(n) => assert_eq!(n, 0),
+            Err(e) => assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}"),
+        }
+    }
+    let _ = std::fs::remove_file(&dir);
+}
+
+/// The backlog given to `ListenOptions` reaches `listen(2)`: a listening TCP socket reports
+/// its maximum backlog in `TCP_INFO`'s `tcpi_sacked`.
+#[test]
+fn listen_options_set_the_backlog() {
+    use std::os::fd::AsRawFd;
+    let l = ringloop::net::ListenOptions::new()
+        .backlog(77)
+        .bind_tcp("127.0.0.1:0")
+        .unwrap();
+    // SAFETY: tcp_info is plain old data; all-zero is valid.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` and `len` are valid for the kernel to write; the fd is the listener's.
+    let r = unsafe {
+        libc::getsockopt(
+            l.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0);
+    assert_eq!(info.tcpi_sacked, 77);
+    let e = ringloop::net::ListenOptions::new()
+        .reuseport(true)
+        .bind_unix("/tmp/ringloop-never-bound")
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+}
