@@ -172,14 +172,25 @@ pub(crate) async fn write<B: IoBuf>(fd: &SharedFd, buf: B) -> BufResult<usize, B
     let zero_copy = crate::driver::current()
         .and_then(|d| d.send_zc_threshold())
         .is_some_and(|t| buf.bytes_init() >= t);
-    if zero_copy {
+    let buf = if zero_copy {
         let out = Op::new(SendZc {
             fd: fd.clone(),
             buf,
         })
         .await;
-        return (out.result.map(|n| n as usize), out.data.buf);
-    }
+        match out.result {
+            // The kernel charges a zero-copy send's pinned pages to RLIMIT_MEMLOCK unless the
+            // process has CAP_IPC_LOCK in the initial user namespace, which a container's
+            // root does not: a large write then fails with ENOMEM (ENOBUFS for the socket's
+            // own option memory) before sending a byte. Copy instead; nothing was sent.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOMEM | libc::ENOBUFS)) => {
+                out.data.buf
+            }
+            r => return (r.map(|n| n as usize), out.data.buf),
+        }
+    } else {
+        buf
+    };
     let out = Op::new(Send {
         fd: fd.clone(),
         buf,

@@ -102,6 +102,11 @@ impl Builder {
     /// Off by default because it only pays on a real NIC with large writes: over loopback the
     /// kernel copies anyway and the notification is pure overhead (`examples/loop_costs`
     /// measures both on this machine). Measure on your own network before turning it on.
+    ///
+    /// The kernel charges a zero-copy send's pages to `RLIMIT_MEMLOCK` unless the process has
+    /// `CAP_IPC_LOCK` outside any user namespace (a container's root does not). A write the
+    /// limit refuses is sent by copying instead, so it still succeeds, but pays for both
+    /// attempts: raise `ulimit -l` where zero-copy should be used in a container.
     pub fn send_zerocopy_threshold(mut self, bytes: Option<usize>) -> Self {
         self.send_zc_threshold = bytes;
         self
