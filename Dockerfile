@@ -22,6 +22,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY examples ./examples
 COPY tests ./tests
+COPY bench ./bench
 COPY ci ./ci
 COPY .ci ./.ci
 RUN cargo build --locked --release --examples

@@ -1,0 +1,147 @@
+//! The echo servers under test, one thread each: `--server ringloop|tokio|monoio|bare`.
+//! Prints `listening ADDR` once bound, then serves until killed.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use ringloop_bench::{pin, raise_nofile, Args};
+
+mod bare;
+
+/// `--exit-after N`: exit (cleanly, so a profiler writes its output) once N connections have
+/// closed. A profiled server cannot always be stopped by a signal: valgrind holds signals
+/// while the program is blocked in `io_uring_enter`.
+static EXIT_AFTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static CLOSED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+pub(crate) fn conn_closed() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let n = CLOSED.fetch_add(1, Relaxed) + 1;
+    if n == EXIT_AFTER.load(Relaxed) {
+        std::process::exit(0);
+    }
+}
+
+/// The read buffer of the tokio and monoio servers: 8 KiB, as tokio's `BufReader` uses.
+/// ringloop and bare receive into 4 KiB pool buffers.
+const READ_BUF: usize = 8 * 1024;
+
+fn announce(addr: SocketAddr) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "listening {addr}");
+    let _ = out.flush();
+}
+
+fn ringloop_server(addr: SocketAddr) {
+    let mut lp = ringloop::EventLoop::new().expect("ringloop needs io_uring");
+    lp.block_on(async move {
+        let l = ringloop::net::TcpListener::bind(addr).unwrap();
+        announce(l.local_addr().unwrap());
+        loop {
+            let Ok((conn, _)) = l.accept().await else {
+                continue;
+            };
+            let _ = conn.set_nodelay(true);
+            ringloop::spawn(async move {
+                loop {
+                    let Ok(buf) = conn.recv().await else { break };
+                    if buf.is_empty() || conn.write_all(buf).await.0.is_err() {
+                        break;
+                    }
+                }
+                drop(conn);
+                conn_closed();
+            });
+        }
+    });
+}
+
+fn tokio_server(addr: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+        announce(l.local_addr().unwrap());
+        loop {
+            let Ok((mut conn, _)) = l.accept().await else {
+                continue;
+            };
+            let _ = conn.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; READ_BUF];
+                loop {
+                    let n = match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if conn.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                drop(conn);
+                conn_closed();
+            });
+        }
+    });
+}
+
+fn monoio_server(addr: SocketAddr) {
+    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+    let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .build()
+        .expect("monoio needs io_uring");
+    rt.block_on(async move {
+        let l = monoio::net::TcpListener::bind(addr).unwrap();
+        announce(l.local_addr().unwrap());
+        loop {
+            let Ok((mut conn, _)) = l.accept().await else {
+                continue;
+            };
+            let _ = conn.set_nodelay(true);
+            monoio::spawn(async move {
+                let mut buf = vec![0u8; READ_BUF];
+                loop {
+                    let (r, b) = conn.read(buf).await;
+                    buf = b;
+                    let n = match r {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let (r, b) = conn.write_all(monoio::buf::IoBuf::slice(buf, 0..n)).await;
+                    buf = b.into_inner();
+                    if r.is_err() {
+                        break;
+                    }
+                }
+                drop(conn);
+                conn_closed();
+            });
+        }
+    });
+}
+
+fn main() {
+    let args = Args::parse();
+    raise_nofile();
+    if let Some(cpu) = args.str("cpu") {
+        pin(cpu.parse().expect("--cpu N"));
+    }
+    let addr: SocketAddr = args.get("addr", "127.0.0.1:0".parse().unwrap());
+    EXIT_AFTER.store(
+        args.get("exit-after", 0),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    match args.str("server").unwrap_or("") {
+        "ringloop" => ringloop_server(addr),
+        "tokio" => tokio_server(addr),
+        "monoio" => monoio_server(addr),
+        "bare" => bare::serve(addr, announce),
+        other => {
+            eprintln!("bench-echo: --server ringloop|tokio|monoio|bare (got {other:?})");
+            std::process::exit(2);
+        }
+    }
+}

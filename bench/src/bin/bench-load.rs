@@ -1,0 +1,241 @@
+//! The load generator: `--conns` connections on `--threads` threads (epoll, non-blocking),
+//! each keeping `--depth` requests of `--size` bytes in flight (closed loop: a new request
+//! goes out when a response is complete). Every byte echoed is checked against what was sent.
+//!
+//! Timed mode (`--warmup S --duration S`) prints `measure start` and `measure end` lines
+//! around the measured window, so a runner can sample the server exactly then; fixed mode
+//! (`--requests N`) sends N requests in all and stops. The last line is the result:
+//! `result requests=N secs=S p50_us=.. p99_us=.. p999_us=..`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use ringloop_bench::{pattern, pin, raise_nofile, Args, Histogram};
+
+struct Conn {
+    id: usize,
+    s: TcpStream,
+    /// Bytes of the request stream sent / echoed back and verified.
+    sent: u64,
+    recvd: u64,
+    /// Send times of the requests in flight, oldest first.
+    inflight: std::collections::VecDeque<Instant>,
+    out: Vec<u8>,
+    out_pos: usize,
+}
+
+struct Shared {
+    measuring: AtomicBool,
+    stop: AtomicBool,
+    /// Requests left to start in fixed mode (u64::MAX: unlimited).
+    budget: AtomicU64,
+}
+
+fn take_budget(sh: &Shared) -> bool {
+    sh.budget
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+            if b == u64::MAX {
+                Some(b)
+            } else {
+                b.checked_sub(1)
+            }
+        })
+        .is_ok()
+}
+
+impl Conn {
+    fn queue_request(&mut self, size: usize) {
+        for i in 0..size as u64 {
+            self.out.push(pattern(self.id, self.sent + i));
+        }
+        self.sent += size as u64;
+        self.inflight.push_back(Instant::now());
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        while self.out_pos < self.out.len() {
+            match self.s.write(&self.out[self.out_pos..]) {
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+        Ok(())
+    }
+}
+
+fn worker(
+    addr: SocketAddr,
+    ids: std::ops::Range<usize>,
+    size: usize,
+    depth: usize,
+    sh: Arc<Shared>,
+    ready: Arc<Barrier>,
+) -> (u64, Histogram) {
+    // SAFETY: plain epoll syscalls on descriptors this thread owns.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    assert!(ep >= 0);
+    let mut conns: Vec<Conn> = ids
+        .map(|id| {
+            let s = TcpStream::connect(addr).expect("connect to the server");
+            s.set_nodelay(true).unwrap();
+            s.set_nonblocking(true).unwrap();
+            Conn {
+                id,
+                s,
+                sent: 0,
+                recvd: 0,
+                inflight: Default::default(),
+                out: Vec::new(),
+                out_pos: 0,
+            }
+        })
+        .collect();
+    for (i, c) in conns.iter().enumerate() {
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET) as u32,
+            u64: i as u64,
+        };
+        // SAFETY: `ev` is valid for the call; the fd is open.
+        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, c.s.as_raw_fd(), &mut ev) };
+    }
+    ready.wait();
+    for c in conns.iter_mut() {
+        for _ in 0..depth {
+            if take_budget(&sh) {
+                c.queue_request(size);
+            }
+        }
+        c.flush().expect("send");
+    }
+    let mut hist = Histogram::default();
+    let mut done = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut idle = 0;
+    while !sh.stop.load(Ordering::Relaxed) {
+        // SAFETY: `events` has room for 256 entries.
+        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), 256, 100) };
+        if n <= 0 {
+            // Fixed mode: everything answered and nothing left to start.
+            if conns.iter().all(|c| c.inflight.is_empty()) {
+                idle += 1;
+                if idle > 2 {
+                    break;
+                }
+            }
+            continue;
+        }
+        for ev in &events[..n as usize] {
+            let c = &mut conns[ev.u64 as usize];
+            loop {
+                match c.s.read(&mut buf) {
+                    Ok(0) => panic!("the server closed connection {}", c.id),
+                    Ok(k) => {
+                        for (i, &b) in buf[..k].iter().enumerate() {
+                            let want = pattern(c.id, c.recvd + i as u64);
+                            assert_eq!(b, want, "connection {}: byte {} differs", c.id, c.recvd);
+                        }
+                        let before = c.recvd / size as u64;
+                        c.recvd += k as u64;
+                        let after = c.recvd / size as u64;
+                        for _ in before..after {
+                            let t = c.inflight.pop_front().expect("a request in flight");
+                            if sh.measuring.load(Ordering::Relaxed) {
+                                hist.record(t.elapsed());
+                                done += 1;
+                            }
+                            if take_budget(&sh) {
+                                c.queue_request(size);
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("connection {}: {e}", c.id),
+                }
+            }
+            c.flush().expect("send");
+        }
+        if sh.budget.load(Ordering::Relaxed) == 0 && conns.iter().all(|c| c.inflight.is_empty()) {
+            break;
+        }
+    }
+    // SAFETY: closes the epoll descriptor once.
+    unsafe { libc::close(ep) };
+    (done, hist)
+}
+
+fn main() {
+    let args = Args::parse();
+    raise_nofile();
+    let addr: SocketAddr = args.get("addr", "127.0.0.1:7878".parse().unwrap());
+    let conns: usize = args.get("conns", 64);
+    let threads: usize = args.get::<usize>("threads", 1).clamp(1, conns.max(1));
+    let size: usize = args.get("size", 64);
+    let depth: usize = args.get("depth", 1);
+    let requests: u64 = args.get("requests", 0);
+    let warmup = Duration::from_secs_f64(args.get("warmup", 1.0));
+    let duration = Duration::from_secs_f64(args.get("duration", 5.0));
+    if let Some(cpu) = args.str("cpu") {
+        pin(cpu.parse().expect("--cpu N"));
+    }
+    let sh = Arc::new(Shared {
+        measuring: AtomicBool::new(requests > 0),
+        stop: AtomicBool::new(false),
+        budget: AtomicU64::new(if requests > 0 { requests } else { u64::MAX }),
+    });
+    let ready = Arc::new(Barrier::new(threads + 1));
+    let per = conns.div_ceil(threads);
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let ids = t * per..((t + 1) * per).min(conns);
+            let (sh, ready) = (sh.clone(), ready.clone());
+            std::thread::spawn(move || worker(addr, ids, size, depth, sh, ready))
+        })
+        .collect();
+    ready.wait();
+    let t0;
+    let mut out = std::io::stdout();
+    if requests > 0 {
+        t0 = Instant::now();
+    } else {
+        std::thread::sleep(warmup);
+        writeln!(out, "measure start").unwrap();
+        out.flush().unwrap();
+        sh.measuring.store(true, Ordering::Relaxed);
+        t0 = Instant::now();
+        std::thread::sleep(duration);
+        sh.measuring.store(false, Ordering::Relaxed);
+        writeln!(out, "measure end").unwrap();
+        out.flush().unwrap();
+        sh.stop.store(true, Ordering::Relaxed);
+    }
+    let mut total = 0;
+    let mut hist = Histogram::default();
+    for w in workers {
+        let (n, h) = w.join().expect("a load thread failed");
+        total += n;
+        hist.merge(&h);
+    }
+    let secs = if requests > 0 {
+        t0.elapsed().as_secs_f64()
+    } else {
+        duration.as_secs_f64()
+    };
+    writeln!(
+        out,
+        "result requests={total} secs={secs:.3} p50_us={:.1} p99_us={:.1} p999_us={:.1}",
+        hist.quantile_us(0.5),
+        hist.quantile_us(0.99),
+        hist.quantile_us(0.999)
+    )
+    .unwrap();
+}

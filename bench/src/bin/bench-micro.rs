@@ -1,0 +1,252 @@
+//! Microbenchmarks against a peer measured in the same run: tokio current_thread for the
+//! executor and timers, a bare io-uring crate loop for NOP round trips, and tokio for a
+//! cross-thread wake ping-pong. Prints a markdown table; `--quick` shrinks the counts.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use io_uring::{opcode, IoUring};
+use ringloop::__private::nop;
+use ringloop_bench::Args;
+
+fn tokio_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+fn spawn_join_ringloop(n: usize) -> Duration {
+    let mut lp = ringloop::EventLoop::new().unwrap();
+    let t0 = Instant::now();
+    lp.block_on(async {
+        let mut hs = Vec::with_capacity(1024);
+        for _ in 0..n / 1024 {
+            hs.extend((0..1024).map(|_| ringloop::spawn(async {})));
+            for h in hs.drain(..) {
+                h.await.unwrap();
+            }
+        }
+    });
+    t0.elapsed()
+}
+
+fn spawn_join_tokio(n: usize) -> Duration {
+    let rt = tokio_rt();
+    let t0 = Instant::now();
+    rt.block_on(async {
+        let mut hs = Vec::with_capacity(1024);
+        for _ in 0..n / 1024 {
+            hs.extend((0..1024).map(|_| tokio::spawn(async {})));
+            for h in hs.drain(..) {
+                h.await.unwrap();
+            }
+        }
+    });
+    t0.elapsed()
+}
+
+/// `n` tasks, each sleeping until a deadline spread over 50 ms; the time until all fired.
+fn timers_ringloop(n: usize) -> Duration {
+    let mut lp = ringloop::EventLoop::new().unwrap();
+    let t0 = Instant::now();
+    lp.block_on(async move {
+        let hs: Vec<_> = (0..n)
+            .map(|i| {
+                ringloop::spawn(ringloop::time::sleep(Duration::from_micros(
+                    (i % 50_000) as u64,
+                )))
+            })
+            .collect();
+        for h in hs {
+            h.await.unwrap();
+        }
+    });
+    t0.elapsed()
+}
+
+fn timers_tokio(n: usize) -> Duration {
+    let rt = tokio_rt();
+    let t0 = Instant::now();
+    rt.block_on(async move {
+        let hs: Vec<_> = (0..n)
+            .map(|i| {
+                tokio::spawn(tokio::time::sleep(Duration::from_micros(
+                    (i % 50_000) as u64,
+                )))
+            })
+            .collect();
+        for h in hs {
+            h.await.unwrap();
+        }
+    });
+    t0.elapsed()
+}
+
+fn nops_ringloop(n: usize, depth: usize) -> Duration {
+    let mut lp = ringloop::EventLoop::builder().entries(256).build().unwrap();
+    let per = n / depth;
+    let t0 = Instant::now();
+    lp.block_on(async move {
+        let ts: Vec<_> = (0..depth)
+            .map(|_| {
+                ringloop::spawn(async move {
+                    for _ in 0..per {
+                        nop().await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in ts {
+            t.await.unwrap();
+        }
+    });
+    t0.elapsed()
+}
+
+fn nops_bare(n: usize, depth: usize) -> Duration {
+    let mut ring: IoUring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_cqsize(1024)
+        .build(256)
+        .unwrap();
+    let total = n / depth * depth;
+    let (mut submitted, mut completed) = (0, 0);
+    let t0 = Instant::now();
+    while completed < total {
+        {
+            let mut sq = ring.submission();
+            while submitted < total && submitted - completed < depth {
+                let e = opcode::Nop::new().build().user_data(submitted as u64);
+                // SAFETY: a NOP carries no pointers.
+                if unsafe { sq.push(&e) }.is_err() {
+                    break;
+                }
+                submitted += 1;
+            }
+        }
+        ring.submit_and_wait(1).unwrap();
+        completed += ring.completion().count();
+    }
+    t0.elapsed()
+}
+
+/// Two threads taking turns: side `i` waits until `turn % 2 == i`, bumps it and wakes the
+/// other side's waker. Each round trip is two cross-thread wakes.
+struct PingPong {
+    turn: AtomicU64,
+    wakers: [Mutex<Option<Waker>>; 2],
+}
+
+struct MyTurn<'a>(&'a PingPong, u64);
+
+impl Future for MyTurn<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let (pp, want) = (self.0, self.1);
+        if pp.turn.load(Ordering::Acquire) == want {
+            return Poll::Ready(());
+        }
+        *pp.wakers[(want % 2) as usize].lock().unwrap() = Some(cx.waker().clone());
+        if pp.turn.load(Ordering::Acquire) == want {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+async fn play(pp: Arc<PingPong>, side: u64, rounds: u64) {
+    for r in 0..rounds {
+        let want = r * 2 + side;
+        MyTurn(&pp, want).await;
+        pp.turn.store(want + 1, Ordering::Release);
+        if let Some(w) = pp.wakers[((want + 1) % 2) as usize].lock().unwrap().take() {
+            w.wake();
+        }
+    }
+}
+
+fn pingpong(rounds: u64, tokio: bool) -> Duration {
+    let pp = Arc::new(PingPong {
+        turn: AtomicU64::new(0),
+        wakers: [Mutex::new(None), Mutex::new(None)],
+    });
+    let t0 = Instant::now();
+    let threads: Vec<_> = (0..2)
+        .map(|side| {
+            let pp = pp.clone();
+            std::thread::spawn(move || {
+                ringloop_bench::pin(side as usize);
+                if tokio {
+                    tokio_rt().block_on(play(pp, side, rounds));
+                } else {
+                    ringloop::EventLoop::new()
+                        .unwrap()
+                        .block_on(play(pp, side, rounds));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    t0.elapsed()
+}
+
+fn best_of(runs: usize, f: impl Fn() -> Duration) -> Duration {
+    (0..runs).map(|_| f()).min().unwrap()
+}
+
+fn main() {
+    let args = Args::parse();
+    let quick = args.flag("quick");
+    let (n, runs) = if quick { (100_000, 1) } else { (1_000_000, 3) };
+    let pp_rounds = if quick { 10_000 } else { 100_000 };
+    println!("Best of {runs} run(s) each; ratio = peer time ÷ ringloop time (above 1: ringloop is faster).\n");
+    println!("| benchmark | ringloop | peer | peer time | peer ÷ ringloop |");
+    println!("|---|---:|---|---:|---:|");
+    let row = |name: &str, per: usize, ours: Duration, peer_name: &str, peer: Duration| {
+        let ns = |d: Duration| d.as_nanos() as f64 / per as f64;
+        println!(
+            "| {name} | {:.0} ns each | {peer_name} | {:.0} ns each | {:.2} |",
+            ns(ours),
+            ns(peer),
+            peer.as_secs_f64() / ours.as_secs_f64()
+        );
+    };
+    row(
+        &format!("spawn + join, {n} empty tasks"),
+        n,
+        best_of(runs, || spawn_join_ringloop(n)),
+        "tokio current_thread",
+        best_of(runs, || spawn_join_tokio(n)),
+    );
+    row(
+        &format!("{n} timers armed and fired (deadlines over 50 ms, one task each)"),
+        n,
+        best_of(runs, || timers_ringloop(n)),
+        "tokio current_thread",
+        best_of(runs, || timers_tokio(n)),
+    );
+    for depth in [1, 64] {
+        row(
+            &format!("NOP round trip, {depth} in flight"),
+            n,
+            best_of(runs, || nops_ringloop(n, depth)),
+            "bare io-uring loop",
+            best_of(runs, || nops_bare(n, depth)),
+        );
+    }
+    row(
+        &format!("cross-thread wake ping-pong, {pp_rounds} round trips"),
+        pp_rounds as usize,
+        best_of(runs, || pingpong(pp_rounds, false)),
+        "tokio current_thread",
+        best_of(runs, || pingpong(pp_rounds, true)),
+    );
+}
