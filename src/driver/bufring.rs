@@ -24,7 +24,6 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
-use std::thread::ThreadId;
 
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
@@ -39,7 +38,12 @@ pub(crate) const POOL_GROUP: u16 = 0;
 pub(crate) struct BufPool(Arc<PoolInner>);
 
 struct PoolInner {
-    owner: ThreadId,
+    /// The owning thread, as the address of a thread-local: cheaper to get than a `ThreadId`
+    /// (no reference count), and unique among live threads. A later thread may reuse the
+    /// address only after the owner exited, and with it the loop: that thread is then the
+    /// only one touching the `Cell`s (others take the locked foreign path), which is all the
+    /// single-thread rule needs.
+    owner: usize,
     count: u16,
     size: usize,
     ring: NonNull<BufRingEntry>,
@@ -93,7 +97,7 @@ impl BufPool {
             }
         };
         let pool = BufPool(Arc::new(PoolInner {
-            owner: std::thread::current().id(),
+            owner: thread_tag(),
             count,
             size,
             ring: ring_ptr,
@@ -213,6 +217,9 @@ impl PoolInner {
         }
         self.push(bid);
         self.publish();
+        if self.waiters.borrow().is_empty() {
+            return;
+        }
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         for w in waiters {
             w.wake();
@@ -341,12 +348,21 @@ unsafe impl IoBufMut for RecvBuf {
     }
 }
 
+thread_local! {
+    static TAG: u8 = const { 0 };
+}
+
+/// A number unique to the calling thread among live threads: the address of a thread-local.
+fn thread_tag() -> usize {
+    TAG.with(|t| t as *const u8 as usize)
+}
+
 impl Drop for RecvBuf {
     fn drop(&mut self) {
         let Store::Pooled { pool, bid } = std::mem::replace(&mut self.store, Store::Empty) else {
             return;
         };
-        if std::thread::current().id() == pool.owner {
+        if thread_tag() == pool.owner {
             pool.give_back(bid);
         } else {
             pool.lock_foreign().push(bid);

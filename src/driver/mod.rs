@@ -21,7 +21,7 @@ mod registry;
 pub(crate) mod slot;
 
 pub(crate) use op::{Op, OpCode};
-pub(crate) use registry::{current, current_id, lookup, unregister, EnterGuard};
+pub(crate) use registry::{current, current_id, lookup, unregister, with_current, EnterGuard};
 
 use std::cell::RefCell;
 use std::io;

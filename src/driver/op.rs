@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use io_uring::squeue;
 
 use super::slot::{Completion, Orphan};
-use super::{current, lookup, DropOutcome};
+use super::{lookup, with_current, DropOutcome};
 
 /// An operation the kernel can run: it builds its SQE and owns what the SQE points at.
 ///
@@ -77,39 +77,43 @@ impl<T: OpCode> Future for Op<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
         let this = self.get_mut();
-        let Some(driver) = current() else {
-            if this.loop_id == 0 {
-                panic!(
-                    "ringloop: an I/O future was polled outside a running event loop; run it \
-                     with EventLoop::block_on or spawn it on a loop"
-                );
-            }
-            wrong_loop()
-        };
-        if this.loop_id == 0 {
-            let data = this.data.as_mut().expect("Op polled after it completed");
+        match with_current(|driver| this.poll_on(driver, cx)) {
+            Some(p) => p,
+            None if this.loop_id == 0 => panic!(
+                "ringloop: an I/O future was polled outside a running event loop; run it \
+                 with EventLoop::block_on or spawn it on a loop"
+            ),
+            None => wrong_loop(),
+        }
+    }
+}
+
+impl<T: OpCode> Op<T> {
+    fn poll_on(&mut self, driver: &super::Driver, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
+        if self.loop_id == 0 {
+            let data = self.data.as_mut().expect("Op polled after it completed");
             let sqe = data.sqe();
             return match driver.submit_op(sqe, cx.waker()) {
                 Ok(key) => {
-                    this.loop_id = driver.id();
-                    this.key = key;
+                    self.loop_id = driver.id();
+                    self.key = key;
                     Poll::Pending
                 }
                 Err(e) => Poll::Ready(Outcome {
                     result: Err(e),
                     flags: 0,
-                    data: this.data.take().expect("Op polled after it completed"),
+                    data: self.data.take().expect("Op polled after it completed"),
                 }),
             };
         }
-        if driver.id() != this.loop_id {
+        if driver.id() != self.loop_id {
             wrong_loop();
         }
-        match driver.poll_op(this.key, cx) {
+        match driver.poll_op(self.key, cx) {
             Poll::Ready(c) => Poll::Ready(Outcome {
                 result: c.result(),
                 flags: c.flags,
-                data: this.data.take().expect("Op polled after it completed"),
+                data: self.data.take().expect("Op polled after it completed"),
             }),
             Poll::Pending => Poll::Pending,
         }

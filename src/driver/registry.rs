@@ -53,6 +53,19 @@ pub(crate) fn current() -> Option<Driver> {
         })
 }
 
+/// Runs `f` with the driver of the loop running on this thread, borrowed: unlike
+/// [`current`], no reference count is taken. For the per-operation paths.
+#[inline]
+pub(crate) fn with_current<R>(f: impl FnOnce(&Driver) -> R) -> Option<R> {
+    let ptr = DRIVERS.with(|r| r.with_current(|d| d as *const DriverCell))?;
+    // SAFETY: the cell is owned by an `Rc` that the enter guard keeps alive for as long as it
+    // is current, which spans this call (the guard lives in the running loop's frame, below
+    // us on the stack). The `Driver` made from the pointer borrows that count: ManuallyDrop
+    // keeps it from being released, and it does not outlive `f`.
+    let d = std::mem::ManuallyDrop::new(Driver(unsafe { Rc::from_raw(ptr) }));
+    Some(f(&d))
+}
+
 /// A driver alive on this thread, by id.
 pub(crate) fn lookup(id: u64) -> Option<Driver> {
     match current() {

@@ -77,9 +77,8 @@ pub(crate) async fn recv(fd: &SharedFd, rx: &Receiver) -> io::Result<RecvBuf> {
             }
             Plan::Multishot(key) => {
                 let c = poll_fn(|cx| {
-                    crate::driver::current()
+                    crate::driver::with_current(|d| d.poll_stream(key, cx))
                         .expect("recv() is polled on the loop it started on")
-                        .poll_stream(key, cx)
                 })
                 .await;
                 if !c.more() {
@@ -123,10 +122,12 @@ pub(crate) async fn recv(fd: &SharedFd, rx: &Receiver) -> io::Result<RecvBuf> {
 /// the hot path. Only called on the pooled paths, which `plan` chose because the loop has a
 /// pool; a loop's pool is fixed for its life, and the receive is polled on that loop.
 fn with_pool<R>(f: impl FnOnce(&BufPool) -> R) -> R {
-    let driver = crate::driver::current().expect("recv() is polled on the loop it started on");
-    f(driver
-        .pool()
-        .expect("the pooled receive path runs only on a loop with a pool"))
+    crate::driver::with_current(|driver| {
+        f(driver
+            .pool()
+            .expect("the pooled receive path runs only on a loop with a pool"))
+    })
+    .expect("recv() is polled on the loop it started on")
 }
 
 /// How the next receive runs on the current loop.
@@ -142,8 +143,11 @@ enum Plan {
 /// Decides the receive path, arming the multishot receive if needed. Synchronous, so the
 /// loop's driver (`!Send`) is never held across an await and `recv()` futures stay `Send`.
 fn plan(fd: &SharedFd, rx: &Receiver) -> io::Result<Plan> {
-    let driver = crate::driver::current()
-        .unwrap_or_else(|| panic!("ringloop: recv() polled outside a running event loop"));
+    crate::driver::with_current(|driver| plan_on(driver, fd, rx))
+        .unwrap_or_else(|| panic!("ringloop: recv() polled outside a running event loop"))
+}
+
+fn plan_on(driver: &crate::driver::Driver, fd: &SharedFd, rx: &Receiver) -> io::Result<Plan> {
     let Some(pool) = driver.pool() else {
         return Ok(Plan::Owned(driver.recv_size()));
     };
@@ -169,8 +173,8 @@ fn plan(fd: &SharedFd, rx: &Receiver) -> io::Result<Plan> {
 }
 
 pub(crate) async fn write<B: IoBuf>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
-    let zero_copy = crate::driver::current()
-        .and_then(|d| d.send_zc_threshold())
+    let zero_copy = crate::driver::with_current(|d| d.send_zc_threshold())
+        .flatten()
         .is_some_and(|t| buf.bytes_init() >= t);
     let buf = if zero_copy {
         let out = Op::new(SendZc {
