@@ -23,7 +23,7 @@ pub(crate) fn conn_closed() {
 }
 
 /// The read buffer of the tokio and monoio servers: 8 KiB, as tokio's `BufReader` uses.
-/// ringloop and bare receive into 4 KiB pool buffers.
+/// ringloop receives into its pool's buffers (16 KiB by default), bare into 4 KiB ones.
 const READ_BUF: usize = 8 * 1024;
 
 fn announce(addr: SocketAddr) {
@@ -32,8 +32,13 @@ fn announce(addr: SocketAddr) {
     let _ = out.flush();
 }
 
-fn ringloop_server(addr: SocketAddr) {
-    let mut lp = ringloop::EventLoop::new().expect("ringloop needs io_uring");
+/// `recv_buf`: the pool's buffer size (`--recv-buf`), else the library's default.
+fn ringloop_server(addr: SocketAddr, recv_buf: Option<usize>) {
+    let mut b = ringloop::EventLoop::builder();
+    if let Some(size) = recv_buf {
+        b = b.recv_buffers(1024, size);
+    }
+    let mut lp = b.build().expect("ringloop needs io_uring");
     lp.block_on(async move {
         let l = ringloop::net::TcpListener::bind(addr).unwrap();
         announce(l.local_addr().unwrap());
@@ -135,7 +140,7 @@ fn main() {
         std::sync::atomic::Ordering::Relaxed,
     );
     match args.str("server").unwrap_or("") {
-        "ringloop" => ringloop_server(addr),
+        "ringloop" => ringloop_server(addr, args.str("recv-buf").and_then(|v| v.parse().ok())),
         "tokio" => tokio_server(addr),
         "monoio" => monoio_server(addr),
         "bare" => bare::serve(addr, announce),
