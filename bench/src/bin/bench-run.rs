@@ -647,7 +647,7 @@ fn svg(points: &[Point], servers: &[&str], med: &BTreeMap<(usize, &str), Sample>
     let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="#fff"/>"##);
     let _ = writeln!(
         s,
-        r#"<text x="20" y="24" font-size="15" font-weight="bold">Echo servers, one core each: requests/s (higher is better) and server CPU µs per request (lower is better)</text>"#
+        r#"<text x="20" y="24" font-size="15" font-weight="bold">Echo servers, one core each: requests/s (higher is better) and server CPU µs per request (lower is better); bars scaled within each point</text>"#
     );
     for (i, srv) in servers.iter().enumerate() {
         let x = 100.0 + i as f64 * 130.0;
