@@ -166,3 +166,43 @@ fn listen_options_set_the_backlog() {
         .unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
 }
+
+/// A listener dropped on another thread still has its armed accept cancelled by its loop
+/// (on the loop's next turn): the port closes instead of staying open until the loop closes.
+#[test]
+fn listener_dropped_on_another_thread_closes_its_port() {
+    loop_with(true).block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        // Arm the accept.
+        assert!(time::timeout(Duration::from_millis(5), l.accept())
+            .await
+            .is_err());
+        std::thread::spawn(move || drop(l)).join().unwrap();
+        // A few turns for the loop to cancel the accept and reap its final CQE.
+        time::sleep(Duration::from_millis(50)).await;
+        let e = std::net::TcpStream::connect(addr).expect_err("the port was closed");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+    });
+}
+
+/// The same for a stream whose multishot receive is armed: dropped on another thread, its
+/// descriptor is closed by the loop and the peer sees end of stream.
+#[test]
+fn stream_dropped_on_another_thread_is_closed_by_its_loop() {
+    use std::io::Read;
+    loop_with(true).block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (conn, _) = l.accept().await.unwrap();
+        // Arm the receive.
+        assert!(time::timeout(Duration::from_millis(5), conn.recv())
+            .await
+            .is_err());
+        std::thread::spawn(move || drop(conn)).join().unwrap();
+        time::sleep(Duration::from_millis(50)).await;
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 1];
+        assert_eq!(peer.read(&mut b).expect("EOF, not a timeout"), 0);
+    });
+}

@@ -27,6 +27,8 @@ use std::cell::RefCell;
 use std::io;
 use std::os::fd::RawFd;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -57,6 +59,8 @@ pub(crate) struct DriverCell {
     inner: RefCell<Inner>,
     /// The receive-buffer pool; `None` where the kernel has no provided-buffer rings.
     pool: Option<BufPool>,
+    /// Streams released from other threads, for the next turn.
+    foreign_drops: Arc<ForeignDrops>,
     /// Size of one receive buffer (pooled or, without a pool, allocated per receive).
     recv_size: usize,
     /// Receives use multishot RECV (Linux 6.0+, and a pool).
@@ -80,7 +84,7 @@ pub(crate) struct PoolConfig {
     pub(crate) count: u16,
     pub(crate) size: usize,
     /// Wakes the loop from another thread (a buffer dropped there was queued for return).
-    pub(crate) wake_loop: Box<dyn Fn() + Send + Sync>,
+    pub(crate) wake_loop: Arc<dyn Fn() + Send + Sync>,
 }
 
 struct Inner {
@@ -143,10 +147,12 @@ impl Driver {
         let recv_size = pool.size;
         let send_zc_threshold = pool.send_zc_threshold;
         let kernel = crate::sys::parse_kernel_version(&crate::sys::kernel_release());
+        let pool_wake = pool.wake_loop.clone();
         let multishot = pool.multishot && kernel.is_some_and(|v| v >= (6, 0));
         let multishot_accept = pool.multishot_accept && kernel.is_some_and(|v| v >= (5, 19));
         let registered = if pool.enabled {
-            BufPool::new(&ring, pool.count, pool.size, pool.wake_loop).map(Some)
+            let wake = pool.wake_loop.clone();
+            BufPool::new(&ring, pool.count, pool.size, Box::new(move || wake())).map(Some)
         } else {
             Ok(None)
         };
@@ -169,6 +175,11 @@ impl Driver {
         let d = Driver(Rc::new(DriverCell {
             id,
             pool,
+            foreign_drops: Arc::new(ForeignDrops {
+                keys: Mutex::new(Vec::new()),
+                pending: AtomicBool::new(false),
+                wake_loop: pool_wake,
+            }),
             recv_size,
             multishot_recv,
             multishot_accept,
@@ -213,11 +224,25 @@ impl Driver {
         self.0.recv_size
     }
 
-    /// Writes back receive buffers dropped on other threads.
-    pub(crate) fn drain_foreign_buffers(&self) {
+    /// Takes in what other threads handed back: receive buffers dropped there, and streams
+    /// whose owner (a socket or listener) was dropped there.
+    pub(crate) fn drain_foreign(&self) {
         if let Some(p) = &self.0.pool {
             p.drain_foreign();
         }
+        let drops = &self.0.foreign_drops;
+        if drops.pending.swap(false, Ordering::Acquire) {
+            let keys = std::mem::take(&mut *drops.keys.lock().unwrap_or_else(|e| e.into_inner()));
+            for key in keys {
+                self.drop_stream(key);
+            }
+        }
+    }
+
+    /// Where an object that armed a stream on this loop posts the stream's key if it is
+    /// dropped on another thread, which cannot reach the loop's op table.
+    pub(crate) fn foreign_drops(&self) -> Arc<ForeignDrops> {
+        self.0.foreign_drops.clone()
     }
 
     pub(crate) fn id(&self) -> u64 {
@@ -562,6 +587,27 @@ impl Driver {
             None => inner.ops[key] = Lifecycle::Orphaned(Box::new(NoKeep)),
         }
         let _ = inner.push_cancel(key);
+    }
+}
+
+/// Streams whose owner was dropped on a thread other than the loop's: the loop releases them
+/// (cancel, then keep what the kernel uses until the final CQE) on its next turn.
+pub(crate) struct ForeignDrops {
+    keys: Mutex<Vec<usize>>,
+    pending: AtomicBool,
+    wake_loop: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl ForeignDrops {
+    /// Hands stream `key` to its loop for release, and wakes the loop. The key stays valid
+    /// until then: a stream's slot is freed only by its owner or by this release.
+    pub(crate) fn push(&self, key: usize) {
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(key);
+        self.pending.store(true, Ordering::Release);
+        (self.wake_loop)();
     }
 }
 

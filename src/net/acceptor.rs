@@ -34,6 +34,8 @@ pub(crate) struct Acceptor {
     armed: AtomicU64,
     /// The loop the multishot slot belongs to.
     loop_id: AtomicU64,
+    /// Where to hand the slot back if this is dropped on another thread.
+    foreign: std::sync::OnceLock<std::sync::Arc<crate::driver::ForeignDrops>>,
 }
 
 fn epoch() -> Instant {
@@ -60,9 +62,15 @@ impl Drop for Acceptor {
         }
         // Cancels the accept; connections it took and nobody claimed are closed, and its slot
         // keeps the listening descriptor open until the final CQE. From another thread the
-        // loop cannot be reached: the accept then stays armed until that loop closes.
-        if let Some(d) = crate::driver::lookup(*self.loop_id.get_mut()) {
-            d.drop_stream((armed - 1) as usize);
+        // loop's op table cannot be touched: the loop does this on its next turn.
+        let key = (armed - 1) as usize;
+        match crate::driver::lookup(*self.loop_id.get_mut()) {
+            Some(d) => d.drop_stream(key),
+            None => {
+                if let Some(f) = self.foreign.get() {
+                    f.push(key);
+                }
+            }
         }
     }
 }
@@ -75,6 +83,7 @@ impl Acceptor {
             retry_at: AtomicU64::new(0),
             armed: AtomicU64::new(0),
             loop_id: AtomicU64::new(0),
+            foreign: std::sync::OnceLock::new(),
         }
     }
 
@@ -129,6 +138,7 @@ impl Acceptor {
                 let key =
                     driver.arm_stream(accept_multi_sqe(&self.fd), Box::new(keep), ACCEPT_AHEAD)?;
                 self.loop_id.store(driver.id(), Ordering::Relaxed);
+                self.foreign.get_or_init(|| driver.foreign_drops());
                 self.armed.store(key as u64 + 1, Ordering::Relaxed);
                 Ok(Some(key))
             }

@@ -34,6 +34,8 @@ pub(crate) struct Receiver {
     armed: AtomicU64,
     /// The loop the multishot slot belongs to.
     loop_id: AtomicU64,
+    /// Where to hand the slot back if this is dropped on another thread.
+    foreign: std::sync::OnceLock<std::sync::Arc<crate::driver::ForeignDrops>>,
 }
 
 impl Drop for Receiver {
@@ -43,10 +45,16 @@ impl Drop for Receiver {
             return;
         }
         // Cancels the receive; its slot keeps the descriptor open until the final CQE. From
-        // another thread the loop cannot be reached: the receive then stays armed until the
-        // loop closes, which cancels it (the descriptor stays open until then).
-        if let Some(d) = crate::driver::lookup(*self.loop_id.get_mut()) {
-            d.drop_stream((armed - 1) as usize);
+        // another thread the loop's op table cannot be touched: the loop does this on its
+        // next turn.
+        let key = (armed - 1) as usize;
+        match crate::driver::lookup(*self.loop_id.get_mut()) {
+            Some(d) => d.drop_stream(key),
+            None => {
+                if let Some(f) = self.foreign.get() {
+                    f.push(key);
+                }
+            }
         }
     }
 }
@@ -164,6 +172,7 @@ fn plan_on(driver: &crate::driver::Driver, fd: &SharedFd, rx: &Receiver) -> io::
             };
             let key = driver.arm_stream(recv_multi_sqe(fd), Box::new(keep), 0)?;
             rx.loop_id.store(driver.id(), Ordering::Relaxed);
+            rx.foreign.get_or_init(|| driver.foreign_drops());
             rx.armed.store(key as u64 + 1, Ordering::Relaxed);
             key
         }

@@ -108,7 +108,7 @@ impl EventLoop {
                 send_zc_threshold: b.send_zc_threshold,
                 count: b.recv_buffers.0,
                 size: b.recv_buffers.1,
-                wake_loop: Box::new(move || wake_remote.notifier().notify()),
+                wake_loop: std::sync::Arc::new(move || wake_remote.notifier().notify()),
             },
         )?;
         let mut features = features;
@@ -289,7 +289,7 @@ impl Core {
     /// `io_uring_enter` — blocking (bounded by the next timer) only if nothing is ready.
     fn turn(&self, extra_ready: impl Fn() -> bool) -> io::Result<()> {
         self.sched.drain_remote();
-        self.driver.drain_foreign_buffers();
+        self.driver.drain_foreign();
         self.sched.run(TASK_BUDGET);
         self.fire_timers();
         self.run_released();
