@@ -39,10 +39,19 @@ impl SharedFd {
     /// Records the loop using this socket on first use; panics if another loop uses it later.
     /// Called when an op is submitted, on the loop's thread.
     #[track_caller]
+    #[inline]
     pub(crate) fn claim(&self) {
         let Some(id) = crate::driver::current_id() else {
             return; // Op::poll reports "outside a running event loop" itself.
         };
+        if self.0.owner.load(Ordering::Relaxed) != id {
+            self.claim_first(id);
+        }
+    }
+
+    #[track_caller]
+    #[cold]
+    fn claim_first(&self, id: u64) {
         let owner = self.0.owner.load(Ordering::Relaxed);
         if owner == id {
             return;

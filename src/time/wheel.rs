@@ -139,6 +139,10 @@ impl Wheel {
     /// The earliest instant at which [`Wheel::process`] has work (a timer to fire or a slot to
     /// cascade); never later than the earliest deadline.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        // Checked on every park: with no timer pending there is nothing to scan.
+        if self.pending == 0 {
+            return None;
+        }
         let (_, _, tick) = self.next_expiration()?;
         Some(self.start + Duration::from_millis(tick))
     }

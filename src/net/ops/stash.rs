@@ -32,10 +32,17 @@ impl<T> Stash<T> {
         self.nonempty.store(true, Ordering::Release);
     }
 
+    /// Checked on every `recv()`/`accept()`: the empty case is one inlined atomic load.
+    #[inline]
     pub(crate) fn pop(&self) -> Option<T> {
         if !self.nonempty.load(Ordering::Acquire) {
             return None;
         }
+        self.pop_locked()
+    }
+
+    #[cold]
+    fn pop_locked(&self) -> Option<T> {
         let mut q = self.lock();
         let v = q.pop_front();
         if q.is_empty() {
