@@ -13,6 +13,7 @@ use socket2::SockRef;
 use super::ops::{accept_multi_sqe, Accept, AcceptKeep, Accepted, Stash};
 use crate::driver::Op;
 use crate::fd::SharedFd;
+use crate::net::armed::Armed;
 use crate::net::ops::accept_addr_buf;
 
 /// How long `accept` waits before trying again after the process or system ran out of
@@ -30,12 +31,8 @@ pub(crate) struct Acceptor {
     stash: Arc<Stash<Accepted>>,
     /// Nanoseconds since `epoch()` before which `accept` should not ask the kernel again.
     retry_at: AtomicU64,
-    /// Key + 1 of the armed multishot accept's slot; 0 when none is armed.
-    armed: AtomicU64,
-    /// The loop the multishot slot belongs to.
-    loop_id: AtomicU64,
-    /// Where to hand the slot back if this is dropped on another thread.
-    foreign: std::sync::OnceLock<std::sync::Arc<crate::driver::ForeignDrops>>,
+    /// The armed multishot accept.
+    armed: Armed,
 }
 
 fn epoch() -> Instant {
@@ -54,36 +51,13 @@ fn fd_exhausted(e: &io::Error) -> bool {
     )
 }
 
-impl Drop for Acceptor {
-    fn drop(&mut self) {
-        let armed = *self.armed.get_mut();
-        if armed == 0 {
-            return;
-        }
-        // Cancels the accept; connections it took and nobody claimed are closed, and its slot
-        // keeps the listening descriptor open until the final CQE. From another thread the
-        // loop's op table cannot be touched: the loop does this on its next turn.
-        let key = (armed - 1) as usize;
-        match crate::driver::lookup(*self.loop_id.get_mut()) {
-            Some(d) => d.drop_stream(key),
-            None => {
-                if let Some(f) = self.foreign.get() {
-                    f.push(key);
-                }
-            }
-        }
-    }
-}
-
 impl Acceptor {
     pub(crate) fn new(fd: SharedFd) -> Acceptor {
         Acceptor {
             fd,
             stash: Arc::new(Stash::default()),
             retry_at: AtomicU64::new(0),
-            armed: AtomicU64::new(0),
-            loop_id: AtomicU64::new(0),
-            foreign: std::sync::OnceLock::new(),
+            armed: Armed::default(),
         }
     }
 
@@ -129,20 +103,18 @@ impl Acceptor {
         if !driver.multishot_accept() {
             return Ok(None);
         }
-        match self.armed.load(Ordering::Relaxed) {
-            0 => {
+        match self.armed.key() {
+            None => {
                 self.fd.claim();
                 let keep = AcceptKeep {
                     fd: self.fd.clone(),
                 };
                 let key =
                     driver.arm_stream(accept_multi_sqe(&self.fd), Box::new(keep), ACCEPT_AHEAD)?;
-                self.loop_id.store(driver.id(), Ordering::Relaxed);
-                self.foreign.get_or_init(|| driver.foreign_drops());
-                self.armed.store(key as u64 + 1, Ordering::Relaxed);
+                self.armed.set(&driver, key);
                 Ok(Some(key))
             }
-            k => Ok(Some((k - 1) as usize)),
+            Some(k) => Ok(Some(k)),
         }
     }
 
@@ -157,7 +129,7 @@ impl Acceptor {
         })
         .await;
         if !c.more() {
-            self.armed.store(0, Ordering::Relaxed);
+            self.armed.clear();
         }
         match c.result() {
             Ok(res) => {

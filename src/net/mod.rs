@@ -46,6 +46,7 @@
 //! ```
 
 mod acceptor;
+mod armed;
 mod listen;
 mod ops;
 mod stream;

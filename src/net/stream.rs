@@ -14,7 +14,7 @@ use crate::buf::{finish_read, write_all_with, BufResult, IoBuf, IoBufMut};
 use crate::driver::bufring::{BufPool, RecvBuf};
 use crate::driver::Op;
 use crate::fd::SharedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::net::armed::Armed;
 
 pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
     let out = Op::new(Recv {
@@ -30,33 +30,8 @@ pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, buf: B) -> BufResult<usize,
 #[derive(Default)]
 pub(crate) struct Receiver {
     stash: Arc<Stash<io::Result<RecvBuf>>>,
-    /// Key + 1 of the armed multishot slot; 0 when none is armed.
-    armed: AtomicU64,
-    /// The loop the multishot slot belongs to.
-    loop_id: AtomicU64,
-    /// Where to hand the slot back if this is dropped on another thread.
-    foreign: std::sync::OnceLock<std::sync::Arc<crate::driver::ForeignDrops>>,
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let armed = *self.armed.get_mut();
-        if armed == 0 {
-            return;
-        }
-        // Cancels the receive; its slot keeps the descriptor open until the final CQE. From
-        // another thread the loop's op table cannot be touched: the loop does this on its
-        // next turn.
-        let key = (armed - 1) as usize;
-        match crate::driver::lookup(*self.loop_id.get_mut()) {
-            Some(d) => d.drop_stream(key),
-            None => {
-                if let Some(f) = self.foreign.get() {
-                    f.push(key);
-                }
-            }
-        }
-    }
+    /// The armed multishot receive.
+    armed: Armed,
 }
 
 /// Receives the next chunk into a loop-owned buffer (none is held while waiting).
@@ -90,7 +65,7 @@ pub(crate) async fn recv(fd: &SharedFd, rx: &Receiver) -> io::Result<RecvBuf> {
                 })
                 .await;
                 if !c.more() {
-                    rx.armed.store(0, Ordering::Relaxed);
+                    rx.armed.clear();
                 }
                 (c.result(), c.flags)
             }
@@ -163,20 +138,18 @@ fn plan_on(driver: &crate::driver::Driver, fd: &SharedFd, rx: &Receiver) -> io::
         let len = u32::try_from(driver.recv_size()).unwrap_or(u32::MAX);
         return Ok(Plan::Single(len, pool.clone()));
     }
-    let key = match rx.armed.load(Ordering::Relaxed) {
-        0 => {
+    let key = match rx.armed.key() {
+        None => {
             fd.claim();
             let keep = MultiKeep {
                 fd: fd.clone(),
                 pool: pool.clone(),
             };
             let key = driver.arm_stream(recv_multi_sqe(fd), Box::new(keep), 0)?;
-            rx.loop_id.store(driver.id(), Ordering::Relaxed);
-            rx.foreign.get_or_init(|| driver.foreign_drops());
-            rx.armed.store(key as u64 + 1, Ordering::Relaxed);
+            rx.armed.set(driver, key);
             key
         }
-        k => (k - 1) as usize,
+        Some(k) => k,
     };
     Ok(Plan::Multishot(key))
 }

@@ -1,0 +1,60 @@
+//! A multishot op armed on a loop by an I/O object rather than by a future: a listener's
+//! accept, a stream's receive. The object keeps the slot key; dropping it releases the slot,
+//! from whichever thread the object is dropped on.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crate::driver::{Driver, ForeignDrops};
+
+#[derive(Default)]
+pub(crate) struct Armed {
+    /// Key + 1 of the armed slot; 0 when none is armed.
+    key: AtomicU64,
+    /// The loop the slot belongs to.
+    loop_id: AtomicU64,
+    /// Where to hand the slot back if the owner is dropped on another thread.
+    foreign: OnceLock<Arc<ForeignDrops>>,
+}
+
+impl Armed {
+    /// The armed slot, if any.
+    #[inline]
+    pub(crate) fn key(&self) -> Option<usize> {
+        match self.key.load(Ordering::Relaxed) {
+            0 => None,
+            k => Some((k - 1) as usize),
+        }
+    }
+
+    /// Records slot `key`, just armed on `driver`.
+    pub(crate) fn set(&self, driver: &Driver, key: usize) {
+        self.loop_id.store(driver.id(), Ordering::Relaxed);
+        self.foreign.get_or_init(|| driver.foreign_drops());
+        self.key.store(key as u64 + 1, Ordering::Relaxed);
+    }
+
+    /// The slot's final CQE was taken (the driver freed the slot): nothing is armed.
+    pub(crate) fn clear(&self) {
+        self.key.store(0, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        let Some(key) = self.key() else {
+            return;
+        };
+        // Cancels the op; the slot keeps what the kernel uses (the descriptor) until the
+        // final CQE and releases what was queued. From another thread the loop's op table
+        // cannot be touched: the loop does this on its next turn.
+        match crate::driver::lookup(*self.loop_id.get_mut()) {
+            Some(d) => d.drop_stream(key),
+            None => {
+                if let Some(f) = self.foreign.get() {
+                    f.push(key);
+                }
+            }
+        }
+    }
+}
