@@ -58,11 +58,13 @@ pub(crate) fn current() -> Option<Driver> {
 #[inline]
 pub(crate) fn with_current<R>(f: impl FnOnce(&Driver) -> R) -> Option<R> {
     let ptr = DRIVERS.with(|r| r.with_current(|d| d as *const DriverCell))?;
-    // SAFETY: the cell is owned by an `Rc` that the enter guard keeps alive for as long as it
-    // is current, which spans this call (the guard lives in the running loop's frame, below
-    // us on the stack). The `Driver` made from the pointer borrows that count: ManuallyDrop
-    // keeps it from being released, and it does not outlive `f`.
-    let d = std::mem::ManuallyDrop::new(Driver(unsafe { Rc::from_raw(ptr) }));
+    // The cell is owned by an `Rc` that the enter guard keeps alive while it is current,
+    // which spans this call (the guard lives in the running loop's frame, below us on the
+    // stack). The `Driver` made here borrows that count: ManuallyDrop keeps it from being
+    // released, and it does not outlive `f`.
+    // SAFETY: `ptr` came from a live `Rc<DriverCell>` (see above); no count is taken or lost.
+    let rc = unsafe { Rc::from_raw(ptr) };
+    let d = std::mem::ManuallyDrop::new(Driver(rc));
     Some(f(&d))
 }
 
