@@ -1,16 +1,12 @@
-//! What the loop itself costs: task spawn+join, NOP ops through `Op` futures against a bare
-//! io-uring crate loop, and memory per pending sleep. A quick measurement until `bench/`
-//! exists; run in release, ideally pinned: `taskset -c 1 cargo run --release --example
-//! loop_costs`.
-//!
-//! The NOP comparison is the interesting one: both sides keep the same number of NOPs in
-//! flight and make one `io_uring_enter` per batch, so the ratio is what the executor, the op
-//! table and the wakers cost on top of the kernel's own work.
+//! Figures `bench/` does not take: loopback SEND_ZC against copying sends (the basis of the
+//! default-off zero-copy threshold), ringloop file reads against `std::fs`, memory per
+//! pending sleep, and, with `LOOP_COSTS_ONLY=accept`, multishot against single-shot accept.
+//! Task spawn, timers and NOP round trips against tokio and a bare io-uring loop are in
+//! `bench-micro` (`bench/run`). Run in release, ideally pinned: `taskset -c 1 cargo run
+//! --release --example loop_costs`.
 
 use std::time::{Duration, Instant};
 
-use io_uring::{opcode, IoUring};
-use ringloop::__private::nop;
 use ringloop::{time, yield_now, EventLoop};
 
 /// Operations per figure; `LOOP_COSTS_N` overrides it (for a quick run under callgrind).
@@ -23,76 +19,6 @@ fn n() -> usize {
 
 fn per_sec(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
-}
-
-fn spawn_join() -> f64 {
-    let mut lp = EventLoop::new().unwrap();
-    let t0 = Instant::now();
-    lp.block_on(async {
-        let mut handles = Vec::with_capacity(1024);
-        for _ in 0..n() / 1024 {
-            for _ in 0..1024 {
-                handles.push(ringloop::spawn(async {}));
-            }
-            for h in handles.drain(..) {
-                h.await.unwrap();
-            }
-        }
-    });
-    per_sec(n() / 1024 * 1024, t0.elapsed())
-}
-
-fn ringloop_nops(depth: usize) -> f64 {
-    let mut lp = EventLoop::builder().entries(256).build().unwrap();
-    let per_task = n() / depth;
-    let t0 = Instant::now();
-    lp.block_on(async {
-        let tasks: Vec<_> = (0..depth)
-            .map(|_| {
-                ringloop::spawn(async move {
-                    for _ in 0..per_task {
-                        nop().await.unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
-    });
-    per_sec(per_task * depth, t0.elapsed())
-}
-
-fn bare_nops(depth: usize) -> f64 {
-    let mut ring: IoUring = IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_cqsize(1024)
-        .build(256)
-        .unwrap();
-    let total = n() / depth * depth;
-    let mut submitted = 0;
-    let mut completed = 0;
-    let t0 = Instant::now();
-    while completed < total {
-        {
-            let mut sq = ring.submission();
-            while submitted < total && submitted - completed < depth {
-                let e = opcode::Nop::new().build().user_data(submitted as u64);
-                // SAFETY: a NOP carries no pointers.
-                if unsafe { sq.push(&e) }.is_err() {
-                    break;
-                }
-                submitted += 1;
-            }
-        }
-        ring.submit_and_wait(1).unwrap();
-        for cqe in ring.completion() {
-            assert!(cqe.result() >= 0);
-            completed += 1;
-        }
-    }
-    per_sec(total, t0.elapsed())
 }
 
 /// MB/s reading a cached 256 MiB file in 1 MiB sequential reads: ringloop's `read_at`
@@ -233,10 +159,6 @@ fn million_sleeps() -> (u64, u64) {
 }
 
 fn main() {
-    if std::env::var("LOOP_COSTS_ONLY").as_deref() == Ok("nop64") {
-        println!("ringloop NOP depth 64: {:.0} /s", ringloop_nops(64));
-        return;
-    }
     if std::env::var("LOOP_COSTS_ONLY").as_deref() == Ok("accept") {
         for _ in 0..5 {
             let (m_rate, m_cpu) = accept_churn(true);
@@ -255,7 +177,6 @@ fn main() {
     );
     for round in 1..=rounds {
         println!("-- round {round}");
-        println!("spawn+join of empty tasks: {:>12.0} /s", spawn_join());
         for chunk in [16 << 10, 64 << 10, 256 << 10, 1 << 20] {
             let copy = bulk_send(chunk, false);
             let zc = bulk_send(chunk, true);
@@ -270,14 +191,6 @@ fn main() {
             "1 MiB sequential reads, cached file: ringloop {ours:.0} MB/s, std::fs on a thread {std_mbs:.0} MB/s, ratio {:.2}",
             ours / std_mbs
         );
-        for depth in [1, 64] {
-            let ours = ringloop_nops(depth);
-            let bare = bare_nops(depth);
-            println!(
-                "NOP depth {depth:>2}: ringloop {ours:>11.0} /s, bare io-uring {bare:>11.0} /s, ratio {:.2}",
-                ours / bare
-            );
-        }
     }
     let (kib, close_ms) = million_sleeps();
     println!(

@@ -59,7 +59,7 @@ struct PoolInner {
     registered: Cell<bool>,
     foreign: Mutex<Vec<u16>>,
     foreign_pending: AtomicBool,
-    wake_loop: Box<dyn Fn() + Send + Sync>,
+    wake_loop: Arc<dyn Fn() + Send + Sync>,
 }
 
 // SAFETY: the `Cell`/`RefCell` fields are only touched on the `owner` thread (every path that
@@ -75,7 +75,7 @@ impl BufPool {
         ring: &IoUring,
         count: u16,
         size: usize,
-        wake_loop: Box<dyn Fn() + Send + Sync>,
+        wake_loop: Arc<dyn Fn() + Send + Sync>,
     ) -> io::Result<BufPool> {
         debug_assert!(count.is_power_of_two());
         let ring_layout =

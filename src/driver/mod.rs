@@ -147,12 +147,12 @@ impl Driver {
         let recv_size = pool.size;
         let send_zc_threshold = pool.send_zc_threshold;
         let kernel = crate::sys::parse_kernel_version(&crate::sys::kernel_release());
-        let pool_wake = pool.wake_loop.clone();
+        // Shared by the pool (buffers returned from other threads) and `ForeignDrops`.
+        let wake_loop = pool.wake_loop;
         let multishot = pool.multishot && kernel.is_some_and(|v| v >= (6, 0));
         let multishot_accept = pool.multishot_accept && kernel.is_some_and(|v| v >= (5, 19));
         let registered = if pool.enabled {
-            let wake = pool.wake_loop.clone();
-            BufPool::new(&ring, pool.count, pool.size, Box::new(move || wake())).map(Some)
+            BufPool::new(&ring, pool.count, pool.size, wake_loop.clone()).map(Some)
         } else {
             Ok(None)
         };
@@ -178,7 +178,7 @@ impl Driver {
             foreign_drops: Arc::new(ForeignDrops {
                 keys: Mutex::new(Vec::new()),
                 pending: AtomicBool::new(false),
-                wake_loop: pool_wake,
+                wake_loop,
             }),
             recv_size,
             multishot_recv,

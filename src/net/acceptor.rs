@@ -98,39 +98,28 @@ impl Acceptor {
     /// The multishot accept's slot, armed now if needed; `None` where the loop uses one
     /// accept per call. Synchronous, so the driver (`!Send`) is never held across an await.
     fn armed_key(&self) -> io::Result<Option<usize>> {
-        let driver = crate::driver::current()
-            .unwrap_or_else(|| panic!("ringloop: accept() polled outside a running event loop"));
-        if !driver.multishot_accept() {
-            return Ok(None);
-        }
-        match self.armed.key() {
-            None => {
-                self.fd.claim();
-                let keep = AcceptKeep {
-                    fd: self.fd.clone(),
-                };
-                let key =
-                    driver.arm_stream(accept_multi_sqe(&self.fd), Box::new(keep), ACCEPT_AHEAD)?;
-                self.armed.set(&driver, key);
-                Ok(Some(key))
+        crate::driver::with_current(|driver| {
+            if !driver.multishot_accept() {
+                return Ok(None);
             }
-            Some(k) => Ok(Some(k)),
-        }
+            self.armed
+                .get_or_arm(driver, || {
+                    self.fd.claim();
+                    let keep = AcceptKeep {
+                        fd: self.fd.clone(),
+                    };
+                    driver.arm_stream(accept_multi_sqe(&self.fd), Box::new(keep), ACCEPT_AHEAD)
+                })
+                .map(Some)
+        })
+        .unwrap_or_else(|| panic!("ringloop: accept() polled outside a running event loop"))
     }
 
     /// The next CQE of the armed multishot accept. Cancel-safe: an untaken CQE stays queued
     /// in the slot. `Ok(None)`: nothing to hand out this time (the accept was paused for
     /// back-pressure and must be re-armed, or the peer left before we asked its address).
     async fn next_multishot(&self, key: usize) -> io::Result<Option<Accepted>> {
-        let c = poll_fn(|cx| {
-            crate::driver::current()
-                .expect("accept() is polled on the loop it started on")
-                .poll_stream(key, cx)
-        })
-        .await;
-        if !c.more() {
-            self.armed.clear();
-        }
+        let c = poll_fn(|cx| self.armed.poll_next(key, cx)).await;
         match c.result() {
             Ok(res) => {
                 // SAFETY: a successful accept returns a new descriptor that nobody else owns,

@@ -2,9 +2,12 @@
 //! accept, a stream's receive. The object keeps the slot key; dropping it releases the slot,
 //! from whichever thread the object is dropped on.
 
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
+use crate::driver::slot::Completion;
 use crate::driver::{Driver, ForeignDrops};
 
 #[derive(Default)]
@@ -27,16 +30,33 @@ impl Armed {
         }
     }
 
-    /// Records slot `key`, just armed on `driver`.
-    pub(crate) fn set(&self, driver: &Driver, key: usize) {
+    /// The armed slot; if none is, `arm` arms one on `driver` and returns its key.
+    pub(crate) fn get_or_arm(
+        &self,
+        driver: &Driver,
+        arm: impl FnOnce() -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        if let Some(key) = self.key() {
+            return Ok(key);
+        }
+        let key = arm()?;
         self.loop_id.store(driver.id(), Ordering::Relaxed);
         self.foreign.get_or_init(|| driver.foreign_drops());
         self.key.store(key as u64 + 1, Ordering::Relaxed);
+        Ok(key)
     }
 
-    /// The slot's final CQE was taken (the driver freed the slot): nothing is armed.
-    pub(crate) fn clear(&self) {
-        self.key.store(0, Ordering::Relaxed);
+    /// Polls for the next CQE of slot `key` (from [`get_or_arm`](Armed::get_or_arm)); use
+    /// it through `poll_fn`. Cancel-safe: a CQE not taken stays queued in the slot. After the
+    /// final CQE the driver has freed the slot, and nothing is armed.
+    #[inline]
+    pub(crate) fn poll_next(&self, key: usize, cx: &mut Context<'_>) -> Poll<Completion> {
+        let c = std::task::ready!(crate::driver::with_current(|d| d.poll_stream(key, cx))
+            .expect("a multishot op is polled on the loop it was armed on"));
+        if !c.more() {
+            self.key.store(0, Ordering::Relaxed);
+        }
+        Poll::Ready(c)
     }
 }
 

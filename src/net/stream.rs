@@ -59,14 +59,7 @@ pub(crate) async fn recv(fd: &SharedFd, rx: &Receiver) -> io::Result<RecvBuf> {
                 }
             }
             Plan::Multishot(key) => {
-                let c = poll_fn(|cx| {
-                    crate::driver::with_current(|d| d.poll_stream(key, cx))
-                        .expect("recv() is polled on the loop it started on")
-                })
-                .await;
-                if !c.more() {
-                    rx.armed.clear();
-                }
+                let c = poll_fn(|cx| rx.armed.poll_next(key, cx)).await;
                 (c.result(), c.flags)
             }
             Plan::Single(len, pool) => {
@@ -138,19 +131,14 @@ fn plan_on(driver: &crate::driver::Driver, fd: &SharedFd, rx: &Receiver) -> io::
         let len = u32::try_from(driver.recv_size()).unwrap_or(u32::MAX);
         return Ok(Plan::Single(len, pool.clone()));
     }
-    let key = match rx.armed.key() {
-        None => {
-            fd.claim();
-            let keep = MultiKeep {
-                fd: fd.clone(),
-                pool: pool.clone(),
-            };
-            let key = driver.arm_stream(recv_multi_sqe(fd), Box::new(keep), 0)?;
-            rx.armed.set(driver, key);
-            key
-        }
-        Some(k) => k,
-    };
+    let key = rx.armed.get_or_arm(driver, || {
+        fd.claim();
+        let keep = MultiKeep {
+            fd: fd.clone(),
+            pool: pool.clone(),
+        };
+        driver.arm_stream(recv_multi_sqe(fd), Box::new(keep), 0)
+    })?;
     Ok(Plan::Multishot(key))
 }
 

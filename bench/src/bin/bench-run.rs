@@ -163,7 +163,7 @@ fn measure(cfg: &Cfg, server: &str, p: Point, count_syscalls: bool) -> Sample {
         .stdout(Stdio::piped())
         .spawn()
         .expect("start bench-load");
-    let tick = 1.0 / unsafe_clk_tck();
+    let tick = 1.0 / clock_ticks_per_sec();
     let mut start = (0, 0);
     let mut end = (0, 0);
     let mut perf: Option<Child> = None;
@@ -226,7 +226,7 @@ fn measure(cfg: &Cfg, server: &str, p: Point, count_syscalls: bool) -> Sample {
     }
 }
 
-fn unsafe_clk_tck() -> f64 {
+fn clock_ticks_per_sec() -> f64 {
     // SAFETY: sysconf has no memory effects.
     (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
 }
