@@ -44,6 +44,13 @@ impl SharedFd {
         let Some(id) = crate::driver::current_id() else {
             return; // Op::poll reports "outside a running event loop" itself.
         };
+        self.claim_on(id);
+    }
+
+    /// [`claim`](SharedFd::claim) for a caller that already has the running loop's id.
+    #[track_caller]
+    #[inline]
+    pub(crate) fn claim_on(&self, id: u64) {
         if self.0.owner.load(Ordering::Relaxed) != id {
             self.claim_first(id);
         }

@@ -1,6 +1,7 @@
 //! Networking through the public API, over loopback.
 
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use ringloop::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
@@ -433,4 +434,59 @@ fn send_zc_write_dropped_mid_flight_keeps_its_buffer_until_the_notification() {
         "freed once, after the kernel let go"
     );
     assert_eq!(lp.ops_in_kernel(), 1, "only the doorbell read remains");
+}
+
+/// Small socket buffers make the kernel take only part of a large send: `write` reports that
+/// short count, and `write_all` resumes from where each send stopped until every byte is
+/// across, in order.
+#[test]
+fn write_all_resumes_after_short_sends() {
+    const LEN: usize = 1 << 20;
+    let data: Vec<u8> = (0..LEN).map(|i| (i * 7 % 253) as u8).collect();
+    let expected = data.clone();
+    let dir = std::env::temp_dir().join(format!("ringloop-short-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("short.sock");
+    let _ = std::fs::remove_file(&path);
+    let l = UnixListener::bind(&path).unwrap();
+    run(async move {
+        let s = std::rc::Rc::new(UnixStream::connect(&path).await.unwrap());
+        let (peer, _) = l.accept().await.unwrap();
+        for fd in [s.as_raw_fd(), peer.as_raw_fd()] {
+            // SAFETY: both sockets are alive for these calls.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let sock = socket2::SockRef::from(&fd);
+            sock.set_send_buffer_size(4096).unwrap();
+            sock.set_recv_buffer_size(4096).unwrap();
+        }
+        let reader = spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let (r, b) = peer.read(Vec::with_capacity(64 * 1024)).await;
+                if r.unwrap() == 0 {
+                    return got;
+                }
+                got.extend_from_slice(&b);
+            }
+        });
+        let mut sent = Vec::with_capacity(2 * LEN);
+        let (r, _) = s.write(data.clone()).await;
+        let first = r.unwrap();
+        assert!(
+            first > 0 && first < LEN,
+            "one send took {first} of {LEN} bytes"
+        );
+        sent.extend_from_slice(&data[..first]);
+        let (r, _) = s.write_all(data).await;
+        r.unwrap();
+        sent.extend_from_slice(&expected);
+        s.shutdown(Shutdown::Write).await.unwrap();
+        let received = reader.await.unwrap();
+        assert_eq!(received.len(), sent.len());
+        assert!(
+            received == sent,
+            "bytes arrive in order, none lost or repeated"
+        );
+    });
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -64,6 +64,24 @@ impl<T: OpCode> Op<T> {
     }
 }
 
+impl<T: OpCode> Op<T> {
+    /// The op's data while it has not been submitted (first poll), else `None`.
+    pub(crate) fn unsubmitted_mut(&mut self) -> Option<&mut T> {
+        match self.loop_id {
+            0 => self.data.as_mut(),
+            _ => None,
+        }
+    }
+
+    /// Takes the data back from an op that was never submitted; it then never will be.
+    pub(crate) fn take_unsubmitted(&mut self) -> Option<T> {
+        match self.loop_id {
+            0 => self.data.take(),
+            _ => None,
+        }
+    }
+}
+
 #[track_caller]
 fn wrong_loop() -> ! {
     panic!(
@@ -89,7 +107,14 @@ impl<T: OpCode> Future for Op<T> {
 }
 
 impl<T: OpCode> Op<T> {
-    fn poll_on(&mut self, driver: &super::Driver, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
+    /// [`poll`](Future::poll) for a caller that already holds the running loop's driver
+    /// (one thread-local lookup for several ops). Panics if the op belongs to another loop.
+    #[inline]
+    pub(crate) fn poll_on(
+        &mut self,
+        driver: &super::Driver,
+        cx: &mut Context<'_>,
+    ) -> Poll<Outcome<T>> {
         if self.loop_id == 0 {
             let data = self.data.as_mut().expect("Op polled after it completed");
             let sqe = data.sqe();

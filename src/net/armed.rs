@@ -51,8 +51,25 @@ impl Armed {
     /// final CQE the driver has freed the slot, and nothing is armed.
     #[inline]
     pub(crate) fn poll_next(&self, key: usize, cx: &mut Context<'_>) -> Poll<Completion> {
-        let c = std::task::ready!(crate::driver::with_current(|d| d.poll_stream(key, cx))
-            .expect("a multishot op is polled on the loop it was armed on"));
+        crate::driver::with_current(|d| self.poll_next_on(d, key, cx))
+            .expect("a multishot op is polled on the loop it was armed on")
+    }
+
+    /// [`poll_next`](Armed::poll_next) with the running loop's driver at hand.
+    #[inline]
+    pub(crate) fn poll_next_on(
+        &self,
+        driver: &Driver,
+        key: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Completion> {
+        if driver.id() != self.loop_id.load(Ordering::Relaxed) {
+            panic!(
+                "ringloop: a socket's receive was polled on an event loop other than the one \
+                 it was armed on; an I/O object belongs to the loop that first used it"
+            );
+        }
+        let c = std::task::ready!(driver.poll_stream(key, cx));
         if !c.more() {
             self.key.store(0, Ordering::Relaxed);
         }

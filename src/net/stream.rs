@@ -3,16 +3,17 @@
 use std::io;
 use std::net::Shutdown as How;
 
-use std::future::poll_fn;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{ready, Context, Poll};
 
 use super::ops::{
-    received, recv_multi_sqe, MultiKeep, Recv, RecvOwned, RecvSelect, Send, SendZc, Shutdown, Stash,
+    received, recv_multi_sqe, MultiKeep, Recv, RecvOwned, RecvSelect, Send, Shutdown, Stash,
 };
-use crate::buf::{finish_read, write_all_with, BufResult, IoBuf, IoBufMut};
+use crate::buf::{finish_read, BufResult, IoBuf, IoBufMut};
 use crate::driver::bufring::{BufPool, RecvBuf};
-use crate::driver::Op;
+use crate::driver::{Driver, Op};
 use crate::fd::SharedFd;
 use crate::net::armed::Armed;
 
@@ -40,70 +41,121 @@ pub(crate) struct Receiver {
 /// the loop's op table, so a dropped `recv()` future loses nothing. On the single-shot paths
 /// a result arriving for a dropped future waits in the stash for the next call. An empty pool
 /// (`ENOBUFS`) waits for a buffer to come back and retries; the data stays in the socket.
-pub(crate) async fn recv(fd: &SharedFd, rx: &Receiver) -> io::Result<RecvBuf> {
-    loop {
-        if let Some(r) = rx.stash.pop() {
-            return r;
-        }
-        let (result, flags) = match plan(fd, rx)? {
-            Plan::Owned(size) => {
-                let mut out = Op::new(RecvOwned {
-                    fd: fd.clone(),
-                    buf: Vec::with_capacity(size),
-                    stash: rx.stash.clone(),
-                })
-                .await;
-                match out.data.received(out.result) {
-                    Some(r) => return r,
-                    None => continue,
-                }
-            }
-            Plan::Multishot(key) => {
-                let c = poll_fn(|cx| rx.armed.poll_next(key, cx)).await;
-                (c.result(), c.flags)
-            }
-            Plan::Single(len, pool) => {
-                let out = Op::new(RecvSelect {
-                    fd: fd.clone(),
-                    pool,
-                    len,
-                    stash: rx.stash.clone(),
-                })
-                .await;
-                (out.result, out.flags)
-            }
-        };
-        let out_of_buffers =
-            matches!(result, Err(ref e) if e.raw_os_error() == Some(libc::ENOBUFS));
-        if let Some(r) = with_pool(|pool| received(pool, result, flags)) {
-            return r;
-        }
-        if out_of_buffers {
-            poll_fn(|cx| {
-                with_pool(|pool| {
-                    if pool.available() > 0 {
-                        Poll::Ready(())
-                    } else {
-                        pool.wait_for_buffer(cx.waker());
-                        Poll::Pending
+///
+/// A hand-written future rather than an `async fn`: this is the per-request path of every
+/// server, and one poll here is one thread-local lookup of the driver and no nested state
+/// machines.
+pub(crate) fn recv<'a>(fd: &'a SharedFd, rx: &'a Receiver) -> RecvFuture<'a> {
+    RecvFuture {
+        fd,
+        rx,
+        state: RecvState::Idle,
+    }
+}
+
+pub(crate) struct RecvFuture<'a> {
+    fd: &'a SharedFd,
+    rx: &'a Receiver,
+    state: RecvState,
+}
+
+enum RecvState {
+    /// Nothing in flight: check the stash, then take the path `plan` picks.
+    Idle,
+    /// No buffer ring: a receive into a heap buffer.
+    Owned(Op<RecvOwned>),
+    /// One buffer-select receive.
+    Single(Op<RecvSelect>),
+    /// The pool was empty (`ENOBUFS`): wait for a buffer to come back, then retry.
+    NoBuffers,
+}
+
+impl Future for RecvFuture<'_> {
+    type Output = io::Result<RecvBuf>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<RecvBuf>> {
+        // Every field is Unpin (references and `Op`s).
+        let this = self.get_mut();
+        crate::driver::with_current(|driver| this.poll_on(driver, cx))
+            .unwrap_or_else(|| panic!("ringloop: recv() polled outside a running event loop"))
+    }
+}
+
+impl RecvFuture<'_> {
+    fn poll_on(&mut self, driver: &Driver, cx: &mut Context<'_>) -> Poll<io::Result<RecvBuf>> {
+        loop {
+            let (result, flags) = match &mut self.state {
+                RecvState::Idle => {
+                    if let Some(r) = self.rx.stash.pop() {
+                        return Poll::Ready(r);
                     }
-                })
-            })
-            .await;
+                    match plan_on(driver, self.fd, self.rx) {
+                        Err(e) => return Poll::Ready(Err(e)),
+                        Ok(Plan::Multishot(key)) => {
+                            let c = ready!(self.rx.armed.poll_next_on(driver, key, cx));
+                            (c.result(), c.flags)
+                        }
+                        Ok(Plan::Owned(size)) => {
+                            self.state = RecvState::Owned(Op::new(RecvOwned {
+                                fd: self.fd.clone(),
+                                buf: Vec::with_capacity(size),
+                                stash: self.rx.stash.clone(),
+                            }));
+                            continue;
+                        }
+                        Ok(Plan::Single(len, pool)) => {
+                            self.state = RecvState::Single(Op::new(RecvSelect {
+                                fd: self.fd.clone(),
+                                pool,
+                                len,
+                                stash: self.rx.stash.clone(),
+                            }));
+                            continue;
+                        }
+                    }
+                }
+                RecvState::Owned(op) => {
+                    let mut out = ready!(op.poll_on(driver, cx));
+                    self.state = RecvState::Idle;
+                    match out.data.received(out.result) {
+                        Some(r) => return Poll::Ready(r),
+                        None => continue,
+                    }
+                }
+                RecvState::Single(op) => {
+                    let out = ready!(op.poll_on(driver, cx));
+                    self.state = RecvState::Idle;
+                    (out.result, out.flags)
+                }
+                RecvState::NoBuffers => {
+                    let pool = pool_of(driver);
+                    if pool.available() == 0 {
+                        pool.wait_for_buffer(cx.waker());
+                        return Poll::Pending;
+                    }
+                    self.state = RecvState::Idle;
+                    continue;
+                }
+            };
+            let out_of_buffers =
+                matches!(result, Err(ref e) if e.raw_os_error() == Some(libc::ENOBUFS));
+            if let Some(r) = received(pool_of(driver), result, flags) {
+                return Poll::Ready(r);
+            }
+            if out_of_buffers {
+                self.state = RecvState::NoBuffers;
+            }
         }
     }
 }
 
-/// Runs `f` with the current loop's receive pool, borrowed: no reference count is taken on
-/// the hot path. Only called on the pooled paths, which `plan` chose because the loop has a
-/// pool; a loop's pool is fixed for its life, and the receive is polled on that loop.
-fn with_pool<R>(f: impl FnOnce(&BufPool) -> R) -> R {
-    crate::driver::with_current(|driver| {
-        f(driver
-            .pool()
-            .expect("the pooled receive path runs only on a loop with a pool"))
-    })
-    .expect("recv() is polled on the loop it started on")
+/// The loop's receive pool. Only called on the pooled paths, which `plan_on` chose because the
+/// loop has a pool; a loop's pool is fixed for its life, and a receive is polled on one loop
+/// (its op or armed slot checks that).
+fn pool_of(driver: &Driver) -> &BufPool {
+    driver
+        .pool()
+        .expect("the pooled receive path runs only on a loop with a pool")
 }
 
 /// How the next receive runs on the current loop.
@@ -116,14 +168,8 @@ enum Plan {
     Single(u32, BufPool),
 }
 
-/// Decides the receive path, arming the multishot receive if needed. Synchronous, so the
-/// loop's driver (`!Send`) is never held across an await and `recv()` futures stay `Send`.
-fn plan(fd: &SharedFd, rx: &Receiver) -> io::Result<Plan> {
-    crate::driver::with_current(|driver| plan_on(driver, fd, rx))
-        .unwrap_or_else(|| panic!("ringloop: recv() polled outside a running event loop"))
-}
-
-fn plan_on(driver: &crate::driver::Driver, fd: &SharedFd, rx: &Receiver) -> io::Result<Plan> {
+/// Decides the receive path, arming the multishot receive if needed.
+fn plan_on(driver: &Driver, fd: &SharedFd, rx: &Receiver) -> io::Result<Plan> {
     let Some(pool) = driver.pool() else {
         return Ok(Plan::Owned(driver.recv_size()));
     };
@@ -132,7 +178,7 @@ fn plan_on(driver: &crate::driver::Driver, fd: &SharedFd, rx: &Receiver) -> io::
         return Ok(Plan::Single(len, pool.clone()));
     }
     let key = rx.armed.get_or_arm(driver, || {
-        fd.claim();
+        fd.claim_on(driver.id());
         let keep = MultiKeep {
             fd: fd.clone(),
             pool: pool.clone(),
@@ -142,39 +188,104 @@ fn plan_on(driver: &crate::driver::Driver, fd: &SharedFd, rx: &Receiver) -> io::
     Ok(Plan::Multishot(key))
 }
 
-pub(crate) async fn write<B: IoBuf>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
-    let zero_copy = crate::driver::with_current(|d| d.send_zc_threshold())
-        .flatten()
-        .is_some_and(|t| buf.bytes_init() >= t);
-    let buf = if zero_copy {
-        let out = Op::new(SendZc {
+/// One send of `buf` (`all == false`: the result is what the kernel took), or a loop of sends
+/// until all of it is written (`all == true`: the result is the total). Writes of at least the
+/// loop's threshold use SEND_ZC.
+pub(crate) fn send<B: IoBuf>(fd: &SharedFd, buf: B, all: bool) -> SendFuture<B> {
+    SendFuture {
+        op: Op::new(Send {
             fd: fd.clone(),
             buf,
-        })
-        .await;
-        match out.result {
-            // The kernel charges a zero-copy send's pinned pages to RLIMIT_MEMLOCK unless the
-            // process has CAP_IPC_LOCK in the initial user namespace, which a container's
-            // root does not: a large write then fails with ENOMEM (ENOBUFS for the socket's
-            // own option memory) before sending a byte. Copy instead; nothing was sent.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOMEM | libc::ENOBUFS)) => {
-                out.data.buf
-            }
-            r => return (r.map(|n| n as usize), out.data.buf),
-        }
-    } else {
-        buf
-    };
-    let out = Op::new(Send {
-        fd: fd.clone(),
-        buf,
-    })
-    .await;
-    (out.result.map(|n| n as usize), out.data.buf)
+            offset: 0,
+            zero_copy: false,
+        }),
+        all,
+        fresh: true,
+        zero_copy_failed: false,
+    }
 }
 
-pub(crate) async fn write_all<B: IoBuf>(fd: &SharedFd, buf: B) -> BufResult<(), B> {
-    write_all_with(buf, |rest, _done| write(fd, rest)).await
+/// The future of [`send`]: one `Op` resubmitted from where the last send stopped, so a short
+/// write costs one more SQE and nothing else.
+pub(crate) struct SendFuture<B: IoBuf> {
+    op: Op<Send<B>>,
+    all: bool,
+    /// Not yet polled: the first send still has to pick copy or zero-copy.
+    fresh: bool,
+    /// A zero-copy send failed for lack of lockable memory: copy from then on.
+    zero_copy_failed: bool,
+}
+
+impl<B: IoBuf> Future for SendFuture<B> {
+    type Output = BufResult<usize, B>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<BufResult<usize, B>> {
+        // `Op` is Unpin and so are the flags.
+        let this = self.get_mut();
+        crate::driver::with_current(|driver| this.poll_on(driver, cx))
+            .unwrap_or_else(|| panic!("ringloop: a write was polled outside a running event loop"))
+    }
+}
+
+impl<B: IoBuf> SendFuture<B> {
+    fn poll_on(&mut self, driver: &Driver, cx: &mut Context<'_>) -> Poll<BufResult<usize, B>> {
+        if self.fresh {
+            self.fresh = false;
+            if let Some(data) = self.op.unsubmitted_mut() {
+                if self.all && data.remaining() == 0 {
+                    // Nothing to write: no SQE at all.
+                    let data = self.op.take_unsubmitted().expect("checked above");
+                    return Poll::Ready((Ok(0), data.buf));
+                }
+                prepare(data, driver, true);
+            }
+        }
+        loop {
+            let out = ready!(self.op.poll_on(driver, cx));
+            let mut data = out.data;
+            match out.result {
+                // The kernel charges a zero-copy send's pinned pages to RLIMIT_MEMLOCK unless
+                // the process has CAP_IPC_LOCK in the initial user namespace, which a
+                // container's root does not: a large send then fails with ENOMEM (ENOBUFS for
+                // the socket's option memory) before sending a byte. Copy instead.
+                Err(e)
+                    if data.zero_copy
+                        && matches!(e.raw_os_error(), Some(libc::ENOMEM | libc::ENOBUFS)) =>
+                {
+                    data.zero_copy = false;
+                    self.zero_copy_failed = true;
+                    self.op = Op::new(data);
+                    continue;
+                }
+                Err(e) if self.all && e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready((Err(e), data.buf)),
+                Ok(0) if self.all => {
+                    let e =
+                        io::Error::new(io::ErrorKind::WriteZero, "no more bytes could be written");
+                    return Poll::Ready((Err(e), data.buf));
+                }
+                Ok(n) => {
+                    data.offset += n as usize;
+                    if !self.all || data.remaining() == 0 {
+                        return Poll::Ready((Ok(data.offset), data.buf));
+                    }
+                }
+            }
+            prepare(&mut data, driver, !self.zero_copy_failed);
+            self.op = Op::new(data);
+        }
+    }
+}
+
+/// Readies `data` for its next submission on `driver`'s loop: claims the socket for the loop
+/// and picks copy or (if allowed) zero-copy for what is left to send.
+#[inline]
+fn prepare<B: IoBuf>(data: &mut Send<B>, driver: &Driver, zero_copy_allowed: bool) {
+    data.fd.claim_on(driver.id());
+    data.zero_copy = zero_copy_allowed
+        && driver
+            .send_zc_threshold()
+            .is_some_and(|t| data.remaining() >= t);
 }
 
 pub(crate) async fn shutdown(fd: &SharedFd, how: How) -> io::Result<()> {

@@ -144,12 +144,13 @@ impl UnixStream {
 
     /// Writes `buf[..len]` once; returns how many bytes the kernel took.
     pub async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
-        stream::write(&self.fd, buf).await
+        stream::send(&self.fd, buf, false).await
     }
 
     /// Writes all of `buf[..len]`, handling short writes.
     pub async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
-        stream::write_all(&self.fd, buf).await
+        let (r, buf) = stream::send(&self.fd, buf, true).await;
+        (r.map(drop), buf)
     }
 
     /// Shuts down the read, write or both halves.

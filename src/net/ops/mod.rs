@@ -7,7 +7,6 @@ mod msg;
 mod recv;
 mod recv_select;
 mod send;
-mod send_zc;
 mod shutdown;
 mod stash;
 
@@ -23,5 +22,4 @@ pub(crate) use connect::Connect;
 pub(crate) use msg::{RecvMsg, SendMsg};
 pub(crate) use recv::Recv;
 pub(crate) use send::Send;
-pub(crate) use send_zc::SendZc;
 pub(crate) use shutdown::Shutdown;
