@@ -10,6 +10,8 @@
 //! - Cancel SQEs carry [`CANCEL_USER_DATA`]; their CQEs are ignored.
 //! - Wakers are never woken, and user values never dropped, while the driver is borrowed:
 //!   the reaper collects them into [`Released`], which the runtime drains after the borrow ends.
+//!   The one exception is a waker the runtime's `wake_inline` hook vouches for (its own task
+//!   wakers, whose wake is a push onto the run queue).
 //! - A full SQ is submitted and the push retried; an SQE is never dropped.
 //!
 //! The driver knows nothing of tasks beyond a `Waker`, and nothing of sockets.
@@ -85,6 +87,10 @@ pub(crate) struct PoolConfig {
     pub(crate) size: usize,
     /// Wakes the loop from another thread (a buffer dropped there was queued for return).
     pub(crate) wake_loop: Arc<dyn Fn() + Send + Sync>,
+    /// Called for each waker a CQE releases: it may wake the waker on the spot if doing so
+    /// cannot reach the driver or run user code (the executor's own task wakers, which only
+    /// push onto the run queue), or hand it back to be woken after the driver's borrow ends.
+    pub(crate) wake_inline: fn(Waker) -> Result<(), Waker>,
 }
 
 struct Inner {
@@ -100,6 +106,9 @@ struct Inner {
     owned: usize,
     /// CQEs whose `user_data` matched no slot; counted, never fatal.
     stray_cqes: u64,
+    /// Wakes a waker while the driver is borrowed if that is known to be harmless, else hands
+    /// it back to be woken after the borrow (see [`PoolConfig::wake_inline`]).
+    wake_inline: fn(Waker) -> Result<(), Waker>,
 }
 
 /// Wake-ups and orphans collected while the driver was borrowed.
@@ -149,6 +158,7 @@ impl Driver {
         let kernel = crate::sys::parse_kernel_version(&crate::sys::kernel_release());
         // Shared by the pool (buffers returned from other threads) and `ForeignDrops`.
         let wake_loop = pool.wake_loop;
+        let wake_inline = pool.wake_inline;
         let multishot = pool.multishot && kernel.is_some_and(|v| v >= (6, 0));
         let multishot_accept = pool.multishot_accept && kernel.is_some_and(|v| v >= (5, 19));
         let registered = if pool.enabled {
@@ -193,6 +203,7 @@ impl Driver {
                 wake_buf: Some(Box::new(0)),
                 owned: 0,
                 stray_cqes: 0,
+                wake_inline,
             }),
         }));
         registry::register(&d);
@@ -405,7 +416,8 @@ impl Driver {
         match slot {
             Lifecycle::Completed(c) => {
                 let c = *c;
-                inner.ops.remove(key);
+                // A completed slot holds only the `Copy` completion: nothing to drop.
+                std::mem::forget(inner.ops.remove(key));
                 Poll::Ready(c)
             }
             Lifecycle::Submitted { waker } => {
@@ -727,6 +739,7 @@ impl Inner {
             ring,
             ops,
             released,
+            wake_inline,
             wake_armed,
             wake_buf,
             owned,
@@ -754,14 +767,17 @@ impl Inner {
                 *stray_cqes += 1;
                 continue;
             };
-            let was_owned = slot.has_owner();
-            let action = slot.on_cqe(c);
-            if was_owned && !slot.has_owner() {
+            let (action, owner_gone) = slot.on_cqe(c);
+            if owner_gone {
                 *owned -= 1;
             }
             match action {
                 OnCqe::Nothing => {}
-                OnCqe::Wake(w) => released.wakers.push(w),
+                OnCqe::Wake(w) => {
+                    if let Err(w) = wake_inline(w) {
+                        released.wakers.push(w);
+                    }
+                }
                 OnCqe::Throttle(w) => {
                     released.wakers.extend(w);
                     throttled.push(key);

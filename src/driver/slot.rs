@@ -107,8 +107,25 @@ pub(crate) enum OnCqe {
 }
 
 impl Lifecycle {
-    /// Applies one CQE. Never panics on what the kernel sends.
-    pub(crate) fn on_cqe(&mut self, c: Completion) -> OnCqe {
+    /// Applies one CQE. Never panics on what the kernel sends. The flag is true when the slot
+    /// stopped having an owner ([`has_owner`](Lifecycle::has_owner) went from true to false).
+    #[inline]
+    pub(crate) fn on_cqe(&mut self, c: Completion) -> (OnCqe, bool) {
+        // The common case, a single-shot op's only CQE, without the generic path's drop glue:
+        // the old value is moved out whole and only its waker is kept.
+        if !c.more() && matches!(self, Lifecycle::Submitted { .. }) {
+            let Lifecycle::Submitted { waker } = std::mem::replace(self, Lifecycle::Completed(c))
+            else {
+                unreachable!("matched just above");
+            };
+            return (waker.map_or(OnCqe::Nothing, OnCqe::Wake), true);
+        }
+        let was_owned = self.has_owner();
+        let action = self.on_cqe_slow(c);
+        (action, was_owned && !self.has_owner())
+    }
+
+    fn on_cqe_slow(&mut self, c: Completion) -> OnCqe {
         match self {
             Lifecycle::Submitted { waker } => {
                 let waker = waker.take();
@@ -198,8 +215,8 @@ mod tests {
         };
         let c = Completion { res: 5, flags: 0 };
         match s.on_cqe(c) {
-            OnCqe::Wake(w) => w.wake(),
-            _ => panic!("expected a wake"),
+            (OnCqe::Wake(w), true) => w.wake(),
+            _ => panic!("expected a wake, and the owner gone"),
         }
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         assert!(matches!(s, Lifecycle::Completed(x) if x == c));
@@ -243,11 +260,11 @@ mod tests {
                 res: 1,
                 flags: MORE
             }),
-            OnCqe::ReleaseInPlace
+            (OnCqe::ReleaseInPlace, false)
         ));
         assert!(matches!(
             s.on_cqe(Completion { res: 0, flags: 0 }),
-            OnCqe::FreeOrphan
+            (OnCqe::FreeOrphan, false)
         ));
     }
 }

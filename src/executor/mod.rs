@@ -23,6 +23,7 @@ use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Waker;
 
 use slab::Slab;
 
@@ -360,6 +361,34 @@ fn schedule(ptr: NonNull<Header>) {
     // SAFETY: the caller's reference keeps the task alive while we take another.
     let extra = ManuallyDrop::new(unsafe { RawTask::from_ptr(ptr) }).clone_ref();
     h.remote.push_wake(extra);
+}
+
+/// Wakes `w` on the spot if it is a task waker of the scheduler running on this thread and its
+/// task is alive in that scheduler: the wake is then a push onto the local run queue, and the
+/// drop of `w` releases a reference that is not the task's last (the scheduler holds one).
+/// So it touches nothing but the run queue and may run while the driver is borrowed. Any
+/// other waker is handed back, to be woken once the borrow ends.
+pub(crate) fn wake_inline(w: Waker) -> Result<(), Waker> {
+    if !task::is_task_waker(&w) {
+        return Err(w);
+    }
+    let local = CURRENT.with(|c| c.get());
+    if local.is_null() {
+        return Err(w);
+    }
+    let ptr = w.data() as *const Header;
+    // SAFETY: a task waker's data is a task header, kept alive by the waker's reference.
+    let h = unsafe { &*ptr };
+    // SAFETY: a non-null CURRENT points at a SchedCore kept alive by its EnterGuard.
+    let core = unsafe { &*local };
+    if core.id != h.remote.loop_id || h.slab_key.get() == usize::MAX {
+        return Err(w);
+    }
+    // SAFETY: non-null (it came from a reference); the slab holds a reference to the task.
+    core.schedule_local(unsafe { NonNull::new_unchecked(ptr as *mut Header) });
+    // Not the last reference: the slab entry (checked above) holds one.
+    drop(w);
+    Ok(())
 }
 
 /// Spawns onto the loop running on this thread.

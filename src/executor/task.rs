@@ -298,6 +298,11 @@ unsafe fn dealloc<F: Future>(ptr: NonNull<Header>) {
 
 // ---- wakers ----
 
+/// Whether `w` is a waker made by this module (its data is then a task header).
+pub(super) fn is_task_waker(w: &Waker) -> bool {
+    std::ptr::eq(w.vtable(), &WAKER_VTABLE)
+}
+
 static WAKER_VTABLE: RawWakerVTable =
     RawWakerVTable::new(waker_clone, waker_wake, waker_wake_by_ref, waker_drop);
 

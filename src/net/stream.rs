@@ -277,6 +277,22 @@ impl<B: IoBuf> SendFuture<B> {
     }
 }
 
+/// [`send`] with `all`, resolving to `()`: what `write_all` returns.
+pub(crate) struct WriteAll<B: IoBuf>(SendFuture<B>);
+
+pub(crate) fn write_all<B: IoBuf>(fd: &SharedFd, buf: B) -> WriteAll<B> {
+    WriteAll(send(fd, buf, true))
+}
+
+impl<B: IoBuf> Future for WriteAll<B> {
+    type Output = BufResult<(), B>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<BufResult<(), B>> {
+        let (r, buf) = ready!(Pin::new(&mut self.get_mut().0).poll(cx));
+        Poll::Ready((r.map(drop), buf))
+    }
+}
+
 /// Readies `data` for its next submission on `driver`'s loop: claims the socket for the loop
 /// and picks copy or (if allowed) zero-copy for what is left to send.
 #[inline]

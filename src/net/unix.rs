@@ -1,6 +1,7 @@
 //! `UnixListener` and `UnixStream`: the TCP twins on Unix-domain stream sockets.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::net::Shutdown;
@@ -138,19 +139,20 @@ impl UnixStream {
     /// Cancel-safe: if the future is dropped (say, in a timeout), no byte is lost; the next
     /// call returns it. When the pool runs dry the call waits for buffers to come back; the
     /// data stays in the socket meanwhile.
-    pub async fn recv(&self) -> io::Result<RecvBuf> {
-        stream::recv(&self.fd, &self.receiver).await
+    ///
+    /// (An `async fn` in effect; written out so the hot path has no extra state machine.)
+    pub fn recv(&self) -> impl Future<Output = io::Result<RecvBuf>> + '_ {
+        stream::recv(&self.fd, &self.receiver)
     }
 
     /// Writes `buf[..len]` once; returns how many bytes the kernel took.
-    pub async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
-        stream::send(&self.fd, buf, false).await
+    pub fn write<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + '_ {
+        stream::send(&self.fd, buf, false)
     }
 
     /// Writes all of `buf[..len]`, handling short writes.
-    pub async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
-        let (r, buf) = stream::send(&self.fd, buf, true).await;
-        (r.map(drop), buf)
+    pub fn write_all<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<(), B>> + '_ {
+        stream::write_all(&self.fd, buf)
     }
 
     /// Shuts down the read, write or both halves.

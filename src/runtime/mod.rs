@@ -109,6 +109,7 @@ impl EventLoop {
                 count: b.recv_buffers.0,
                 size: b.recv_buffers.1,
                 wake_loop: std::sync::Arc::new(move || wake_remote.notifier().notify()),
+                wake_inline: crate::executor::wake_inline,
             },
         )?;
         let mut features = features;
