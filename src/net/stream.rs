@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use super::ops::{
-    received, recv_multi_sqe, MultiKeep, Recv, RecvOwned, RecvSelect, Send, Shutdown, Stash,
+    received, received_cqe, recv_multi_sqe, MultiKeep, Recv, RecvOwned, RecvSelect, Send, Shutdown,
+    Stash,
 };
 use crate::buf::{finish_read, BufResult, IoBuf, IoBufMut};
 use crate::driver::bufring::{BufPool, RecvBuf};
@@ -93,6 +94,9 @@ impl RecvFuture<'_> {
                         Err(e) => return Poll::Ready(Err(e)),
                         Ok(Plan::Multishot(key)) => {
                             let c = ready!(self.rx.armed.poll_next_on(driver, key, cx));
+                            if let Some(r) = received_cqe(pool_of(driver), c.res, c.flags) {
+                                return Poll::Ready(r);
+                            }
                             (c.result(), c.flags)
                         }
                         Ok(Plan::Owned(size)) => {
@@ -169,7 +173,17 @@ enum Plan {
 }
 
 /// Decides the receive path, arming the multishot receive if needed.
+#[inline]
 fn plan_on(driver: &Driver, fd: &SharedFd, rx: &Receiver) -> io::Result<Plan> {
+    // An armed multishot receive is the steady state of a busy connection.
+    if let Some(key) = rx.armed.key() {
+        return Ok(Plan::Multishot(key));
+    }
+    plan_unarmed(driver, fd, rx)
+}
+
+#[cold]
+fn plan_unarmed(driver: &Driver, fd: &SharedFd, rx: &Receiver) -> io::Result<Plan> {
     let Some(pool) = driver.pool() else {
         return Ok(Plan::Owned(driver.recv_size()));
     };

@@ -11,7 +11,9 @@ mod shutdown;
 mod stash;
 
 pub(crate) use accept::{accept_multi_sqe, Accept, AcceptKeep, Accepted};
-pub(crate) use recv_select::{received, recv_multi_sqe, MultiKeep, RecvOwned, RecvSelect};
+pub(crate) use recv_select::{
+    received, received_cqe, recv_multi_sqe, MultiKeep, RecvOwned, RecvSelect,
+};
 pub(crate) use stash::Stash;
 
 /// Boxed storage for an accepted peer's address.

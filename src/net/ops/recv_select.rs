@@ -26,6 +26,17 @@ pub(crate) struct RecvSelect {
     pub(crate) stash: Arc<Stash<Received>>,
 }
 
+/// [`received`] for a raw CQE result, with the common case (bytes in a picked buffer) inline.
+#[inline]
+pub(crate) fn received_cqe(pool: &BufPool, res: i32, flags: u32) -> Option<Received> {
+    if res > 0 {
+        if let Some(bid) = cqueue::buffer_select(flags) {
+            return Some(Ok(pool.take(bid, res as u32)));
+        }
+    }
+    received(pool, Completion { res, flags }.result(), flags)
+}
+
 /// Turns a receive's result into what `recv()` returns: `None` if it carries nothing to
 /// report (`ENOBUFS`, which the caller retries, or a cancellation). A buffer the kernel picked
 /// for nothing goes straight back to the pool.
