@@ -32,11 +32,22 @@ fn announce(addr: SocketAddr) {
     let _ = out.flush();
 }
 
-/// `recv_buf`: the pool's buffer size (`--recv-buf`), else the library's default.
-fn ringloop_server(addr: SocketAddr, recv_buf: Option<usize>) {
+/// `recv_buf`: the pool's buffer size (`--recv-buf`), else the library's default; `mode`:
+/// the ring set-up (`--mode defer|coop|basic`), else the library's choice.
+fn ringloop_server(addr: SocketAddr, recv_buf: Option<usize>, mode: Option<&str>) {
     let mut b = ringloop::EventLoop::builder();
     if let Some(size) = recv_buf {
         b = b.recv_buffers(1024, size);
+    }
+    match mode {
+        None => {}
+        Some("defer") => b = b.setup_mode(ringloop::SetupMode::DeferTaskrun),
+        Some("coop") => b = b.setup_mode(ringloop::SetupMode::CoopTaskrun),
+        Some("basic") => b = b.setup_mode(ringloop::SetupMode::Basic),
+        Some(other) => {
+            eprintln!("bench-echo: --mode defer|coop|basic (got {other:?})");
+            std::process::exit(2);
+        }
     }
     let mut lp = b.build().expect("ringloop needs io_uring");
     lp.block_on(async move {
@@ -140,7 +151,11 @@ fn main() {
         std::sync::atomic::Ordering::Relaxed,
     );
     match args.str("server").unwrap_or("") {
-        "ringloop" => ringloop_server(addr, args.str("recv-buf").and_then(|v| v.parse().ok())),
+        "ringloop" => ringloop_server(
+            addr,
+            args.str("recv-buf").and_then(|v| v.parse().ok()),
+            args.str("mode"),
+        ),
         "tokio" => tokio_server(addr),
         "monoio" => monoio_server(addr),
         "bare" => bare::serve(addr, announce),
