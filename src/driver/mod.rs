@@ -48,6 +48,16 @@ pub(crate) const CANCEL_USER_DATA: u64 = u64::MAX;
 /// under `DEFER_TASKRUN` nothing completes without it.
 const ENTER_GETEVENTS: u32 = 1 << 0;
 
+/// Flags for a blocking wait. With `IORING_ENTER_NO_IOWAIT` (Linux 6.15+) the wait is not
+/// accounted as iowait (see `Builder::iowait`).
+fn wait_flags(no_iowait: bool) -> io_uring::EnterFlags {
+    if no_iowait {
+        io_uring::EnterFlags::NO_IOWAIT
+    } else {
+        io_uring::EnterFlags::empty()
+    }
+}
+
 /// How many times a transient `io_uring_enter` failure (`EAGAIN`, `EBUSY`, `ENOMEM`) is
 /// retried, after reaping, before it is returned.
 const TRANSIENT_RETRIES: u32 = 1000;
@@ -83,6 +93,8 @@ pub(crate) struct PoolConfig {
     pub(crate) multishot_accept: bool,
     /// Use SEND_ZC for writes of at least this many bytes, where the kernel has it.
     pub(crate) send_zc_threshold: Option<usize>,
+    /// False: ask the kernel not to count waits as iowait, where it can (6.15+).
+    pub(crate) iowait: bool,
     pub(crate) count: u16,
     pub(crate) size: usize,
     /// Wakes the loop from another thread (a buffer dropped there was queued for return).
@@ -106,6 +118,8 @@ struct Inner {
     owned: usize,
     /// CQEs whose `user_data` matched no slot; counted, never fatal.
     stray_cqes: u64,
+    /// Waits pass `IORING_ENTER_NO_IOWAIT`.
+    no_iowait: bool,
     /// Wakes a waker while the driver is borrowed if that is known to be harmless, else hands
     /// it back to be woken after the borrow (see [`PoolConfig::wake_inline`]).
     wake_inline: fn(Waker) -> Result<(), Waker>,
@@ -159,6 +173,7 @@ impl Driver {
         // Shared by the pool (buffers returned from other threads) and `ForeignDrops`.
         let wake_loop = pool.wake_loop;
         let wake_inline = pool.wake_inline;
+        let no_iowait = !pool.iowait && ring.params().is_feature_no_iowait();
         let multishot = pool.multishot && kernel.is_some_and(|v| v >= (6, 0));
         let multishot_accept = pool.multishot_accept && kernel.is_some_and(|v| v >= (5, 19));
         let registered = if pool.enabled {
@@ -203,6 +218,7 @@ impl Driver {
                 wake_buf: Some(Box::new(0)),
                 owned: 0,
                 stray_cqes: 0,
+                no_iowait,
                 wake_inline,
             }),
         }));
@@ -223,6 +239,11 @@ impl Driver {
     /// Whether listeners keep a multishot ACCEPT armed.
     pub(crate) fn multishot_accept(&self) -> bool {
         self.0.multishot_accept
+    }
+
+    /// Whether waits count as iowait (see `Builder::iowait`).
+    pub(crate) fn iowait(&self) -> bool {
+        !self.0.inner.borrow().no_iowait
     }
 
     /// Whether receives use multishot RECV.
@@ -696,6 +717,7 @@ impl Inner {
     fn enter(&mut self, want: u32, timeout: Option<Duration>) -> io::Result<()> {
         let mut tries = 0;
         loop {
+            let no_iowait = self.no_iowait;
             let ring = self.ring()?;
             let to_submit = ring.submission().len() as u32;
             let submitter = ring.submitter();
@@ -703,8 +725,19 @@ impl Inner {
                 Some(t) if want > 0 => {
                     let ts = types::Timespec::from(t);
                     let args = types::SubmitArgs::new().timespec(&ts);
-                    submitter.submit_with_args(want as usize, &args)
+                    submitter.submit_with_args_and_flags(
+                        want as usize,
+                        &args,
+                        wait_flags(no_iowait),
+                    )
                 }
+                // A wait without a timeout still goes through the extended argument where the
+                // kernel can be told not to count it as iowait (see `wait_flags`).
+                None if want > 0 && no_iowait => submitter.submit_with_args_and_flags(
+                    want as usize,
+                    &types::SubmitArgs::new(),
+                    wait_flags(true),
+                ),
                 // SAFETY: no argument pointer is passed (`None`), so the kernel reads nothing
                 // but the flags and counts given here.
                 _ => unsafe {

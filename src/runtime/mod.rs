@@ -106,6 +106,7 @@ impl EventLoop {
                 multishot: b.multishot,
                 multishot_accept: b.multishot_accept,
                 send_zc_threshold: b.send_zc_threshold,
+                iowait: b.iowait,
                 count: b.recv_buffers.0,
                 size: b.recv_buffers.1,
                 wake_loop: std::sync::Arc::new(move || wake_remote.notifier().notify()),
@@ -116,6 +117,7 @@ impl EventLoop {
         features.set_recv_buffer_ring(driver.pool().is_some());
         features.set_multishot_recv(driver.multishot_recv());
         features.set_multishot_accept(driver.multishot_accept());
+        features.set_iowait(driver.iowait());
         let sched = Scheduler::new(remote.clone());
         let timers = Timers::new(id, Instant::now());
         let shared = Arc::new(Shared::new(remote.clone()));

@@ -43,6 +43,7 @@ pub struct Features {
     recv_buffer_ring: bool,
     multishot_recv: bool,
     multishot_accept: bool,
+    iowait: bool,
 }
 
 impl Features {
@@ -94,6 +95,18 @@ impl Features {
 
     pub(crate) fn set_multishot_accept(&mut self, on: bool) {
         self.multishot_accept = on;
+    }
+
+    /// Whether the loop's waits count as iowait: true unless [`Builder::iowait`] turned that
+    /// off and the kernel can (Linux 6.15+).
+    ///
+    /// [`Builder::iowait`]: crate::Builder::iowait
+    pub fn iowait(&self) -> bool {
+        self.iowait
+    }
+
+    pub(crate) fn set_iowait(&mut self, on: bool) {
+        self.iowait = on;
     }
 
     /// Whether the kernel supports the io_uring opcode `code` (for example
@@ -213,6 +226,7 @@ fn finish(ring: IoUring, mode: SetupMode) -> io::Result<(IoUring, Features)> {
         recv_buffer_ring: false,
         multishot_recv: false,
         multishot_accept: false,
+        iowait: true,
     };
     Ok((ring, features))
 }
