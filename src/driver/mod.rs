@@ -48,6 +48,29 @@ pub(crate) const CANCEL_USER_DATA: u64 = u64::MAX;
 /// under `DEFER_TASKRUN` nothing completes without it.
 const ENTER_GETEVENTS: u32 = 1 << 0;
 
+/// Batch waits: when completions come in bunches, a blocking wait asks for `target` of them
+/// and gives them `wait_us` to arrive (the kernel's min-wait: past it, one is enough), so one
+/// `io_uring_enter` takes in more of them. The target adapts: it doubles while waits bring in
+/// at least twice as many and halves when one falls short, and never exceeds a quarter of the
+/// ops that could complete, so a quiet loop (one completion per wait) waits for one, as
+/// without batching.
+#[derive(Clone, Copy)]
+struct Batch {
+    wait_us: u32,
+    target: u32,
+}
+
+impl Batch {
+    /// Adapts the target after a wait that brought in `got` completions; `cap` bounds it.
+    fn adjust(&mut self, got: u32, cap: u32) {
+        if got >= self.target.saturating_mul(2) {
+            self.target = self.target.saturating_mul(2).min(cap).max(1);
+        } else if got < self.target {
+            self.target = (self.target / 2).max(1);
+        }
+    }
+}
+
 /// Flags for a blocking wait. With `IORING_ENTER_NO_IOWAIT` (Linux 6.15+) the wait is not
 /// accounted as iowait (see `Builder::iowait`).
 fn wait_flags(no_iowait: bool) -> io_uring::EnterFlags {
@@ -95,6 +118,8 @@ pub(crate) struct PoolConfig {
     pub(crate) send_zc_threshold: Option<usize>,
     /// False: ask the kernel not to count waits as iowait, where it can (6.15+).
     pub(crate) iowait: bool,
+    /// Bound of a batch wait (`Builder::batch_wait`), where the kernel has min-wait (6.12+).
+    pub(crate) batch_wait: Option<Duration>,
     pub(crate) count: u16,
     pub(crate) size: usize,
     /// Wakes the loop from another thread (a buffer dropped there was queued for return).
@@ -120,6 +145,10 @@ struct Inner {
     stray_cqes: u64,
     /// Waits pass `IORING_ENTER_NO_IOWAIT`.
     no_iowait: bool,
+    /// Batch waits, if asked for and the kernel can bound them.
+    batch: Option<Batch>,
+    /// CQEs reaped so far (wrapping): how many a wait brought in.
+    reaped: u32,
     /// Wakes a waker while the driver is borrowed if that is known to be harmless, else hands
     /// it back to be woken after the borrow (see [`PoolConfig::wake_inline`]).
     wake_inline: fn(Waker) -> Result<(), Waker>,
@@ -174,6 +203,13 @@ impl Driver {
         let wake_loop = pool.wake_loop;
         let wake_inline = pool.wake_inline;
         let no_iowait = !pool.iowait && ring.params().is_feature_no_iowait();
+        let batch = pool
+            .batch_wait
+            .filter(|_| ring.params().is_feature_min_timeout())
+            .map(|d| Batch {
+                wait_us: u32::try_from(d.as_micros()).unwrap_or(u32::MAX).max(1),
+                target: 1,
+            });
         let multishot = pool.multishot && kernel.is_some_and(|v| v >= (6, 0));
         let multishot_accept = pool.multishot_accept && kernel.is_some_and(|v| v >= (5, 19));
         let registered = if pool.enabled {
@@ -219,6 +255,8 @@ impl Driver {
                 owned: 0,
                 stray_cqes: 0,
                 no_iowait,
+                batch,
+                reaped: 0,
                 wake_inline,
             }),
         }));
@@ -330,12 +368,34 @@ impl Driver {
 
     /// Submits what is queued and reaps what completed, without blocking.
     pub(crate) fn submit(&self) -> io::Result<()> {
-        self.0.inner.borrow_mut().enter(0, None)
+        self.0.inner.borrow_mut().enter(0, None, 0)
     }
 
-    /// Submits, then blocks until a completion arrives or `timeout` passes.
+    /// Submits, then blocks until a completion arrives or `timeout` passes. With batching on
+    /// (`Builder::batch_wait`), it first waits a bounded time for a batch (see `Batch`).
     pub(crate) fn park(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.0.inner.borrow_mut().enter(1, timeout)
+        let mut inner = self.0.inner.borrow_mut();
+        let Some(batch) = inner.batch else {
+            return inner.enter(1, timeout, 0);
+        };
+        let cap = (inner.owned / 4).max(1) as u32;
+        let want = batch.target.min(cap);
+        let before = inner.reaped;
+        let r = inner.enter(want, timeout, batch.wait_us);
+        let got = inner.reaped.wrapping_sub(before);
+        if let Some(b) = inner.batch.as_mut() {
+            b.adjust(got, cap);
+        }
+        r
+    }
+
+    /// The batch wait in effect (`None`: off, or the kernel cannot bound it).
+    pub(crate) fn batch_wait(&self) -> Option<Duration> {
+        self.0
+            .inner
+            .borrow()
+            .batch
+            .map(|b| Duration::from_micros(b.wait_us.into()))
     }
 
     /// Cancels every op still in the kernel, reaps until none is left or `timeout` passes,
@@ -368,7 +428,7 @@ impl Driver {
                 }
             }
             let wait = (deadline - now).min(Duration::from_millis(100));
-            let r = inner.enter(1, Some(wait));
+            let r = inner.enter(1, Some(wait), 0);
             drop(inner);
             self.run_released();
             if let Err(e) = r {
@@ -673,7 +733,7 @@ impl Inner {
                 return Ok(());
             }
             // Full: hand the queued SQEs to the kernel to make room, reaping as we go.
-            self.enter(0, None)?;
+            self.enter(0, None, 0)?;
         }
     }
 
@@ -710,11 +770,12 @@ impl Inner {
         }
     }
 
-    /// One `io_uring_enter`: submits every queued SQE and, with `want > 0`, waits for a
-    /// completion or `timeout`; then reaps. `EINTR` and an expired timeout are not errors;
-    /// `EBUSY`/`EAGAIN`/`ENOMEM` (completions backed up, or the kernel short of memory) reap
-    /// first and retry.
-    fn enter(&mut self, want: u32, timeout: Option<Duration>) -> io::Result<()> {
+    /// One `io_uring_enter`: submits every queued SQE and, with `want > 0`, waits for `want`
+    /// completions or `timeout`; then reaps. With `min_wait_us > 0` (a batch wait) the kernel
+    /// returns after that long if at least one completion is in, short of `want`. `EINTR` and
+    /// an expired timeout are not errors; `EBUSY`/`EAGAIN`/`ENOMEM` (completions backed up,
+    /// or the kernel short of memory) reap first and retry.
+    fn enter(&mut self, want: u32, timeout: Option<Duration>, min_wait_us: u32) -> io::Result<()> {
         let mut tries = 0;
         loop {
             let no_iowait = self.no_iowait;
@@ -724,7 +785,12 @@ impl Inner {
             let res = match timeout {
                 Some(t) if want > 0 => {
                     let ts = types::Timespec::from(t);
-                    let args = types::SubmitArgs::new().timespec(&ts);
+                    // The kernel's overall timeout starts only after the min-wait: a min-wait
+                    // longer than `t` would delay the timer due at `t`.
+                    let until_timer = u32::try_from(t.as_micros()).unwrap_or(u32::MAX);
+                    let args = types::SubmitArgs::new()
+                        .timespec(&ts)
+                        .min_wait_usec(min_wait_us.min(until_timer));
                     submitter.submit_with_args_and_flags(
                         want as usize,
                         &args,
@@ -732,12 +798,14 @@ impl Inner {
                     )
                 }
                 // A wait without a timeout still goes through the extended argument where the
-                // kernel can be told not to count it as iowait (see `wait_flags`).
-                None if want > 0 && no_iowait => submitter.submit_with_args_and_flags(
-                    want as usize,
-                    &types::SubmitArgs::new(),
-                    wait_flags(true),
-                ),
+                // kernel can be told not to count it as iowait (see `wait_flags`), or to bound
+                // a batch wait.
+                None if want > 0 && (no_iowait || min_wait_us > 0) => submitter
+                    .submit_with_args_and_flags(
+                        want as usize,
+                        &types::SubmitArgs::new().min_wait_usec(min_wait_us),
+                        wait_flags(no_iowait),
+                    ),
                 // SAFETY: no argument pointer is passed (`None`), so the kernel reads nothing
                 // but the flags and counts given here.
                 _ => unsafe {
@@ -838,6 +906,7 @@ impl Inner {
             // memory, not on correctness); the queue keeps every CQE either way.
             let _ = self.push_cancel(key);
         }
+        self.reaped = self.reaped.wrapping_add(n as u32);
         n
     }
 
@@ -878,5 +947,40 @@ impl Drop for Inner {
             let ops = std::mem::take(&mut self.ops);
             std::mem::forget(ops);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Batch;
+
+    #[test]
+    fn batch_target_grows_on_full_waits_and_halves_on_short_ones() {
+        let mut b = Batch {
+            wait_us: 20,
+            target: 1,
+        };
+        // A quiet loop: one completion per wait never grows the target.
+        for _ in 0..10 {
+            b.adjust(1, 16);
+        }
+        assert_eq!(b.target, 1);
+        // Bunches of completions double it, up to the cap.
+        for want in [2, 4, 8, 16, 16] {
+            b.adjust(64, 16);
+            assert_eq!(b.target, want);
+        }
+        // Enough to meet the target but not twice it: unchanged.
+        b.adjust(20, 16);
+        assert_eq!(b.target, 16);
+        // A wait that fell short halves it, down to one.
+        for want in [8, 4, 2, 1, 1] {
+            b.adjust(0, 16);
+            assert_eq!(b.target, want);
+        }
+        // A cap that shrank (fewer ops in flight) bounds the next growth.
+        b.target = 8;
+        b.adjust(100, 2);
+        assert_eq!(b.target, 2);
     }
 }

@@ -107,6 +107,7 @@ impl EventLoop {
                 multishot_accept: b.multishot_accept,
                 send_zc_threshold: b.send_zc_threshold,
                 iowait: b.iowait,
+                batch_wait: b.batch_wait,
                 count: b.recv_buffers.0,
                 size: b.recv_buffers.1,
                 wake_loop: std::sync::Arc::new(move || wake_remote.notifier().notify()),
@@ -118,6 +119,7 @@ impl EventLoop {
         features.set_multishot_recv(driver.multishot_recv());
         features.set_multishot_accept(driver.multishot_accept());
         features.set_iowait(driver.iowait());
+        features.set_batch_wait(driver.batch_wait());
         let sched = Scheduler::new(remote.clone());
         let timers = Timers::new(id, Instant::now());
         let shared = Arc::new(Shared::new(remote.clone()));

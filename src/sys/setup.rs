@@ -44,6 +44,7 @@ pub struct Features {
     multishot_recv: bool,
     multishot_accept: bool,
     iowait: bool,
+    batch_wait: Option<std::time::Duration>,
 }
 
 impl Features {
@@ -107,6 +108,18 @@ impl Features {
 
     pub(crate) fn set_iowait(&mut self, on: bool) {
         self.iowait = on;
+    }
+
+    /// The bound of a batch wait in effect: what [`Builder::batch_wait`] asked for, if the
+    /// kernel can bound a wait that way (Linux 6.12+).
+    ///
+    /// [`Builder::batch_wait`]: crate::Builder::batch_wait
+    pub fn batch_wait(&self) -> Option<std::time::Duration> {
+        self.batch_wait
+    }
+
+    pub(crate) fn set_batch_wait(&mut self, wait: Option<std::time::Duration>) {
+        self.batch_wait = wait;
     }
 
     /// Whether the kernel supports the io_uring opcode `code` (for example
@@ -227,6 +240,7 @@ fn finish(ring: IoUring, mode: SetupMode) -> io::Result<(IoUring, Features)> {
         multishot_recv: false,
         multishot_accept: false,
         iowait: true,
+        batch_wait: None,
     };
     Ok((ring, features))
 }

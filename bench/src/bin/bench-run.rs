@@ -16,7 +16,17 @@ use std::time::{Duration, Instant};
 
 use ringloop_bench::{raise_nofile, Args};
 
-const SERVERS: [&str; 4] = ["ringloop", "tokio", "monoio", "bare"];
+const SERVERS: [&str; 5] = ["ringloop", "ringloop-batch", "tokio", "monoio", "bare"];
+
+/// Servers whose code differs: `ringloop-batch` is `ringloop` with a set-up option, so the
+/// idle-memory and instruction counts, which it cannot change, are not repeated for it.
+fn distinct(servers: &[&'static str]) -> Vec<&'static str> {
+    servers
+        .iter()
+        .copied()
+        .filter(|s| *s != "ringloop-batch")
+        .collect()
+}
 
 #[derive(Clone, Copy)]
 struct Point {
@@ -470,7 +480,7 @@ fn main() {
     }
 
     let idle_n = if quick { 1000 } else { 10_000 };
-    let idle: Vec<(&str, f64)> = servers
+    let idle: Vec<(&str, f64)> = distinct(&servers)
         .iter()
         .map(|s| (*s, idle_bytes(&cfg, s, idle_n)))
         .collect();
@@ -483,7 +493,7 @@ fn main() {
             .is_ok_and(|s| s.success());
     let (n1, n2) = if quick { (1000, 3000) } else { (5000, 25000) };
     let callgrind: Vec<(&str, Option<f64>)> = if valgrind {
-        servers
+        distinct(&servers)
             .iter()
             .map(|s| (*s, callgrind_per_request(&cfg, s, n1, n2)))
             .collect()
@@ -566,7 +576,7 @@ fn report(
         cfg.client_cpu,
         cfg.duration
     );
-    let _ = writeln!(md, "Servers: `ringloop` (this crate, multishot accept/recv, `RecvBuf` echoed back), `tokio` (current_thread), `monoio` (io_uring driver), `bare` (the io-uring crate by hand: multishot accept and recv, a buffer ring, no executor). Ratios are ringloop ÷ peer, measured in the same run. CPU is the server's user+system CPU-seconds per 1M requests (from /proc); syscalls per request are counted by `perf stat -e raw_syscalls:sys_enter` on the server's PID, in a separate run per (server, point) since the tracepoint slows every call.\n");
+    let _ = writeln!(md, "Servers: `ringloop` (this crate, multishot accept/recv, `RecvBuf` echoed back), `ringloop-batch` (the same with `Builder::batch_wait` at 20 µs: waits gather completions in bunches, opt-in), `tokio` (current_thread), `monoio` (io_uring driver), `bare` (the io-uring crate by hand: multishot accept and recv, a buffer ring, no executor). Ratios are ringloop ÷ peer, measured in the same run. CPU is the server's user+system CPU-seconds per 1M requests (from /proc); syscalls per request are counted by `perf stat -e raw_syscalls:sys_enter` on the server's PID, in a separate run per (server, point) since the tracepoint slows every call.\n");
     let _ = writeln!(md, "| point | server | req/s | ringloop ÷ this | p50 µs | p99 µs | p99.9 µs | CPU s/1M req (user+sys) | user | sys | syscalls/req | peak RSS MiB |");
     let _ = writeln!(
         md,
@@ -634,7 +644,7 @@ fn report(
 }
 
 fn svg(points: &[Point], servers: &[&str], med: &BTreeMap<(usize, &str), Sample>) -> String {
-    let colors = ["#d9480f", "#1c7ed6", "#2b8a3e", "#868e96"];
+    let colors = ["#d9480f", "#f59f00", "#1c7ed6", "#2b8a3e", "#868e96"];
     let (w, panel_h, top) = (980.0, 260.0, 50.0);
     let group_w = (w - 120.0) / points.len() as f64;
     let bar_w = group_w * 0.8 / servers.len() as f64;
@@ -654,7 +664,7 @@ fn svg(points: &[Point], servers: &[&str], med: &BTreeMap<(usize, &str), Sample>
         let _ = writeln!(
             s,
             r#"<rect x="{x}" y="34" width="12" height="12" fill="{}"/><text x="{}" y="44">{srv}</text>"#,
-            colors[i % 4],
+            colors[i % colors.len()],
             x + 16.0
         );
     }
@@ -693,7 +703,7 @@ fn svg(points: &[Point], servers: &[&str], med: &BTreeMap<(usize, &str), Sample>
                     r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="{}"/>"#,
                     base - bh,
                     bar_w - 2.0,
-                    colors[si % 4]
+                    colors[si % colors.len()]
                 );
                 let _ = writeln!(
                     s,

@@ -1,4 +1,5 @@
-//! The echo servers under test, one thread each: `--server ringloop|tokio|monoio|bare`.
+//! The echo servers under test, one thread each:
+//! `--server ringloop|ringloop-batch|tokio|monoio|bare`.
 //! Prints `listening ADDR` once bound, then serves until killed.
 
 use std::io::Write;
@@ -26,6 +27,9 @@ pub(crate) fn conn_closed() {
 /// ringloop receives into its pool's buffers (16 KiB by default), bare into 4 KiB ones.
 const READ_BUF: usize = 8 * 1024;
 
+/// The batch wait of the `ringloop-batch` server.
+const BATCH_WAIT_US: u64 = 20;
+
 fn announce(addr: SocketAddr) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "listening {addr}");
@@ -34,8 +38,13 @@ fn announce(addr: SocketAddr) {
 
 /// `recv_buf`: the pool's buffer size (`--recv-buf`), else the library's default; `mode`:
 /// the ring set-up (`--mode defer|coop|basic`), else the library's choice.
-fn ringloop_server(addr: SocketAddr, recv_buf: Option<usize>, mode: Option<&str>) {
-    let mut b = ringloop::EventLoop::builder();
+fn ringloop_server(
+    addr: SocketAddr,
+    recv_buf: Option<usize>,
+    mode: Option<&str>,
+    batch_wait: Option<std::time::Duration>,
+) {
+    let mut b = ringloop::EventLoop::builder().batch_wait(batch_wait);
     if let Some(size) = recv_buf {
         b = b.recv_buffers(1024, size);
     }
@@ -155,12 +164,24 @@ fn main() {
             addr,
             args.str("recv-buf").and_then(|v| v.parse().ok()),
             args.str("mode"),
+            args.str("batch-wait-us")
+                .and_then(|v| v.parse().ok())
+                .map(std::time::Duration::from_micros),
+        ),
+        // The same server with `Builder::batch_wait` at 20 µs.
+        "ringloop-batch" => ringloop_server(
+            addr,
+            args.str("recv-buf").and_then(|v| v.parse().ok()),
+            args.str("mode"),
+            Some(std::time::Duration::from_micros(BATCH_WAIT_US)),
         ),
         "tokio" => tokio_server(addr),
         "monoio" => monoio_server(addr),
         "bare" => bare::serve(addr, announce),
         other => {
-            eprintln!("bench-echo: --server ringloop|tokio|monoio|bare (got {other:?})");
+            eprintln!(
+                "bench-echo: --server ringloop|ringloop-batch|tokio|monoio|bare (got {other:?})"
+            );
             std::process::exit(2);
         }
     }

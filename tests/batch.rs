@@ -1,0 +1,100 @@
+//! `Builder::batch_wait`: waits that gather completions in bunches, never past a deadline.
+
+use std::time::{Duration, Instant};
+
+use ringloop::net::{TcpListener, TcpStream};
+use ringloop::{spawn, time, EventLoop};
+
+fn batching_loop(wait: Duration) -> Option<EventLoop> {
+    let lp = EventLoop::builder().batch_wait(Some(wait)).build().unwrap();
+    if lp.features().batch_wait().is_none() {
+        eprintln!("this kernel cannot bound a wait (needs 6.12+): nothing to test");
+        return None;
+    }
+    assert_eq!(lp.features().batch_wait(), Some(wait));
+    Some(lp)
+}
+
+#[test]
+fn off_by_default() {
+    assert_eq!(EventLoop::new().unwrap().features().batch_wait(), None);
+    let lp = EventLoop::builder()
+        .batch_wait(Some(Duration::ZERO))
+        .build()
+        .unwrap();
+    assert_eq!(lp.features().batch_wait(), None);
+}
+
+/// A lone completion on a quiet loop is not held back by a long batch wait, and a timer
+/// still fires at its deadline.
+#[test]
+fn quiet_loop_is_not_delayed() {
+    let Some(mut lp) = batching_loop(Duration::from_millis(500)) else {
+        return;
+    };
+    lp.block_on(async {
+        for _ in 0..5 {
+            let t = Instant::now();
+            time::sleep(Duration::from_millis(10)).await;
+            let took = t.elapsed();
+            assert!(
+                took < Duration::from_millis(250),
+                "a 10 ms sleep took {took:?}"
+            );
+        }
+    });
+}
+
+/// Many connections echoing at once (the case batching is for): every byte comes back, and
+/// nothing waits anywhere near the bound for long.
+#[test]
+fn busy_echo_loses_nothing() {
+    const CONNS: usize = 32;
+    const ROUNDS: usize = 200;
+    let Some(mut lp) = batching_loop(Duration::from_millis(2)) else {
+        return;
+    };
+    let t = Instant::now();
+    lp.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        spawn(async move {
+            loop {
+                let (c, _) = l.accept().await.unwrap();
+                spawn(async move {
+                    loop {
+                        let b = c.recv().await.unwrap();
+                        if b.is_empty() {
+                            return;
+                        }
+                        c.write_all(b).await.0.unwrap();
+                    }
+                });
+            }
+        });
+        let mut clients = Vec::new();
+        for i in 0..CONNS {
+            clients.push(spawn(async move {
+                let s = TcpStream::connect(addr).await.unwrap();
+                for r in 0..ROUNDS {
+                    let msg = format!("{i}:{r}");
+                    let (res, _) = s.write_all(msg.clone().into_bytes()).await;
+                    res.unwrap();
+                    let mut got = Vec::new();
+                    while got.len() < msg.len() {
+                        let b = s.recv().await.unwrap();
+                        assert!(!b.is_empty(), "early EOF");
+                        got.extend_from_slice(&b);
+                    }
+                    assert_eq!(got, msg.as_bytes());
+                }
+            }));
+        }
+        for c in clients {
+            c.await.unwrap();
+        }
+    });
+    // 6400 round trips; even one 2 ms wait per round trip would take 12.8 s.
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+}
