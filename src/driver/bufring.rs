@@ -157,6 +157,7 @@ impl BufPool {
     }
 
     /// Writes back buffers dropped on other threads. Called by the loop every turn.
+    #[inline]
     pub(crate) fn drain_foreign(&self) {
         if !self.0.foreign_pending.load(Ordering::Acquire) {
             return;

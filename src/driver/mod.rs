@@ -296,12 +296,14 @@ impl Driver {
 
     /// Takes in what other threads handed back: receive buffers dropped there, and streams
     /// whose owner (a socket or listener) was dropped there.
+    #[inline]
     pub(crate) fn drain_foreign(&self) {
         if let Some(p) = &self.0.pool {
             p.drain_foreign();
         }
         let drops = &self.0.foreign_drops;
-        if drops.pending.swap(false, Ordering::Acquire) {
+        // A plain load first: the swap's locked instruction only when something is pending.
+        if drops.pending.load(Ordering::Relaxed) && drops.pending.swap(false, Ordering::Acquire) {
             let keys = std::mem::take(&mut *drops.keys.lock().unwrap_or_else(|e| e.into_inner()));
             for key in keys {
                 self.drop_stream(key);
@@ -347,6 +349,7 @@ impl Driver {
         }
     }
 
+    #[inline]
     pub(crate) fn has_released(&self) -> bool {
         !self.0.inner.borrow().released.is_empty()
     }
@@ -362,8 +365,13 @@ impl Driver {
     }
 
     /// Arms the doorbell read if it is not in the kernel already.
+    #[inline]
     pub(crate) fn arm_wake(&self) -> io::Result<()> {
-        self.0.inner.borrow_mut().arm_wake()
+        let mut inner = self.0.inner.borrow_mut();
+        if inner.wake_armed {
+            return Ok(());
+        }
+        inner.arm_wake()
     }
 
     /// Submits what is queued and reaps what completed, without blocking.

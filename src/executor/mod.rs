@@ -83,6 +83,7 @@ impl Notifier {
     }
 
     /// Consumes a pending notification.
+    #[inline]
     pub(crate) fn take_pending(&self) -> bool {
         self.pending.load(Ordering::Relaxed) && self.pending.swap(false, Ordering::AcqRel)
     }
@@ -212,10 +213,15 @@ impl Scheduler {
     }
 
     /// Takes in remote spawns and wakes, if any were signalled.
+    #[inline]
     pub(crate) fn drain_remote(&self) {
-        if !self.core.remote.notifier.take_pending() {
-            return;
+        if self.core.remote.notifier.take_pending() {
+            self.drain_remote_queue();
         }
+    }
+
+    #[cold]
+    fn drain_remote_queue(&self) {
         let (spawns, wakes) = {
             let mut q = self.core.remote.lock();
             (std::mem::take(&mut q.spawns), std::mem::take(&mut q.wakes))

@@ -161,7 +161,7 @@ impl EventLoop {
         let mut cx = Context::from_waker(&waker);
         let mut fut = pin!(fut);
         loop {
-            if main.woken.swap(false, Ordering::AcqRel) {
+            if main.woken.load(Ordering::Acquire) && main.woken.swap(false, Ordering::AcqRel) {
                 if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
                     return out;
                 }
@@ -320,15 +320,16 @@ impl Core {
         Ok(())
     }
 
+    #[inline]
     fn fire_timers(&self) {
-        let mut wakers = self.timer_wakers.borrow_mut();
-        {
-            let mut wheel = self.timers.wheel.borrow_mut();
-            if wheel.pending() == 0 {
-                return;
-            }
-            wheel.process(Instant::now(), &mut wakers);
+        if self.timers.wheel.borrow().pending() == 0 {
+            return;
         }
+        let mut wakers = self.timer_wakers.borrow_mut();
+        self.timers
+            .wheel
+            .borrow_mut()
+            .process(Instant::now(), &mut wakers);
         // Wake with no borrow of the wheel held; `wakers` is this loop's own scratch vector and
         // wakers only push onto run queues.
         for w in wakers.drain(..) {
@@ -336,6 +337,7 @@ impl Core {
         }
     }
 
+    #[inline]
     fn run_released(&self) {
         if !self.driver.has_released() {
             return;
