@@ -273,26 +273,35 @@ fn idle_bytes(cfg: &Cfg, server: &str, n: usize) -> f64 {
     (after.saturating_sub(before) * 1024) as f64 / n as f64
 }
 
-/// User-space instructions per request under callgrind: the difference between a run of
-/// `n2` and one of `n1` requests, divided by `n2 - n1`, so start-up cancels out.
-fn callgrind_per_request(cfg: &Cfg, server: &str, n1: u64, n2: u64) -> Option<f64> {
+/// User-space instructions per request under callgrind, over `conns` connections: the
+/// difference between a run of `n2` and one of `n1` requests, divided by `n2 - n1`, so
+/// start-up cancels out.
+fn callgrind_per_request(cfg: &Cfg, server: &str, conns: usize, n1: u64, n2: u64) -> Option<f64> {
     let mut totals = Vec::new();
+    let conns = conns.to_string();
     for n in [n1, n2] {
-        let out = std::env::temp_dir().join(format!("ringloop-cg-{server}-{n}.out"));
+        let out = std::env::temp_dir().join(format!("ringloop-cg-{server}-{conns}-{n}.out"));
         let wrapper: Vec<String> = vec![
             "valgrind".into(),
             "--tool=callgrind".into(),
             format!("--callgrind-out-file={}", out.display()),
         ];
-        let (srv, addr) = spawn_server(cfg, server, &wrapper, &["--exit-after", "16"]);
+        let (srv, addr) = spawn_server(cfg, server, &wrapper, &["--exit-after", &conns]);
         let status = Command::new(cfg.bin.join("bench-load"))
-            .args(["--addr", &addr.to_string(), "--conns", "16", "--size", "64"])
+            .args([
+                "--addr",
+                &addr.to_string(),
+                "--conns",
+                &conns,
+                "--size",
+                "64",
+            ])
             .args(["--requests", &n.to_string()])
             .args(["--cpu", &cfg.client_cpu.to_string()])
             .stdout(Stdio::null())
             .status()
             .ok()?;
-        // The server exits by itself once the 16 connections closed (--exit-after), so
+        // The server exits by itself once the connections closed (--exit-after), so
         // valgrind writes its output; signals cannot stop it while it waits in io_uring_enter.
         let exited = wait_for_exit(srv, Duration::from_secs(120));
         if !status.success() || !exited {
@@ -492,10 +501,16 @@ fn main() {
             .status()
             .is_ok_and(|s| s.success());
     let (n1, n2) = if quick { (1000, 3000) } else { (5000, 25000) };
-    let callgrind: Vec<(&str, Option<f64>)> = if valgrind {
+    let callgrind: Vec<(&str, Option<f64>, Option<f64>)> = if valgrind {
         distinct(&servers)
             .iter()
-            .map(|s| (*s, callgrind_per_request(&cfg, s, n1, n2)))
+            .map(|s| {
+                (
+                    *s,
+                    callgrind_per_request(&cfg, s, 16, n1, n2),
+                    callgrind_per_request(&cfg, s, 1, n1, n2),
+                )
+            })
             .collect()
     } else {
         Vec::new()
@@ -546,7 +561,7 @@ fn report(
     med: &BTreeMap<(usize, &str), Sample>,
     idle: &[(&str, f64)],
     idle_n: usize,
-    callgrind: &[(&str, Option<f64>)],
+    callgrind: &[(&str, Option<f64>, Option<f64>)],
     (n1, n2): (u64, u64),
     micro: &str,
 ) -> String {
@@ -616,20 +631,22 @@ fn report(
         let _ = writeln!(md, "| {s} | {b:.0} |");
     }
     if !callgrind.is_empty() {
-        let _ = writeln!(md, "\n## User-space instructions per request (callgrind)\n\n64 B echo, 16 connections; (instructions at {n2} requests − at {n1}) ÷ {}. Exact and repeatable, unlike wall-clock figures on a shared machine.\n\n| server | instructions/request | ringloop ÷ this |\n|---|---:|---:|", n2 - n1);
-        let ours = callgrind
-            .iter()
-            .find(|(s, _)| *s == "ringloop")
-            .and_then(|(_, v)| *v);
-        for (s, v) in callgrind {
-            let ratio = match (ours, v) {
-                (Some(o), Some(v)) if *s != "ringloop" => format!("{:.2}", o / v),
-                _ => "—".into(),
-            };
+        let _ = writeln!(md, "\n## User-space instructions per request (callgrind)\n\n64 B echo over 16 connections and over 1; (instructions at {n2} requests − at {n1}) ÷ {}. Free of the machine's noise: exact over one connection, within a few percent over 16 (how many requests share a loop turn varies from run to run). Over one connection an io_uring server turns its loop twice per request (the receive's completion, then the send's), so per-turn costs weigh double there.\n\n| server | instructions/request, 16 conns | ringloop ÷ this | instructions/request, 1 conn | ringloop ÷ this |\n|---|---:|---:|---:|---:|", n2 - n1);
+        let ours = callgrind.iter().find(|(s, ..)| *s == "ringloop");
+        let fmt = |v: Option<f64>| v.map_or("failed".into(), |v| format!("{v:.0}"));
+        let ratio = |o: Option<f64>, v: Option<f64>, s: &str| match (o, v) {
+            (Some(o), Some(v)) if s != "ringloop" => format!("{:.2}", o / v),
+            _ => "—".into(),
+        };
+        for (s, many, one) in callgrind {
+            let (o16, o1) = ours.map_or((None, None), |(_, a, b)| (*a, *b));
             let _ = writeln!(
                 md,
-                "| {s} | {} | {ratio} |",
-                v.map_or("failed".into(), |v| format!("{v:.0}"))
+                "| {s} | {} | {} | {} | {} |",
+                fmt(*many),
+                ratio(o16, *many, s),
+                fmt(*one),
+                ratio(o1, *one, s)
             );
         }
     }
