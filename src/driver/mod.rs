@@ -519,7 +519,7 @@ impl Driver {
             // An op with a result CQE then more (SEND_ZC: the notification that the buffer is
             // free): it resolves with the first CQE once the final one has arrived.
             Lifecycle::Streaming(st) if st.finished => {
-                let first = st.queue.front().copied();
+                let first = st.queue.front();
                 let freed = inner.ops.remove(key);
                 drop(inner);
                 drop(freed);
@@ -554,7 +554,7 @@ impl Driver {
             }
             Some(Lifecycle::Streaming(st)) if st.finished => {
                 // Every CQE is in: nothing to cancel, the caller owns the data again.
-                let first = st.queue.front().copied();
+                let first = st.queue.front();
                 inner.ops.remove(key);
                 match first {
                     Some(c) => DropOutcome::Completed(c),
@@ -606,7 +606,7 @@ impl Driver {
         let key = entry.key();
         entry.insert(Lifecycle::Streaming(Box::new(slot::Stream {
             waker: None,
-            queue: std::collections::VecDeque::new(),
+            queue: slot::CqeQueue::default(),
             finished: false,
             keep: Some(keep),
             cap,
@@ -632,7 +632,7 @@ impl Driver {
             // Not a stream (abandoned at close): never hand anything out.
             return Poll::Pending;
         };
-        if let Some(c) = st.queue.pop_front() {
+        if let Some(c) = st.queue.pop() {
             if st.finished && st.queue.is_empty() {
                 let freed = inner.ops.remove(key);
                 drop(inner);
@@ -658,7 +658,7 @@ impl Driver {
         let Some(Lifecycle::Streaming(st)) = inner.ops.get_mut(key) else {
             return;
         };
-        let queued: Vec<Completion> = st.queue.drain(..).collect();
+        let queued = st.queue.take_all();
         let waker = st.waker.take();
         let mut keep = st.keep.take();
         let finished = st.finished;

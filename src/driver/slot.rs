@@ -74,7 +74,7 @@ pub(crate) enum Lifecycle {
 /// The queue of a multishot op.
 pub(crate) struct Stream {
     pub(crate) waker: Option<Waker>,
-    pub(crate) queue: VecDeque<Completion>,
+    pub(crate) queue: CqeQueue,
     /// The final CQE (without `IORING_CQE_F_MORE`) is in the queue.
     pub(crate) finished: bool,
     /// What the kernel may use for this op's whole life (for an op armed by an I/O object
@@ -87,6 +87,62 @@ pub(crate) struct Stream {
     pub(crate) cap: usize,
     /// The cancel for reaching `cap` has been sent.
     pub(crate) throttled: bool,
+}
+
+/// The CQEs of a multishot op that its owner has not taken yet, oldest first.
+///
+/// A busy stream holds none or one between two polls of its owner, so the oldest lives
+/// inline and only a backlog reaches the heap. Invariant: `rest` is empty while `head` is.
+#[derive(Default)]
+pub(crate) struct CqeQueue {
+    head: Option<Completion>,
+    rest: VecDeque<Completion>,
+}
+
+impl CqeQueue {
+    #[inline]
+    pub(crate) fn push(&mut self, c: Completion) {
+        if self.head.is_none() {
+            self.head = Some(c);
+        } else {
+            self.push_rest(c);
+        }
+    }
+
+    #[cold]
+    fn push_rest(&mut self, c: Completion) {
+        self.rest.push_back(c);
+    }
+
+    #[inline]
+    pub(crate) fn pop(&mut self) -> Option<Completion> {
+        let c = self.head.take()?;
+        if !self.rest.is_empty() {
+            self.head = self.rest.pop_front();
+        }
+        Some(c)
+    }
+
+    /// The oldest CQE, left in place.
+    pub(crate) fn front(&self) -> Option<Completion> {
+        self.head
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        usize::from(self.head.is_some()) + self.rest.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    /// Takes every queued CQE, oldest first.
+    pub(crate) fn take_all(&mut self) -> Vec<Completion> {
+        let mut all = Vec::with_capacity(self.len());
+        all.extend(self.head.take());
+        all.extend(self.rest.drain(..));
+        all
+    }
 }
 
 /// What the reaper must do after a CQE was applied to a slot.
@@ -130,8 +186,8 @@ impl Lifecycle {
             Lifecycle::Submitted { waker } => {
                 let waker = waker.take();
                 if c.more() {
-                    let mut queue = VecDeque::with_capacity(4);
-                    queue.push_back(c);
+                    let mut queue = CqeQueue::default();
+                    queue.push(c);
                     *self = Lifecycle::Streaming(Box::new(Stream {
                         waker: None,
                         queue,
@@ -150,7 +206,7 @@ impl Lifecycle {
                     // A CQE after the final one would be a kernel bug; ignore it, harmlessly.
                     return OnCqe::Nothing;
                 }
-                st.queue.push_back(c);
+                st.queue.push(c);
                 st.finished = !c.more();
                 let waker = st.waker.take();
                 if st.cap != 0 && !st.finished && !st.throttled && st.queue.len() >= st.cap {
@@ -246,6 +302,30 @@ mod tests {
         assert!(!s.awaits_kernel());
         // A stray CQE after the final one must not panic.
         let _ = s.on_cqe(Completion { res: 9, flags: 0 });
+    }
+
+    #[test]
+    fn cqe_queue_keeps_order_across_inline_and_backlog() {
+        let c = |res| Completion { res, flags: MORE };
+        let mut q = CqeQueue::default();
+        assert!(q.is_empty() && q.pop().is_none());
+        q.push(c(1));
+        q.push(c(2));
+        q.push(c(3));
+        assert_eq!((q.len(), q.front()), (3, Some(c(1))));
+        assert_eq!(q.pop(), Some(c(1)));
+        // A push while a backlog remains goes behind it.
+        q.push(c(4));
+        let order: Vec<i32> = std::iter::from_fn(|| q.pop()).map(|c| c.res).collect();
+        assert_eq!(order, [2, 3, 4]);
+        assert!(q.is_empty());
+        q.push(c(5));
+        q.push(c(6));
+        assert_eq!(
+            q.take_all().iter().map(|c| c.res).collect::<Vec<_>>(),
+            [5, 6]
+        );
+        assert_eq!((q.is_empty(), q.len()), (true, 0));
     }
 
     #[test]
