@@ -3,7 +3,7 @@
 //! Contract with the runtime:
 //! - [`Scheduler::run`] polls ready tasks, at most a budget per call, on the owner thread.
 //! - A wake on the owner thread while the loop runs pushes onto the local run queue: a flag
-//!   check and a `VecDeque` push, no atomic. A wake from anywhere else (another thread, or
+//!   check and an intrusive-list push, no atomic. A wake from anywhere else (another thread, or
 //!   this thread while the loop is not the running one) hands a task reference to
 //!   [`Remote`], which rings the loop's eventfd only if the loop is asleep.
 //! - A task in the run queue is kept alive by the scheduler's own reference (its slab entry);
@@ -11,12 +11,12 @@
 //! - [`Scheduler::shutdown`] drops every future on the owner thread.
 
 mod join;
+mod queue;
 mod task;
 
 pub use join::{JoinError, JoinHandle};
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
@@ -28,6 +28,7 @@ use std::task::Waker;
 use slab::Slab;
 
 use crate::sys::EventFd;
+use queue::RunQueue;
 use task::{Header, RawTask, COMPLETE};
 
 thread_local! {
@@ -160,7 +161,7 @@ pub(crate) struct Scheduler {
 
 struct SchedCore {
     id: u64,
-    run_queue: RefCell<VecDeque<NonNull<Header>>>,
+    run_queue: RunQueue,
     tasks: RefCell<Slab<RawTask>>,
     remote: Arc<Remote>,
 }
@@ -182,7 +183,7 @@ impl Scheduler {
         Scheduler {
             core: Rc::new(SchedCore {
                 id: remote.loop_id,
-                run_queue: RefCell::new(VecDeque::with_capacity(256)),
+                run_queue: RunQueue::default(),
                 tasks: RefCell::new(Slab::new()),
                 remote,
             }),
@@ -209,7 +210,7 @@ impl Scheduler {
     }
 
     pub(crate) fn has_ready(&self) -> bool {
-        !self.core.run_queue.borrow().is_empty()
+        !self.core.run_queue.is_empty()
     }
 
     /// Takes in remote spawns and wakes, if any were signalled.
@@ -239,7 +240,7 @@ impl Scheduler {
     pub(crate) fn run(&self, budget: usize) -> usize {
         let mut n = 0;
         while n < budget {
-            let Some(ptr) = self.core.run_queue.borrow_mut().pop_front() else {
+            let Some(ptr) = self.core.run_queue.pop_front() else {
                 break;
             };
             n += 1;
@@ -291,7 +292,7 @@ impl Scheduler {
             }
         }
         loop {
-            let next = self.core.run_queue.borrow_mut().pop_front();
+            let next = self.core.run_queue.pop_front();
             let Some(ptr) = next else { break };
             // SAFETY: every task is complete now, so each queued entry owns its reference.
             let t = unsafe { RawTask::from_ptr(ptr) };
@@ -327,7 +328,7 @@ impl SchedCore {
             return;
         }
         h.scheduled.set(true);
-        self.run_queue.borrow_mut().push_back(ptr);
+        self.run_queue.push_back(ptr);
     }
 
     /// Drops the slab's reference of a completed task, or hands it to its queue entry.
@@ -438,6 +439,41 @@ mod tests {
             std::pin::Pin::new(&mut jh).poll(&mut cx),
             Poll::Ready(Ok(42))
         ));
+    }
+
+    #[test]
+    fn tasks_run_in_the_order_they_were_woken() {
+        let s = sched();
+        let _g = s.enter();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let wakers: Rc<RefCell<Vec<Option<Waker>>>> = Rc::new(RefCell::new(vec![None; 4]));
+        let _jhs: Vec<_> = (0..4)
+            .map(|i| {
+                let (log, wakers) = (log.clone(), wakers.clone());
+                let mut polls = 0;
+                s.spawn(poll_fn(move |cx| {
+                    log.borrow_mut().push(i);
+                    polls += 1;
+                    if polls == 2 {
+                        return Poll::Ready(());
+                    }
+                    wakers.borrow_mut()[i] = Some(cx.waker().clone());
+                    Poll::Pending
+                }))
+            })
+            .collect();
+        assert_eq!(s.run(100), 4);
+        // Wake them in another order, one twice (a queued task is not queued again).
+        for i in [2, 0, 3, 2, 1] {
+            if let Some(w) = wakers.borrow()[i].as_ref() {
+                w.wake_by_ref();
+            }
+        }
+        wakers.borrow_mut().clear();
+        assert_eq!(s.run(100), 4);
+        assert_eq!(*log.borrow(), [0, 1, 2, 3, 2, 0, 3, 1]);
+        assert!(!s.has_ready());
+        assert_eq!(s.live_tasks(), 0);
     }
 
     #[test]

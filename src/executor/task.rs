@@ -13,7 +13,7 @@
 //!   - `JOIN_WAKER`: `join_waker` holds a waker the owner may take. While unset, only the
 //!     handle touches `join_waker`; while set and not `COMPLETE`, nobody writes it.
 //!   - `CANCELLED`: `abort()` was called; the owner drops the future at its next turn.
-//! - `scheduled`, `slab_key`: the owner thread only (the thread running the loop).
+//! - `scheduled`, `next`, `slab_key`: the owner thread only (the thread running the loop).
 //! - `stage`: the owner thread until `COMPLETE`; then the join handle (if `JOIN_INTEREST`).
 //!
 //! A future is only ever polled and dropped on the owner thread: completion, abort and loop
@@ -42,6 +42,8 @@ pub(super) struct Header {
     refs: AtomicUsize,
     pub(super) state: AtomicU32,
     pub(super) scheduled: Cell<bool>,
+    /// The next task in the run queue while this one is queued (see `queue`).
+    pub(super) next: Cell<Option<NonNull<Header>>>,
     pub(super) slab_key: Cell<usize>,
     pub(super) remote: Arc<Remote>,
     vtable: &'static Vtable,
@@ -91,6 +93,7 @@ impl RawTask {
                 refs: AtomicUsize::new(2),
                 state: AtomicU32::new(JOIN_INTEREST),
                 scheduled: Cell::new(false),
+                next: Cell::new(None),
                 slab_key: Cell::new(usize::MAX),
                 remote,
                 vtable: &Vtable {
