@@ -89,6 +89,21 @@ pub(crate) struct Stream {
     pub(crate) throttled: bool,
 }
 
+impl Stream {
+    /// Queues a CQE of this (unfinished) stream and says whom to wake.
+    #[inline]
+    fn push(&mut self, c: Completion) -> OnCqe {
+        self.queue.push(c);
+        self.finished = !c.more();
+        let waker = self.waker.take();
+        if self.cap != 0 && !self.finished && !self.throttled && self.queue.len() >= self.cap {
+            self.throttled = true;
+            return OnCqe::Throttle(waker);
+        }
+        waker.map_or(OnCqe::Nothing, OnCqe::Wake)
+    }
+}
+
 /// The CQEs of a multishot op that its owner has not taken yet, oldest first.
 ///
 /// A busy stream holds none or one between two polls of its owner, so the oldest lives
@@ -167,18 +182,29 @@ impl Lifecycle {
     /// stopped having an owner ([`has_owner`](Lifecycle::has_owner) went from true to false).
     #[inline]
     pub(crate) fn on_cqe(&mut self, c: Completion) -> (OnCqe, bool) {
-        // The common case, a single-shot op's only CQE, without the generic path's drop glue:
-        // the old value is moved out whole and only its waker is kept.
-        if !c.more() && matches!(self, Lifecycle::Submitted { .. }) {
-            let Lifecycle::Submitted { waker } = std::mem::replace(self, Lifecycle::Completed(c))
-            else {
-                unreachable!("matched just above");
-            };
-            return (waker.map_or(OnCqe::Nothing, OnCqe::Wake), true);
+        match self {
+            // The common cases first, without the generic path's drop glue or its two
+            // ownership checks. A single-shot op's only CQE: the old value is moved out whole
+            // and only its waker is kept.
+            Lifecycle::Submitted { .. } if !c.more() => {
+                let Lifecycle::Submitted { waker } =
+                    std::mem::replace(self, Lifecycle::Completed(c))
+                else {
+                    unreachable!("matched just above");
+                };
+                (waker.map_or(OnCqe::Nothing, OnCqe::Wake), true)
+            }
+            // A live stream's next CQE: it had an owner, and loses it with the final CQE.
+            Lifecycle::Streaming(st) if !st.finished => {
+                let action = st.push(c);
+                (action, st.finished)
+            }
+            _ => {
+                let was_owned = self.has_owner();
+                let action = self.on_cqe_slow(c);
+                (action, was_owned && !self.has_owner())
+            }
         }
-        let was_owned = self.has_owner();
-        let action = self.on_cqe_slow(c);
-        (action, was_owned && !self.has_owner())
     }
 
     fn on_cqe_slow(&mut self, c: Completion) -> OnCqe {
@@ -201,20 +227,9 @@ impl Lifecycle {
                 }
                 waker.map_or(OnCqe::Nothing, OnCqe::Wake)
             }
-            Lifecycle::Streaming(st) => {
-                if st.finished {
-                    // A CQE after the final one would be a kernel bug; ignore it, harmlessly.
-                    return OnCqe::Nothing;
-                }
-                st.queue.push(c);
-                st.finished = !c.more();
-                let waker = st.waker.take();
-                if st.cap != 0 && !st.finished && !st.throttled && st.queue.len() >= st.cap {
-                    st.throttled = true;
-                    return OnCqe::Throttle(waker);
-                }
-                waker.map_or(OnCqe::Nothing, OnCqe::Wake)
-            }
+            // A CQE after the final one would be a kernel bug; ignore it, harmlessly.
+            Lifecycle::Streaming(st) if st.finished => OnCqe::Nothing,
+            Lifecycle::Streaming(st) => st.push(c),
             Lifecycle::Orphaned(_) if c.more() => OnCqe::ReleaseInPlace,
             Lifecycle::Orphaned(_) => OnCqe::FreeOrphan,
             Lifecycle::Internal(_) => OnCqe::FreeInternal,

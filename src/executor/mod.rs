@@ -392,9 +392,12 @@ pub(crate) fn wake_inline(w: Waker) -> Result<(), Waker> {
         return Err(w);
     }
     // SAFETY: non-null (it came from a reference); the slab holds a reference to the task.
-    core.schedule_local(unsafe { NonNull::new_unchecked(ptr as *mut Header) });
-    // Not the last reference: the slab entry (checked above) holds one.
-    drop(w);
+    let task = unsafe { NonNull::new_unchecked(ptr as *mut Header) };
+    core.schedule_local(task);
+    // The waker's reference is released here rather than through its vtable (this is our own
+    // waker, checked above); the slab entry holds another, so it is never the last.
+    let _ = std::mem::ManuallyDrop::new(w);
+    task::release_ref_not_last(task);
     Ok(())
 }
 

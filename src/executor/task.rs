@@ -215,6 +215,16 @@ fn drop_ref(ptr: NonNull<Header>) {
     }
 }
 
+/// Releases a reference that the caller knows is not the task's last (another holder, such
+/// as the scheduler's slab entry, outlives it): a plain decrement, with no check for the
+/// deallocation that cannot be due.
+pub(super) fn release_ref_not_last(ptr: NonNull<Header>) {
+    // SAFETY: the caller holds the reference it releases, so the header is alive.
+    let h = unsafe { ptr.as_ref() };
+    let prev = h.refs.fetch_sub(1, Ordering::Release);
+    debug_assert!(prev > 1, "released the last reference of a live task");
+}
+
 unsafe fn poll<F: Future>(ptr: NonNull<Header>, cx: &mut Context<'_>) -> bool {
     let cell = ptr.cast::<TaskCell<F>>();
     // SAFETY: owner thread, not COMPLETE: the owner has exclusive access to the stage.
