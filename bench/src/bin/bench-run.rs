@@ -2,9 +2,14 @@
 //! in interleaved, shuffled rounds; then memory per idle connection, callgrind instructions
 //! per request, and the microbenchmarks. Writes `bench/results/latest.md` and `latest.svg`.
 //!
-//! `bench-run` is the full run (about 20 minutes on 2 cores); `bench-run --quick` takes about
+//! `bench-run` is the full run (about 25 minutes on 2 cores); `bench-run --quick` takes about
 //! a minute and exists so CI keeps the benchmark building and running (it asserts nothing
 //! about speed).
+//!
+//! For a targeted comparison, `--servers ringloop,tokio` and `--points 1x64,64x4k` (point
+//! names: 1x64, 64x64, 256x64, 64x4k, 16x64k, 64x64d16) narrow the run, which then writes
+//! `partial.md`; `--no-idle`, `--no-callgrind` and `--no-micro` skip those parts, and
+//! `--syscall-runs N` sets how many counted runs give the syscall median (0: none).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -35,7 +40,55 @@ struct Point {
     depth: usize,
 }
 
+/// Every point of a full run.
+const POINTS: [Point; 6] = [
+    Point {
+        conns: 1,
+        size: 64,
+        depth: 1,
+    },
+    Point {
+        conns: 64,
+        size: 64,
+        depth: 1,
+    },
+    Point {
+        conns: 256,
+        size: 64,
+        depth: 1,
+    },
+    Point {
+        conns: 64,
+        size: 4096,
+        depth: 1,
+    },
+    Point {
+        conns: 16,
+        size: 65536,
+        depth: 1,
+    },
+    Point {
+        conns: 64,
+        size: 64,
+        depth: 16,
+    },
+];
+
 impl Point {
+    /// The name `--points` takes: `1x64`, `64x4k`, `64x64d16`...
+    fn id(&self) -> String {
+        let size = if self.size >= 1024 {
+            format!("{}k", self.size / 1024)
+        } else {
+            self.size.to_string()
+        };
+        if self.depth > 1 {
+            format!("{}x{size}d{}", self.conns, self.depth)
+        } else {
+            format!("{}x{size}", self.conns)
+        }
+    }
+
     fn label(&self) -> String {
         let size = if self.size >= 1024 {
             format!("{} KiB", self.size / 1024)
@@ -64,6 +117,7 @@ struct Sample {
     peak_rss_kib: u64,
 }
 
+#[derive(Clone)]
 struct Cfg {
     bin: PathBuf,
     server_cpu: usize,
@@ -324,6 +378,37 @@ fn callgrind_per_request(cfg: &Cfg, server: &str, conns: usize, n1: u64, n2: u64
     Some((totals[1] - totals[0]) / (n2 - n1) as f64)
 }
 
+/// ringloop ÷ `peer` at point `pi` for figure `f`, round by round, as "median× (lowest–highest)".
+fn paired(
+    samples: &BTreeMap<(usize, &str), Vec<Sample>>,
+    pi: usize,
+    peer: &str,
+    f: &dyn Fn(&Sample) -> f64,
+) -> String {
+    let (Some(ours), Some(theirs)) = (samples.get(&(pi, "ringloop")), samples.get(&(pi, peer)))
+    else {
+        return "—".into();
+    };
+    let ratios: Vec<f64> = ours
+        .iter()
+        .zip(theirs)
+        .map(|(a, b)| f(a) / f(b))
+        .filter(|r| r.is_finite())
+        .collect();
+    if ratios.is_empty() {
+        return "—".into();
+    }
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let n = ratios.len();
+    let m = median(ratios);
+    if n > 1 {
+        format!("{m:.2} ({lo:.2}–{hi:.2})")
+    } else {
+        format!("{m:.2}")
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -404,41 +489,33 @@ fn main() {
         perf,
     };
     let rounds: usize = args.get("rounds", if quick { 1 } else { 5 });
-    let servers: Vec<&str> = SERVERS.to_vec();
-    let mut points = vec![
-        Point {
-            conns: 1,
-            size: 64,
-            depth: 1,
-        },
-        Point {
-            conns: 64,
-            size: 64,
-            depth: 1,
-        },
-        Point {
-            conns: 256,
-            size: 64,
-            depth: 1,
-        },
-        Point {
-            conns: 64,
-            size: 4096,
-            depth: 1,
-        },
-        Point {
-            conns: 16,
-            size: 65536,
-            depth: 1,
-        },
-        Point {
-            conns: 64,
-            size: 64,
-            depth: 16,
-        },
-    ];
-    if quick {
-        points = vec![points[1], points[5]];
+    // `--servers a,b` and `--points 1x64,64x4k` narrow a run (for a targeted comparison); such
+    // a run writes `partial.md` and leaves `latest.md` alone.
+    let pick = |key: &str, all: Vec<String>| -> Vec<usize> {
+        match args.str(key) {
+            None => (0..all.len()).collect(),
+            Some(list) => list
+                .split(',')
+                .map(|want| {
+                    all.iter().position(|n| n == want).unwrap_or_else(|| {
+                        eprintln!("bench-run: --{key}: no {want:?}; one of {}", all.join(","));
+                        std::process::exit(2)
+                    })
+                })
+                .collect(),
+        }
+    };
+    let servers: Vec<&str> = pick("servers", SERVERS.iter().map(|s| s.to_string()).collect())
+        .into_iter()
+        .map(|i| SERVERS[i])
+        .collect();
+    let mut points: Vec<Point> = pick("points", POINTS.iter().map(Point::id).collect())
+        .into_iter()
+        .map(|i| POINTS[i])
+        .collect();
+    let partial = args.flag("servers") || args.flag("points");
+    if quick && !args.flag("points") {
+        points = vec![POINTS[1], POINTS[5]];
     }
     let out_dir = PathBuf::from(
         args.str("out")
@@ -479,20 +556,35 @@ fn main() {
         .iter()
         .map(|(k, v)| (*k, median_sample(v)))
         .collect();
-    if cfg.perf {
+    // Syscall counts move between runs (how many completions one io_uring_enter gathers
+    // depends on timing): the median of several counted runs, each shorter than a timed one.
+    let syscall_runs: usize = args.get("syscall-runs", if quick { 1 } else { 3 });
+    if cfg.perf && syscall_runs > 0 {
+        let counted_cfg = Cfg {
+            duration: cfg.duration.min(2.0),
+            ..cfg.clone()
+        };
         for (pi, p) in points.iter().enumerate() {
             for s in &servers {
-                let counted = measure(&cfg, s, *p, true);
-                med.get_mut(&(pi, *s)).unwrap().syscalls = counted.syscalls;
+                let counts: Vec<f64> = (0..syscall_runs)
+                    .filter_map(|_| measure(&counted_cfg, s, *p, true).syscalls)
+                    .collect();
+                if !counts.is_empty() {
+                    med.get_mut(&(pi, *s)).unwrap().syscalls = Some(median(counts));
+                }
             }
         }
     }
 
     let idle_n = if quick { 1000 } else { 10_000 };
-    let idle: Vec<(&str, f64)> = distinct(&servers)
-        .iter()
-        .map(|s| (*s, idle_bytes(&cfg, s, idle_n)))
-        .collect();
+    let idle: Vec<(&str, f64)> = if args.flag("no-idle") {
+        Vec::new()
+    } else {
+        distinct(&servers)
+            .iter()
+            .map(|s| (*s, idle_bytes(&cfg, s, idle_n)))
+            .collect()
+    };
 
     let valgrind = !args.flag("no-callgrind")
         && Command::new("valgrind")
@@ -516,18 +608,24 @@ fn main() {
         Vec::new()
     };
 
-    let micro = Command::new(cfg.bin.join("bench-micro"))
-        .args(if quick { vec!["--quick"] } else { vec![] })
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+    let micro = if args.flag("no-micro") {
+        String::new()
+    } else {
+        Command::new(cfg.bin.join("bench-micro"))
+            .args(if quick { vec!["--quick"] } else { vec![] })
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
 
     let md = report(
         &cfg,
         quick,
         rounds,
+        syscall_runs,
         &points,
         &servers,
+        &samples,
         &med,
         &idle,
         idle_n,
@@ -536,7 +634,13 @@ fn main() {
         &micro,
     );
     std::fs::create_dir_all(&out_dir).unwrap();
-    let name = if quick { "quick" } else { "latest" };
+    let name = if quick {
+        "quick"
+    } else if partial {
+        "partial"
+    } else {
+        "latest"
+    };
     std::fs::write(out_dir.join(format!("{name}.md")), &md).unwrap();
     std::fs::write(
         out_dir.join(format!("{name}.svg")),
@@ -556,8 +660,10 @@ fn report(
     cfg: &Cfg,
     quick: bool,
     rounds: usize,
+    syscall_runs: usize,
     points: &[Point],
     servers: &[&str],
+    samples: &BTreeMap<(usize, &str), Vec<Sample>>,
     med: &BTreeMap<(usize, &str), Sample>,
     idle: &[(&str, f64)],
     idle_n: usize,
@@ -583,7 +689,7 @@ fn report(
     );
     let _ = writeln!(
         md,
-        "{date}; Linux {}; {} × {}; server pinned to CPU {}, load generator to CPU {}; {rounds} round(s) of {} s per (server, point), servers in shuffled order each round; medians.\n",
+        "{date}; Linux {}; {} × {}; server pinned to CPU {}, load generator to CPU {}; {rounds} round(s) of {} s per (server, point), servers in shuffled order each round; medians over the rounds.\n",
         kernel(),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         cpu_model(),
@@ -591,24 +697,52 @@ fn report(
         cfg.client_cpu,
         cfg.duration
     );
-    let _ = writeln!(md, "Servers: `ringloop` (this crate, multishot accept/recv, `RecvBuf` echoed back), `ringloop-batch` (the same with `Builder::batch_wait` at 20 µs: waits gather completions in bunches, opt-in), `tokio` (current_thread), `monoio` (io_uring driver), `bare` (the io-uring crate by hand: multishot accept and recv, a buffer ring, no executor). Ratios are ringloop ÷ peer, measured in the same run. CPU is the server's user+system CPU-seconds per 1M requests (from /proc); syscalls per request are counted by `perf stat -e raw_syscalls:sys_enter` on the server's PID, in a separate run per (server, point) since the tracepoint slows every call.\n");
+    let _ = writeln!(md, "Servers: `ringloop` (this crate, multishot accept/recv, `RecvBuf` echoed back), `ringloop-batch` (the same with `Builder::batch_wait` at 20 µs: waits gather completions in bunches, opt-in), `tokio` (current_thread), `monoio` (io_uring driver), `bare` (the io-uring crate by hand: multishot accept and recv, a buffer ring, no executor). In this table, ratios are of the medians. CPU is the server's user+system CPU-seconds per 1M requests (from /proc); syscalls per request are counted by `perf stat -e raw_syscalls:sys_enter` on the server's PID, in a separate run per (server, point) since the tracepoint slows every call (the median of {} such runs of {} s).\n", syscall_runs, cfg.duration.min(2.0));
+    let cpu = |m: &Sample| m.user + m.sys;
+    let rps = |m: &Sample| m.rps;
+    let peers: Vec<&str> = servers
+        .iter()
+        .copied()
+        .filter(|s| *s != "ringloop")
+        .collect();
+    if servers.contains(&"ringloop") && !peers.is_empty() {
+        let _ = writeln!(md, "## ringloop against each peer\n\nringloop ÷ peer, taken round by round (the two ran back to back, in the same round) and given as the median over the rounds{}. Above 1 is better for req/s; below 1 is better for CPU per request.\n", if rounds > 1 { ", with the lowest and highest round in brackets: a range that straddles 1.00 is no result either way" } else { "" });
+        let mut head = "| point |".to_owned();
+        let mut rule = "|---|".to_owned();
+        for p in &peers {
+            let _ = write!(head, " req/s ÷ {p} | CPU ÷ {p} |");
+            rule.push_str("---:|---:|");
+        }
+        let _ = writeln!(md, "{head}\n{rule}");
+        for (pi, p) in points.iter().enumerate() {
+            let mut row = format!("| {} |", p.label());
+            for peer in &peers {
+                let _ = write!(
+                    row,
+                    " {} | {} |",
+                    paired(samples, pi, peer, &rps),
+                    paired(samples, pi, peer, &cpu)
+                );
+            }
+            let _ = writeln!(md, "{row}");
+        }
+        let _ = writeln!(md, "\n## Every figure\n");
+    }
     let _ = writeln!(md, "| point | server | req/s | ringloop ÷ this | p50 µs | p99 µs | p99.9 µs | CPU s/1M req (user+sys) | user | sys | syscalls/req | peak RSS MiB |");
     let _ = writeln!(
         md,
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (pi, p) in points.iter().enumerate() {
-        let ours = &med[&(pi, "ringloop")];
         for s in servers {
             let m = &med[&(pi, *s)];
-            let ratio = if *s == "ringloop" {
-                "—".to_owned()
-            } else {
-                format!(
+            let ratio = match med.get(&(pi, "ringloop")) {
+                Some(ours) if *s != "ringloop" => format!(
                     "{:.2}× req/s, {:.2}× CPU",
                     ours.rps / m.rps,
-                    (ours.user + ours.sys) / (m.user + m.sys)
-                )
+                    cpu(ours) / cpu(m)
+                ),
+                _ => "—".to_owned(),
             };
             let _ = writeln!(
                 md,
@@ -626,9 +760,13 @@ fn report(
             );
         }
     }
-    let _ = writeln!(md, "\n## Memory per idle connection\n\n{idle_n} connections that each echoed one byte, then went quiet: server RSS growth ÷ connections.\n\n| server | bytes per idle connection |\n|---|---:|");
-    for (s, b) in idle {
-        let _ = writeln!(md, "| {s} | {b:.0} |");
+    if idle.is_empty() {
+        // A run with --no-idle.
+    } else {
+        let _ = writeln!(md, "\n## Memory per idle connection\n\n{idle_n} connections that each echoed one byte, then went quiet: server RSS growth ÷ connections.\n\n| server | bytes per idle connection |\n|---|---:|");
+        for (s, b) in idle {
+            let _ = writeln!(md, "| {s} | {b:.0} |");
+        }
     }
     if !callgrind.is_empty() {
         let _ = writeln!(md, "\n## User-space instructions per request (callgrind)\n\n64 B echo over 16 connections and over 1; (instructions at {n2} requests − at {n1}) ÷ {}. Free of the machine's noise: exact over one connection, within a few percent over 16 (how many requests share a loop turn varies from run to run). Over one connection an io_uring server turns its loop twice per request (the receive's completion, then the send's), so per-turn costs weigh double there.\n\n| server | instructions/request, 16 conns | ringloop ÷ this | instructions/request, 1 conn | ringloop ÷ this |\n|---|---:|---:|---:|---:|", n2 - n1);
@@ -674,7 +812,7 @@ fn svg(points: &[Point], servers: &[&str], med: &BTreeMap<(usize, &str), Sample>
     let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="#fff"/>"##);
     let _ = writeln!(
         s,
-        r#"<text x="20" y="24" font-size="15" font-weight="bold">Echo servers, one core each: requests/s (higher is better) and server CPU µs per request (lower is better); bars scaled within each point</text>"#
+        r#"<text x="20" y="24" font-size="15" font-weight="bold">Echo servers, one core each: requests/s (higher is better) and server CPU µs per request (lower is better; the dark foot of a bar is user space, the rest the kernel); bars scaled within each point</text>"#
     );
     for (i, srv) in servers.iter().enumerate() {
         let x = 100.0 + i as f64 * 130.0;
@@ -688,7 +826,10 @@ fn svg(points: &[Point], servers: &[&str], med: &BTreeMap<(usize, &str), Sample>
     type Metric<'a> = (&'a str, &'a dyn Fn(&Sample) -> f64);
     let metrics: [Metric; 2] = [
         ("requests/s", &|m: &Sample| m.rps),
-        ("server CPU µs per request", &|m: &Sample| m.user + m.sys),
+        (
+            "server CPU µs per request (dark: user space)",
+            &|m: &Sample| m.user + m.sys,
+        ),
     ];
     for (mi, (title, f)) in metrics.iter().enumerate() {
         let y0 = top + mi as f64 * (panel_h + 70.0) + 20.0;
@@ -722,6 +863,17 @@ fn svg(points: &[Point], servers: &[&str], med: &BTreeMap<(usize, &str), Sample>
                     bar_w - 2.0,
                     colors[si % colors.len()]
                 );
+                if mi == 1 {
+                    // The user-space share of the CPU bar, darkened from the bottom.
+                    let m = &med[&(pi, servers[si])];
+                    let uh = bh * m.user / v.max(1e-9);
+                    let _ = writeln!(
+                        s,
+                        r##"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{uh:.1}" fill="#000" fill-opacity="0.35"/>"##,
+                        base - uh,
+                        bar_w - 2.0
+                    );
+                }
                 let _ = writeln!(
                     s,
                     r#"<text x="{:.1}" y="{:.1}" font-size="9" text-anchor="middle">{label}</text>"#,
