@@ -1,0 +1,329 @@
+//! The ring itself: pushing SQEs (never dropping one), `io_uring_enter` with its waits and
+//! transient errors, and the reaper that applies each CQE to its slot. All of it runs with
+//! the driver borrowed, so nothing here wakes a waker or drops a user value except through
+//! [`Released`] (and the runtime's `wake_inline` hook).
+
+use std::io;
+use std::time::Duration;
+
+use io_uring::{opcode, squeue, types, IoUring};
+
+use super::slot::{Completion, Lifecycle, OnCqe};
+use super::{closed_error, Inner, CANCEL_USER_DATA};
+
+/// `IORING_ENTER_GETEVENTS` (value from the kernel's uapi header): run deferred task work and
+/// post completions. Always passed, since under `DEFER_TASKRUN` nothing completes without it.
+const ENTER_GETEVENTS: u32 = 1 << 0;
+
+/// Batch waits: when completions come in bunches, a blocking wait asks for `target` of them
+/// and gives them `wait_us` to arrive (the kernel's min-wait: past it, one is enough), so one
+/// `io_uring_enter` takes in more of them. The target adapts: it doubles while waits bring in
+/// at least twice as many and halves when one falls short, and never exceeds a quarter of the
+/// ops that could complete, so a quiet loop (one completion per wait) waits for one, as
+/// without batching.
+#[derive(Clone, Copy)]
+pub(super) struct Batch {
+    pub(super) wait_us: u32,
+    pub(super) target: u32,
+}
+
+impl Batch {
+    /// Adapts the target after a wait that brought in `got` completions; `cap` bounds it.
+    pub(super) fn adjust(&mut self, got: u32, cap: u32) {
+        if got >= self.target.saturating_mul(2) {
+            self.target = self.target.saturating_mul(2).min(cap).max(1);
+        } else if got < self.target {
+            self.target = (self.target / 2).max(1);
+        }
+    }
+}
+
+/// Flags for a blocking wait. With `IORING_ENTER_NO_IOWAIT` (Linux 6.15+) the wait is not
+/// accounted as iowait (see `Builder::iowait`).
+fn wait_flags(no_iowait: bool) -> io_uring::EnterFlags {
+    if no_iowait {
+        io_uring::EnterFlags::NO_IOWAIT
+    } else {
+        io_uring::EnterFlags::empty()
+    }
+}
+
+/// How many times a transient `io_uring_enter` failure (`EAGAIN`, `EBUSY`, `ENOMEM`) is
+/// retried, after reaping, before it is returned.
+const TRANSIENT_RETRIES: u32 = 1000;
+
+impl Inner {
+    pub(super) fn ring(&mut self) -> io::Result<&mut IoUring> {
+        self.ring.as_mut().ok_or_else(closed_error)
+    }
+
+    /// Pushes one SQE, submitting first if the SQ is full. Never drops it.
+    pub(super) fn push(&mut self, sqe: squeue::Entry) -> io::Result<()> {
+        loop {
+            let ring = self.ring()?;
+            // SAFETY: every pointer in `sqe` refers to memory owned by the op's future or by
+            // its slot, which stays alive until the op's final CQE (see the module contract);
+            // cancel SQEs carry no pointers.
+            if unsafe { ring.submission().push(&sqe) }.is_ok() {
+                return Ok(());
+            }
+            // Full: hand the queued SQEs to the kernel to make room, reaping as we go.
+            self.enter(0, None, 0)?;
+        }
+    }
+
+    pub(super) fn push_cancel(&mut self, key: usize) -> io::Result<()> {
+        let sqe = opcode::AsyncCancel::new(key as u64)
+            .build()
+            .user_data(CANCEL_USER_DATA);
+        self.push(sqe)
+    }
+
+    pub(super) fn arm_wake(&mut self) -> io::Result<()> {
+        if self.wake_armed || self.ring.is_none() {
+            return Ok(());
+        }
+        let mut buf = self.wake_buf.take().unwrap_or_else(|| Box::new(0));
+        let ptr: *mut u64 = &mut *buf;
+        let entry = self.ops.vacant_entry();
+        let key = entry.key();
+        entry.insert(Lifecycle::Internal(buf));
+        let sqe = opcode::Read::new(types::Fd(self.wake_fd), ptr.cast(), 8)
+            .build()
+            .user_data(key as u64);
+        match self.push(sqe) {
+            Ok(()) => {
+                self.wake_armed = true;
+                Ok(())
+            }
+            Err(e) => {
+                if let Lifecycle::Internal(buf) = self.ops.remove(key) {
+                    self.wake_buf = Some(buf);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// One `io_uring_enter`: submits every queued SQE and, with `want > 0`, waits for `want`
+    /// completions or `timeout`; then reaps. With `min_wait_us > 0` (a batch wait) the kernel
+    /// returns after that long if at least one completion is in, short of `want`. `EINTR` and
+    /// an expired timeout are not errors; `EBUSY`/`EAGAIN`/`ENOMEM` (completions backed up,
+    /// or the kernel short of memory) reap first and retry.
+    pub(super) fn enter(
+        &mut self,
+        want: u32,
+        timeout: Option<Duration>,
+        min_wait_us: u32,
+    ) -> io::Result<()> {
+        let mut tries = 0;
+        loop {
+            let no_iowait = self.no_iowait;
+            let ring = self.ring()?;
+            let to_submit = ring.submission().len() as u32;
+            let submitter = ring.submitter();
+            let res = match timeout {
+                Some(t) if want > 0 => {
+                    let ts = types::Timespec::from(t);
+                    // The kernel's overall timeout starts only after the min-wait: a min-wait
+                    // longer than `t` would delay the timer due at `t`.
+                    let until_timer = u32::try_from(t.as_micros()).unwrap_or(u32::MAX);
+                    let args = types::SubmitArgs::new()
+                        .timespec(&ts)
+                        .min_wait_usec(min_wait_us.min(until_timer));
+                    submitter.submit_with_args_and_flags(
+                        want as usize,
+                        &args,
+                        wait_flags(no_iowait),
+                    )
+                }
+                // A wait without a timeout still goes through the extended argument where the
+                // kernel can be told not to count it as iowait (see `wait_flags`), or to bound
+                // a batch wait.
+                None if want > 0 && (no_iowait || min_wait_us > 0) => submitter
+                    .submit_with_args_and_flags(
+                        want as usize,
+                        &types::SubmitArgs::new().min_wait_usec(min_wait_us),
+                        wait_flags(no_iowait),
+                    ),
+                // SAFETY: no argument pointer is passed (`None`), so the kernel reads nothing
+                // but the flags and counts given here.
+                _ => unsafe {
+                    submitter.enter::<libc::sigset_t>(to_submit, want, ENTER_GETEVENTS, None)
+                },
+            };
+            match res {
+                Ok(_) => break,
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::ETIME) => break,
+                    Some(libc::EINTR) if want > 0 => break,
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EBUSY | libc::EAGAIN | libc::ENOMEM)
+                        if tries < TRANSIENT_RETRIES =>
+                    {
+                        tries += 1;
+                        if self.reap() == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                    _ => return Err(e),
+                },
+            }
+        }
+        self.reap();
+        Ok(())
+    }
+
+    /// Applies every available CQE to its slot. Returns how many were reaped.
+    pub(super) fn reap(&mut self) -> usize {
+        let Inner {
+            ring,
+            ops,
+            released,
+            wake_inline,
+            wake_armed,
+            wake_buf,
+            owned,
+            stray_cqes,
+            ..
+        } = self;
+        let Some(ring) = ring.as_mut() else {
+            return 0;
+        };
+        let mut n = 0;
+        // Streams that reached their cap; cancelled once the completion queue is released.
+        let mut throttled: Vec<usize> = Vec::new();
+        for cqe in ring.completion() {
+            n += 1;
+            let ud = cqe.user_data();
+            if ud == CANCEL_USER_DATA {
+                continue;
+            }
+            let c = Completion {
+                res: cqe.result(),
+                flags: cqe.flags(),
+            };
+            let key = ud as usize;
+            let Some(slot) = ops.get_mut(key) else {
+                *stray_cqes += 1;
+                continue;
+            };
+            let (action, owner_gone) = slot.on_cqe(c);
+            if owner_gone {
+                *owned -= 1;
+            }
+            match action {
+                OnCqe::Nothing => {}
+                OnCqe::Wake(w) => {
+                    if let Err(w) = wake_inline(w) {
+                        released.wakers.push(w);
+                    }
+                }
+                OnCqe::Throttle(w) => {
+                    released.wakers.extend(w);
+                    throttled.push(key);
+                }
+                OnCqe::ReleaseInPlace => {
+                    if let Lifecycle::Orphaned(o) = slot {
+                        o.release(c);
+                    }
+                }
+                OnCqe::FreeOrphan => {
+                    if let Lifecycle::Orphaned(o) = ops.remove(key) {
+                        released.orphans.push((o, c));
+                    }
+                }
+                OnCqe::FreeInternal => {
+                    if let Lifecycle::Internal(buf) = ops.remove(key) {
+                        *wake_buf = Some(buf);
+                    }
+                    *wake_armed = false;
+                }
+            }
+        }
+        for key in throttled {
+            // If the cancel cannot be queued the op simply stays armed (the cap is a bound on
+            // memory, not on correctness); the queue keeps every CQE either way.
+            let _ = self.push_cancel(key);
+        }
+        self.reaped = self.reaped.wrapping_add(n as u32);
+        n
+    }
+
+    /// The slots the kernel still owes a final CQE.
+    pub(super) fn awaiting_kernel(&self) -> Vec<usize> {
+        self.ops
+            .iter()
+            .filter(|(_, s)| s.awaits_kernel())
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// Close ran out of time: leak (never free) everything the kernel may still write.
+    pub(super) fn abandon(&mut self, pending: usize, timeout: Duration) -> io::Error {
+        for key in self.awaiting_kernel() {
+            match std::mem::replace(&mut self.ops[key], Lifecycle::Abandoned) {
+                Lifecycle::Orphaned(o) => std::mem::forget(o),
+                Lifecycle::Internal(b) => std::mem::forget(b),
+                Lifecycle::Streaming(st) => std::mem::forget(st),
+                // A live future keeps its own data; it sees `Abandoned` and leaks it.
+                _ => {}
+            }
+        }
+        self.owned = 0;
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "closing the event loop: {pending} operation(s) were still in the kernel {timeout:?} \
+                 after being cancelled; their buffers were leaked rather than freed, since the \
+                 kernel may still write them"
+            ),
+        )
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Only reached once the ring is gone (close ran) or if it never ran: in the latter
+        // case the kernel may still own memory in the slots, so leak them rather than free.
+        if self.ring.is_some() {
+            let ops = std::mem::take(&mut self.ops);
+            std::mem::forget(ops);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Batch;
+
+    #[test]
+    fn batch_target_grows_on_full_waits_and_halves_on_short_ones() {
+        let mut b = Batch {
+            wait_us: 20,
+            target: 1,
+        };
+        // A quiet loop: one completion per wait never grows the target.
+        for _ in 0..10 {
+            b.adjust(1, 16);
+        }
+        assert_eq!(b.target, 1);
+        // Bunches of completions double it, up to the cap.
+        for want in [2, 4, 8, 16, 16] {
+            b.adjust(64, 16);
+            assert_eq!(b.target, want);
+        }
+        // Enough to meet the target but not twice it: unchanged.
+        b.adjust(20, 16);
+        assert_eq!(b.target, 16);
+        // A wait that fell short halves it, down to one.
+        for want in [8, 4, 2, 1, 1] {
+            b.adjust(0, 16);
+            assert_eq!(b.target, want);
+        }
+        // A cap that shrank (fewer ops in flight) bounds the next growth.
+        b.target = 8;
+        b.adjust(100, 2);
+        assert_eq!(b.target, 2);
+    }
+}
