@@ -45,6 +45,49 @@ fn quiet_loop_is_not_delayed() {
     });
 }
 
+/// Once bursts of completions have grown the batch target past one, a wait carries the
+/// min-wait; it must still end at the next timer's deadline. (The kernel starts a wait's
+/// overall timeout only after its min-wait, so an unclamped 500 ms min-wait delayed a 10 ms
+/// sleep to 500 ms.)
+#[test]
+fn batch_wait_never_passes_a_timer() {
+    let Some(mut lp) = batching_loop(Duration::from_millis(500)) else {
+        return;
+    };
+    lp.block_on(async {
+        // Receives that stay in flight, so the target's cap (a quarter of the ops in flight)
+        // allows waits for several completions.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut idle = Vec::new();
+        for _ in 0..32 {
+            let c = TcpStream::connect(addr).await.unwrap();
+            let (s, _) = l.accept().await.unwrap();
+            idle.push(spawn(async move {
+                let _keep = c;
+                let _ = s.recv().await;
+            }));
+        }
+        for _ in 0..4 {
+            time::sleep(Duration::from_millis(10)).await;
+            let t = Instant::now();
+            // A burst: every NOP completes at once, so the wait that takes them in brings
+            // more than twice the target and the target doubles.
+            let nops: Vec<_> = (0..32).map(|_| spawn(ringloop::__private::nop())).collect();
+            for n in nops {
+                n.await.unwrap().unwrap();
+            }
+            time::sleep(Duration::from_millis(10)).await;
+            let took = t.elapsed();
+            assert!(
+                took < Duration::from_millis(250),
+                "a 10 ms sleep after a burst took {took:?}"
+            );
+        }
+        drop(idle);
+    });
+}
+
 /// Many connections echoing at once (the case batching is for): every byte comes back, and
 /// nothing waits anywhere near the bound for long.
 #[test]

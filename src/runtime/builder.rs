@@ -145,11 +145,15 @@ impl Builder {
     /// twice that, halves when one falls short, and stays under a quarter of the operations in
     /// flight. A quiet loop, or one with few connections, keeps waiting for one.
     ///
-    /// On the machine `bench/` runs on, in three alternating runs of the 64-connection echo,
-    /// 20 µs cut syscalls per request from 0.55–1.07 to 0.13–0.21 and CPU per request by
-    /// 1–29%; with 4 connections or fewer the waits are unchanged (the quarter rule). It is
-    /// off by default because it is a latency trade: measure on your own traffic. [`Features::batch_wait`](crate::Features::batch_wait)
-    /// says whether it is in effect.
+    /// On the machine `bench/` runs on, 20 µs cut syscalls per request at 64 connections ×
+    /// 64 B from about 0.4–1.1 to 0.11–0.21. What it does to CPU per request depends on the
+    /// traffic (six paired rounds each): about even with 64-byte messages (0.9–1.1× at 64 and
+    /// 256 connections), but more with large ones: 1.35× at 64 connections × 4 KiB, and
+    /// 1.3–2.2× at 16 × 64 KiB over two runs. With 4 connections or fewer nothing changes:
+    /// the quarter rule keeps the target at one, and a wait for one completion carries no
+    /// min-wait. It is off by default for both reasons, the latency and the CPU: measure on
+    /// your own traffic.
+    /// [`Features::batch_wait`](crate::Features::batch_wait) says whether it is in effect.
     pub fn batch_wait(mut self, wait: Option<Duration>) -> Self {
         self.batch_wait = wait.filter(|d| !d.is_zero());
         self
