@@ -485,10 +485,10 @@ fn main() {
         server_cpu: 0,
         client_cpu: if cpus > 1 { 1 } else { 0 },
         warmup: args.get("warmup", if quick { 0.2 } else { 1.0 }),
-        duration: args.get("duration", if quick { 0.8 } else { 5.0 }),
+        duration: args.get("duration", if quick { 0.8 } else { 3.0 }),
         perf,
     };
-    let rounds: usize = args.get("rounds", if quick { 1 } else { 5 });
+    let rounds: usize = args.get("rounds", if quick { 1 } else { 7 });
     // `--servers a,b` and `--points 1x64,64x4k` narrow a run (for a targeted comparison); such
     // a run writes `partial.md` and leaves `latest.md` alone.
     let pick = |key: &str, all: Vec<String>| -> Vec<usize> {
