@@ -2,7 +2,11 @@
 //! in interleaved, shuffled rounds; then memory per idle connection, callgrind instructions
 //! per request, and the microbenchmarks. Writes `bench/results/latest.md` and `latest.svg`.
 //!
-//! `bench-run` is the full run (about 25 minutes on 2 cores); `bench-run --quick` takes about
+//! Layout: this file measures; `report` makes the markdown and the chart from the
+//! [`Results`] alone; `raw` records every sample in `NAME.raw.tsv` and reads it back, so
+//! `bench-run --render DIR/NAME.raw.tsv` redraws a run without measuring again.
+//!
+//! `bench-run` is the full run (about 20 minutes on 2 cores); `bench-run --quick` takes about
 //! a minute and exists so CI keeps the benchmark building and running (it asserts nothing
 //! about speed).
 //!
@@ -12,14 +16,19 @@
 //! `--syscall-runs N` sets how many counted runs give the syscall median (0: none).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ringloop_bench::{raise_nofile, Args};
+
+mod raw;
+mod report;
+
+use raw::{Results, RunInfo};
+use report::median;
 
 const SERVERS: [&str; 5] = ["ringloop", "ringloop-batch", "tokio", "monoio", "bare"];
 
@@ -378,64 +387,6 @@ fn callgrind_per_request(cfg: &Cfg, server: &str, conns: usize, n1: u64, n2: u64
     Some((totals[1] - totals[0]) / (n2 - n1) as f64)
 }
 
-/// ringloop ÷ `peer` at point `pi` for figure `f`, round by round, as "median× (lowest–highest)".
-fn paired(
-    samples: &BTreeMap<(usize, &str), Vec<Sample>>,
-    pi: usize,
-    peer: &str,
-    f: &dyn Fn(&Sample) -> f64,
-) -> String {
-    let (Some(ours), Some(theirs)) = (samples.get(&(pi, "ringloop")), samples.get(&(pi, peer)))
-    else {
-        return "—".into();
-    };
-    let ratios: Vec<f64> = ours
-        .iter()
-        .zip(theirs)
-        .map(|(a, b)| f(a) / f(b))
-        .filter(|r| r.is_finite())
-        .collect();
-    if ratios.is_empty() {
-        return "—".into();
-    }
-    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let n = ratios.len();
-    let m = median(ratios);
-    if n > 1 {
-        format!("{m:.2} ({lo:.2}–{hi:.2})")
-    } else {
-        format!("{m:.2}")
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
-}
-
-fn median_sample(v: &[Sample]) -> Sample {
-    let m = |f: &dyn Fn(&Sample) -> f64| median(v.iter().map(f).collect());
-    Sample {
-        rps: m(&|s| s.rps),
-        p50: m(&|s| s.p50),
-        p99: m(&|s| s.p99),
-        p999: m(&|s| s.p999),
-        user: m(&|s| s.user),
-        sys: m(&|s| s.sys),
-        syscalls: None,
-        peak_rss_kib: v.iter().map(|s| s.peak_rss_kib).max().unwrap_or(0),
-    }
-}
-
 /// A small xorshift generator for the round order: no dependency, and a fixed seed per
 /// round so a run can be repeated.
 fn shuffle<T>(v: &mut [T], seed: u64) {
@@ -464,8 +415,45 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
+/// Writes `NAME.md`, `NAME.svg` and `NAME.raw.tsv` of `r` into `dir`; returns the report.
+fn write_outputs(r: &Results, dir: &Path, name: &str) -> String {
+    let md = report::report(r, name);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.md")), &md).unwrap();
+    std::fs::write(dir.join(format!("{name}.svg")), report::svg(r)).unwrap();
+    std::fs::write(dir.join(format!("{name}.raw.tsv")), r.to_tsv()).unwrap();
+    md
+}
+
+/// `--render DIR/NAME.raw.tsv`: remakes `NAME.md` and `NAME.svg` beside it from the samples.
+fn render(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        eprintln!("bench-run: cannot read {}: {e}", path.display());
+        std::process::exit(2)
+    });
+    let r = Results::from_tsv(&text).unwrap_or_else(|e| {
+        eprintln!("bench-run: {}: {e}", path.display());
+        std::process::exit(2)
+    });
+    let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
+    let name = file.strip_suffix(".raw.tsv").unwrap_or_else(|| {
+        eprintln!("bench-run: --render takes a NAME.raw.tsv file");
+        std::process::exit(2)
+    });
+    let dir = path.parent().unwrap_or(Path::new("."));
+    write_outputs(&r, dir, name);
+    eprintln!(
+        "bench-run: rendered {name}.md and {name}.svg in {}",
+        dir.display()
+    );
+}
+
 fn main() {
     let args = Args::parse();
+    if let Some(path) = args.str("render") {
+        render(Path::new(path));
+        return;
+    }
     raise_nofile();
     let quick = args.flag("quick");
     let bin = std::env::current_exe()
@@ -552,13 +540,10 @@ fn main() {
             }
         }
     }
-    let mut med: BTreeMap<(usize, &str), Sample> = samples
-        .iter()
-        .map(|(k, v)| (*k, median_sample(v)))
-        .collect();
     // Syscall counts move between runs (how many completions one io_uring_enter gathers
     // depends on timing): the median of several counted runs, each shorter than a timed one.
     let syscall_runs: usize = args.get("syscall-runs", if quick { 1 } else { 3 });
+    let mut syscalls = BTreeMap::new();
     if cfg.perf && syscall_runs > 0 {
         let counted_cfg = Cfg {
             duration: cfg.duration.min(2.0),
@@ -570,7 +555,7 @@ fn main() {
                     .filter_map(|_| measure(&counted_cfg, s, *p, true).syscalls)
                     .collect();
                 if !counts.is_empty() {
-                    med.get_mut(&(pi, *s)).unwrap().syscalls = Some(median(counts));
+                    syscalls.insert((pi, *s), median(counts));
                 }
             }
         }
@@ -618,22 +603,34 @@ fn main() {
             .unwrap_or_default()
     };
 
-    let md = report(
-        &cfg,
-        quick,
-        rounds,
-        syscall_runs,
-        &points,
-        &servers,
-        &samples,
-        &med,
-        &idle,
-        idle_n,
-        &callgrind,
-        (n1, n2),
-        &micro,
-    );
-    std::fs::create_dir_all(&out_dir).unwrap();
+    let results = Results {
+        info: RunInfo {
+            date: Command::new("date")
+                .args(["-u", "+%Y-%m-%d"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default(),
+            kernel: kernel(),
+            cpu: cpu_model(),
+            cpus,
+            server_cpu: cfg.server_cpu,
+            client_cpu: cfg.client_cpu,
+            duration: cfg.duration,
+            rounds,
+            syscall_runs,
+            syscall_secs: cfg.duration.min(2.0),
+            quick,
+            idle_n,
+            callgrind_n: (n1, n2),
+        },
+        points,
+        servers,
+        samples,
+        syscalls,
+        idle,
+        callgrind,
+        micro,
+    };
     let name = if quick {
         "quick"
     } else if partial {
@@ -641,255 +638,11 @@ fn main() {
     } else {
         "latest"
     };
-    std::fs::write(out_dir.join(format!("{name}.md")), &md).unwrap();
-    std::fs::write(
-        out_dir.join(format!("{name}.svg")),
-        svg(&points, &servers, &med),
-    )
-    .unwrap();
+    let md = write_outputs(&results, &out_dir, name);
     println!("{md}");
     eprintln!(
-        "bench-run: wrote {} and .svg in {:.0} s",
+        "bench-run: wrote {} (.svg, .raw.tsv) in {:.0} s",
         out_dir.join(format!("{name}.md")).display(),
         started.elapsed().as_secs_f64()
     );
-}
-
-#[allow(clippy::too_many_arguments)]
-fn report(
-    cfg: &Cfg,
-    quick: bool,
-    rounds: usize,
-    syscall_runs: usize,
-    points: &[Point],
-    servers: &[&str],
-    samples: &BTreeMap<(usize, &str), Vec<Sample>>,
-    med: &BTreeMap<(usize, &str), Sample>,
-    idle: &[(&str, f64)],
-    idle_n: usize,
-    callgrind: &[(&str, Option<f64>, Option<f64>)],
-    (n1, n2): (u64, u64),
-    micro: &str,
-) -> String {
-    let mut md = String::new();
-    let date = Command::new("date")
-        .arg("-u")
-        .arg("+%Y-%m-%d")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    let _ = writeln!(
-        md,
-        "# ringloop echo benchmark{}\n",
-        if quick {
-            " (quick mode: not for reading)"
-        } else {
-            ""
-        }
-    );
-    let _ = writeln!(
-        md,
-        "{date}; Linux {}; {} × {}; server pinned to CPU {}, load generator to CPU {}; {rounds} round(s) of {} s per (server, point), servers in shuffled order each round; medians over the rounds.\n",
-        kernel(),
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-        cpu_model(),
-        cfg.server_cpu,
-        cfg.client_cpu,
-        cfg.duration
-    );
-    let _ = writeln!(md, "Servers: `ringloop` (this crate, multishot accept/recv, `RecvBuf` echoed back), `ringloop-batch` (the same with `Builder::batch_wait` at 20 µs: waits gather completions in bunches, opt-in), `tokio` (current_thread), `monoio` (io_uring driver), `bare` (the io-uring crate by hand: multishot accept and recv, a buffer ring, no executor). In this table, ratios are of the medians. CPU is the server's user+system CPU-seconds per 1M requests (from /proc); syscalls per request are counted by `perf stat -e raw_syscalls:sys_enter` on the server's PID, in a separate run per (server, point) since the tracepoint slows every call (the median of {} such runs of {} s).\n", syscall_runs, cfg.duration.min(2.0));
-    let cpu = |m: &Sample| m.user + m.sys;
-    let rps = |m: &Sample| m.rps;
-    let peers: Vec<&str> = servers
-        .iter()
-        .copied()
-        .filter(|s| *s != "ringloop")
-        .collect();
-    if servers.contains(&"ringloop") && !peers.is_empty() {
-        let _ = writeln!(md, "## ringloop against each peer\n\nringloop ÷ peer, taken round by round (the two ran back to back, in the same round) and given as the median over the rounds{}. Above 1 is better for req/s; below 1 is better for CPU per request.\n", if rounds > 1 { ", with the lowest and highest round in brackets: a range that straddles 1.00 is no result either way" } else { "" });
-        let mut head = "| point |".to_owned();
-        let mut rule = "|---|".to_owned();
-        for p in &peers {
-            let _ = write!(head, " req/s ÷ {p} | CPU ÷ {p} |");
-            rule.push_str("---:|---:|");
-        }
-        let _ = writeln!(md, "{head}\n{rule}");
-        for (pi, p) in points.iter().enumerate() {
-            let mut row = format!("| {} |", p.label());
-            for peer in &peers {
-                let _ = write!(
-                    row,
-                    " {} | {} |",
-                    paired(samples, pi, peer, &rps),
-                    paired(samples, pi, peer, &cpu)
-                );
-            }
-            let _ = writeln!(md, "{row}");
-        }
-        let _ = writeln!(md, "\n## Every figure\n");
-    }
-    let _ = writeln!(md, "| point | server | req/s | ringloop ÷ this | p50 µs | p99 µs | p99.9 µs | CPU s/1M req (user+sys) | user | sys | syscalls/req | peak RSS MiB |");
-    let _ = writeln!(
-        md,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    );
-    for (pi, p) in points.iter().enumerate() {
-        for s in servers {
-            let m = &med[&(pi, *s)];
-            let ratio = match med.get(&(pi, "ringloop")) {
-                Some(ours) if *s != "ringloop" => format!(
-                    "{:.2}× req/s, {:.2}× CPU",
-                    ours.rps / m.rps,
-                    cpu(ours) / cpu(m)
-                ),
-                _ => "—".to_owned(),
-            };
-            let _ = writeln!(
-                md,
-                "| {} | {s} | {:.0} | {ratio} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.1} |",
-                p.label(),
-                m.rps,
-                m.p50,
-                m.p99,
-                m.p999,
-                m.user + m.sys,
-                m.user,
-                m.sys,
-                m.syscalls.map_or("n/a".into(), |v| format!("{v:.3}")),
-                m.peak_rss_kib as f64 / 1024.0
-            );
-        }
-    }
-    if idle.is_empty() {
-        // A run with --no-idle.
-    } else {
-        let _ = writeln!(md, "\n## Memory per idle connection\n\n{idle_n} connections that each echoed one byte, then went quiet: server RSS growth ÷ connections.\n\n| server | bytes per idle connection |\n|---|---:|");
-        for (s, b) in idle {
-            let _ = writeln!(md, "| {s} | {b:.0} |");
-        }
-    }
-    if !callgrind.is_empty() {
-        let _ = writeln!(md, "\n## User-space instructions per request (callgrind)\n\n64 B echo over 16 connections and over 1; (instructions at {n2} requests − at {n1}) ÷ {}. Free of the machine's noise: exact over one connection, within a few percent over 16 (how many requests share a loop turn varies from run to run). Over one connection an io_uring server turns its loop twice per request (the receive's completion, then the send's), so per-turn costs weigh double there.\n\n| server | instructions/request, 16 conns | ringloop ÷ this | instructions/request, 1 conn | ringloop ÷ this |\n|---|---:|---:|---:|---:|", n2 - n1);
-        let ours = callgrind.iter().find(|(s, ..)| *s == "ringloop");
-        let fmt = |v: Option<f64>| v.map_or("failed".into(), |v| format!("{v:.0}"));
-        let ratio = |o: Option<f64>, v: Option<f64>, s: &str| match (o, v) {
-            (Some(o), Some(v)) if s != "ringloop" => format!("{:.2}", o / v),
-            _ => "—".into(),
-        };
-        for (s, many, one) in callgrind {
-            let (o16, o1) = ours.map_or((None, None), |(_, a, b)| (*a, *b));
-            let _ = writeln!(
-                md,
-                "| {s} | {} | {} | {} | {} |",
-                fmt(*many),
-                ratio(o16, *many, s),
-                fmt(*one),
-                ratio(o1, *one, s)
-            );
-        }
-    }
-    if !micro.trim().is_empty() {
-        let _ = writeln!(md, "\n## Microbenchmarks\n\n{}", micro.trim());
-    }
-    let _ = writeln!(
-        md,
-        "\nChart: [latest.svg](latest.svg). Re-run with `bench/run` (full) or `bench/run --quick`."
-    );
-    md
-}
-
-fn svg(points: &[Point], servers: &[&str], med: &BTreeMap<(usize, &str), Sample>) -> String {
-    let colors = ["#d9480f", "#f59f00", "#1c7ed6", "#2b8a3e", "#868e96"];
-    let (w, panel_h, top) = (980.0, 260.0, 50.0);
-    let group_w = (w - 120.0) / points.len() as f64;
-    let bar_w = group_w * 0.8 / servers.len() as f64;
-    let mut s = String::new();
-    let h = top + 2.0 * (panel_h + 70.0) + 30.0;
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="#fff"/>"##);
-    let _ = writeln!(
-        s,
-        r#"<text x="20" y="24" font-size="15" font-weight="bold">Echo servers, one core each: requests/s (higher is better) and server CPU µs per request (lower is better; the dark foot of a bar is user space, the rest the kernel); bars scaled within each point</text>"#
-    );
-    for (i, srv) in servers.iter().enumerate() {
-        let x = 100.0 + i as f64 * 130.0;
-        let _ = writeln!(
-            s,
-            r#"<rect x="{x}" y="34" width="12" height="12" fill="{}"/><text x="{}" y="44">{srv}</text>"#,
-            colors[i % colors.len()],
-            x + 16.0
-        );
-    }
-    type Metric<'a> = (&'a str, &'a dyn Fn(&Sample) -> f64);
-    let metrics: [Metric; 2] = [
-        ("requests/s", &|m: &Sample| m.rps),
-        (
-            "server CPU µs per request (dark: user space)",
-            &|m: &Sample| m.user + m.sys,
-        ),
-    ];
-    for (mi, (title, f)) in metrics.iter().enumerate() {
-        let y0 = top + mi as f64 * (panel_h + 70.0) + 20.0;
-        let base = y0 + panel_h;
-        let _ = writeln!(
-            s,
-            r#"<text x="20" y="{}" font-weight="bold">{title}</text>"#,
-            y0 + 4.0
-        );
-        let _ = writeln!(
-            s,
-            r##"<line x1="90" y1="{base}" x2="{}" y2="{base}" stroke="#333"/>"##,
-            w - 20.0
-        );
-        for (pi, p) in points.iter().enumerate() {
-            let vals: Vec<f64> = servers.iter().map(|sv| f(&med[&(pi, *sv)])).collect();
-            let max = vals.iter().cloned().fold(0.0, f64::max).max(1e-9);
-            let gx = 100.0 + pi as f64 * group_w;
-            for (si, v) in vals.iter().enumerate() {
-                let bh = (panel_h - 30.0) * v / max;
-                let x = gx + si as f64 * bar_w;
-                let label = if mi == 0 {
-                    format!("{:.0}k", v / 1000.0)
-                } else {
-                    format!("{v:.1}")
-                };
-                let _ = writeln!(
-                    s,
-                    r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="{}"/>"#,
-                    base - bh,
-                    bar_w - 2.0,
-                    colors[si % colors.len()]
-                );
-                if mi == 1 {
-                    // The user-space share of the CPU bar, darkened from the bottom.
-                    let m = &med[&(pi, servers[si])];
-                    let uh = bh * m.user / v.max(1e-9);
-                    let _ = writeln!(
-                        s,
-                        r##"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{uh:.1}" fill="#000" fill-opacity="0.35"/>"##,
-                        base - uh,
-                        bar_w - 2.0
-                    );
-                }
-                let _ = writeln!(
-                    s,
-                    r#"<text x="{:.1}" y="{:.1}" font-size="9" text-anchor="middle">{label}</text>"#,
-                    x + bar_w / 2.0 - 1.0,
-                    base - bh - 3.0
-                );
-            }
-            let _ = writeln!(
-                s,
-                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-                gx + group_w * 0.4,
-                base + 16.0,
-                p.label()
-            );
-        }
-    }
-    s.push_str("</svg>\n");
-    s
 }

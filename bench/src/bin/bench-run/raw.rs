@@ -1,0 +1,328 @@
+//! What a run measured ([`Results`]) and its raw file, `NAME.raw.tsv`: every sample of every
+//! round, so that the report can be checked, recomputed or redrawn (`--render`) without
+//! measuring again.
+//!
+//! One record a line, tab-separated, its kind first; `#` starts a comment line:
+//! - `run KEY VALUE`: the run's facts (see [`RunInfo`]);
+//! - `point ID`, `server NAME`: what the run covered, in report order;
+//! - `sample POINT SERVER ROUND rps p50_us p99_us p999_us user sys peak_rss_kib` (CPU in
+//!   seconds per 1M requests);
+//! - `syscalls POINT SERVER PER_REQUEST`: the median of the counted runs;
+//! - `idle SERVER BYTES`: memory per idle connection;
+//! - `callgrind SERVER MANY ONE`: instructions per request over 16 connections and over 1,
+//!   `-` where a count failed;
+//! - `micro LINE`: the microbenchmarks' markdown table, a line each.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::report::median_sample;
+use crate::{Point, Sample, POINTS, SERVERS};
+
+/// The facts of a run that its report states.
+pub(crate) struct RunInfo {
+    pub(crate) date: String,
+    pub(crate) kernel: String,
+    pub(crate) cpu: String,
+    pub(crate) cpus: usize,
+    pub(crate) server_cpu: usize,
+    pub(crate) client_cpu: usize,
+    /// Seconds measured per (server, point, round).
+    pub(crate) duration: f64,
+    pub(crate) rounds: usize,
+    /// Counted runs per (server, point) behind each syscall median, and their length.
+    pub(crate) syscall_runs: usize,
+    pub(crate) syscall_secs: f64,
+    pub(crate) quick: bool,
+    /// Idle connections held for the memory figure.
+    pub(crate) idle_n: usize,
+    /// The two request counts whose difference gives instructions per request.
+    pub(crate) callgrind_n: (u64, u64),
+}
+
+/// Everything a run measured. Samples are keyed by (index into `points`, server).
+pub(crate) struct Results {
+    pub(crate) info: RunInfo,
+    pub(crate) points: Vec<Point>,
+    pub(crate) servers: Vec<&'static str>,
+    pub(crate) samples: BTreeMap<(usize, &'static str), Vec<Sample>>,
+    pub(crate) syscalls: BTreeMap<(usize, &'static str), f64>,
+    pub(crate) idle: Vec<(&'static str, f64)>,
+    pub(crate) callgrind: Vec<(&'static str, Option<f64>, Option<f64>)>,
+    pub(crate) micro: String,
+}
+
+impl Results {
+    /// Per (point, server): the median of each figure over the rounds, with its syscalls.
+    pub(crate) fn medians(&self) -> BTreeMap<(usize, &'static str), Sample> {
+        self.samples
+            .iter()
+            .map(|(k, v)| {
+                let mut m = median_sample(v);
+                m.syscalls = self.syscalls.get(k).copied();
+                (*k, m)
+            })
+            .collect()
+    }
+
+    /// The raw file. Numbers are written in Rust's shortest round-trip form, so reading it
+    /// back gives the same report to the last digit.
+    pub(crate) fn to_tsv(&self) -> String {
+        let i = &self.info;
+        let mut t =
+            String::from("# ringloop bench-run raw results; see bench/src/bin/bench-run/raw.rs\n");
+        let facts: [(&str, String); 14] = [
+            ("date", i.date.clone()),
+            ("kernel", i.kernel.clone()),
+            ("cpu", i.cpu.clone()),
+            ("cpus", i.cpus.to_string()),
+            ("server_cpu", i.server_cpu.to_string()),
+            ("client_cpu", i.client_cpu.to_string()),
+            ("duration", i.duration.to_string()),
+            ("rounds", i.rounds.to_string()),
+            ("syscall_runs", i.syscall_runs.to_string()),
+            ("syscall_secs", i.syscall_secs.to_string()),
+            ("quick", i.quick.to_string()),
+            ("idle_n", i.idle_n.to_string()),
+            ("callgrind_n1", i.callgrind_n.0.to_string()),
+            ("callgrind_n2", i.callgrind_n.1.to_string()),
+        ];
+        for (k, v) in facts {
+            let _ = writeln!(t, "run\t{k}\t{v}");
+        }
+        for p in &self.points {
+            let _ = writeln!(t, "point\t{}", p.id());
+        }
+        for s in &self.servers {
+            let _ = writeln!(t, "server\t{s}");
+        }
+        for ((pi, s), v) in &self.samples {
+            for (round, m) in v.iter().enumerate() {
+                let _ = writeln!(
+                    t,
+                    "sample\t{}\t{s}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    self.points[*pi].id(),
+                    round + 1,
+                    m.rps,
+                    m.p50,
+                    m.p99,
+                    m.p999,
+                    m.user,
+                    m.sys,
+                    m.peak_rss_kib
+                );
+            }
+        }
+        for ((pi, s), v) in &self.syscalls {
+            let _ = writeln!(t, "syscalls\t{}\t{s}\t{v}", self.points[*pi].id());
+        }
+        for (s, b) in &self.idle {
+            let _ = writeln!(t, "idle\t{s}\t{b}");
+        }
+        let opt = |v: &Option<f64>| v.map_or("-".to_owned(), |v| v.to_string());
+        for (s, many, one) in &self.callgrind {
+            let _ = writeln!(t, "callgrind\t{s}\t{}\t{}", opt(many), opt(one));
+        }
+        for line in self.micro.lines() {
+            let _ = writeln!(t, "micro\t{line}");
+        }
+        t
+    }
+
+    /// Reads a raw file back; the error names the line that does not parse.
+    pub(crate) fn from_tsv(text: &str) -> Result<Results, String> {
+        let mut facts: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut points: Vec<Point> = Vec::new();
+        let mut servers = Vec::new();
+        let mut samples: BTreeMap<(usize, &'static str), Vec<Sample>> = BTreeMap::new();
+        let mut syscalls = BTreeMap::new();
+        let mut idle = Vec::new();
+        let mut callgrind = Vec::new();
+        let mut micro = String::new();
+        for (n, line) in text.lines().enumerate() {
+            let bad = |what: &str| format!("line {}: {what}: {line:?}", n + 1);
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let f: Vec<&str> = line.split('\t').collect();
+            let num = |i: usize| -> Result<f64, String> {
+                f.get(i)
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| bad(&format!("field {} is not a number", i + 1)))
+            };
+            let server = |i: usize| -> Result<&'static str, String> {
+                f.get(i)
+                    .and_then(|v| SERVERS.iter().copied().find(|s| s == v))
+                    .ok_or_else(|| bad("unknown server"))
+            };
+            let point = |i: usize, points: &[Point]| -> Result<usize, String> {
+                f.get(i)
+                    .and_then(|v| points.iter().position(|p| p.id() == *v))
+                    .ok_or_else(|| bad("point not declared by a `point` line"))
+            };
+            match (f[0], f.len()) {
+                ("run", 3) => {
+                    facts.insert(f[1], f[2]);
+                }
+                ("point", 2) => points.push(
+                    *POINTS
+                        .iter()
+                        .find(|p| p.id() == f[1])
+                        .ok_or_else(|| bad("unknown point"))?,
+                ),
+                ("server", 2) => servers.push(server(1)?),
+                ("sample", 11) => {
+                    let key = (point(1, &points)?, server(2)?);
+                    samples.entry(key).or_default().push(Sample {
+                        rps: num(4)?,
+                        p50: num(5)?,
+                        p99: num(6)?,
+                        p999: num(7)?,
+                        user: num(8)?,
+                        sys: num(9)?,
+                        syscalls: None,
+                        peak_rss_kib: num(10)? as u64,
+                    });
+                }
+                ("syscalls", 4) => {
+                    syscalls.insert((point(1, &points)?, server(2)?), num(3)?);
+                }
+                ("idle", 3) => idle.push((server(1)?, num(2)?)),
+                ("callgrind", 4) => {
+                    let opt = |i: usize| {
+                        if f[i] == "-" {
+                            Ok(None)
+                        } else {
+                            num(i).map(Some)
+                        }
+                    };
+                    callgrind.push((server(1)?, opt(2)?, opt(3)?));
+                }
+                ("micro", _) => {
+                    micro.push_str(line.strip_prefix("micro\t").unwrap_or(""));
+                    micro.push('\n');
+                }
+                _ => return Err(bad("not a record")),
+            }
+        }
+        let fact = |k: &str| -> Result<&str, String> {
+            facts
+                .get(k)
+                .copied()
+                .ok_or_else(|| format!("no `run\t{k}` line"))
+        };
+        let parse = |k: &str| -> Result<f64, String> {
+            fact(k)?
+                .parse()
+                .map_err(|_| format!("`run\t{k}` is not a number"))
+        };
+        let info = RunInfo {
+            date: fact("date")?.to_owned(),
+            kernel: fact("kernel")?.to_owned(),
+            cpu: fact("cpu")?.to_owned(),
+            cpus: parse("cpus")? as usize,
+            server_cpu: parse("server_cpu")? as usize,
+            client_cpu: parse("client_cpu")? as usize,
+            duration: parse("duration")?,
+            rounds: parse("rounds")? as usize,
+            syscall_runs: parse("syscall_runs")? as usize,
+            syscall_secs: parse("syscall_secs")?,
+            quick: fact("quick")? == "true",
+            idle_n: parse("idle_n")? as usize,
+            callgrind_n: (parse("callgrind_n1")? as u64, parse("callgrind_n2")? as u64),
+        };
+        for (pi, p) in points.iter().enumerate() {
+            for s in &servers {
+                if !samples.contains_key(&(pi, *s)) {
+                    return Err(format!("no samples of {s} at {}", p.id()));
+                }
+            }
+        }
+        Ok(Results {
+            info,
+            points,
+            servers,
+            samples,
+            syscalls,
+            idle,
+            callgrind,
+            micro,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(rps: f64) -> Sample {
+        Sample {
+            rps,
+            p50: 12.5,
+            p99: 99.0,
+            p999: 1000.25,
+            user: 0.123456789,
+            sys: 7.5,
+            syscalls: None,
+            peak_rss_kib: 6656,
+        }
+    }
+
+    fn results() -> Results {
+        let mut samples = BTreeMap::new();
+        samples.insert(
+            (0, "ringloop"),
+            vec![sample(100.0), sample(300.0), sample(200.0)],
+        );
+        samples.insert(
+            (0, "tokio"),
+            vec![sample(50.0), sample(400.0), sample(100.0)],
+        );
+        Results {
+            info: RunInfo {
+                date: "2026-12-01".into(),
+                kernel: "6.18.44".into(),
+                cpu: "AMD EPYC".into(),
+                cpus: 2,
+                server_cpu: 0,
+                client_cpu: 1,
+                duration: 3.0,
+                rounds: 3,
+                syscall_runs: 3,
+                syscall_secs: 2.0,
+                quick: false,
+                idle_n: 10_000,
+                callgrind_n: (5000, 25000),
+            },
+            points: vec![POINTS[1]],
+            servers: vec!["ringloop", "tokio"],
+            samples,
+            syscalls: [((0, "ringloop"), 0.627)].into_iter().collect(),
+            idle: vec![("ringloop", 568.0)],
+            callgrind: vec![("ringloop", Some(1214.5), None)],
+            micro: "| a | b |\n|---|---|\n".into(),
+        }
+    }
+
+    #[test]
+    fn the_raw_file_reads_back_to_the_same_report() {
+        let r = results();
+        let back = Results::from_tsv(&r.to_tsv()).unwrap();
+        assert_eq!(back.to_tsv(), r.to_tsv());
+        assert_eq!(
+            crate::report::report(&back, "latest"),
+            crate::report::report(&r, "latest")
+        );
+        assert_eq!(back.medians()[&(0, "ringloop")].syscalls, Some(0.627));
+    }
+
+    #[test]
+    fn a_bad_line_is_named() {
+        let mut t = results().to_tsv();
+        t.push_str("sample\t64x64\ttokio\t4\tfast\n");
+        let e = Results::from_tsv(&t).err().unwrap();
+        assert!(e.contains("line ") && e.contains("fast"), "{e}");
+        let e = Results::from_tsv("server\tnginx\n").err().unwrap();
+        assert!(e.contains("unknown server"), "{e}");
+    }
+}

@@ -1,0 +1,302 @@
+//! The report (`NAME.md`) and the chart (`NAME.svg`) of a run, made from its [`Results`]
+//! alone, so a run read back from its raw file renders the same.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::raw::Results;
+use crate::Sample;
+
+/// ringloop ÷ `peer` at point `pi` for figure `f`, round by round, as "median× (lowest–highest)".
+pub(crate) fn paired(
+    samples: &BTreeMap<(usize, &str), Vec<Sample>>,
+    pi: usize,
+    peer: &str,
+    f: &dyn Fn(&Sample) -> f64,
+) -> String {
+    let (Some(ours), Some(theirs)) = (samples.get(&(pi, "ringloop")), samples.get(&(pi, peer)))
+    else {
+        return "—".into();
+    };
+    let ratios: Vec<f64> = ours
+        .iter()
+        .zip(theirs)
+        .map(|(a, b)| f(a) / f(b))
+        .filter(|r| r.is_finite())
+        .collect();
+    if ratios.is_empty() {
+        return "—".into();
+    }
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let n = ratios.len();
+    let m = median(ratios);
+    if n > 1 {
+        format!("{m:.2} ({lo:.2}–{hi:.2})")
+    } else {
+        format!("{m:.2}")
+    }
+}
+
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+pub(crate) fn median_sample(v: &[Sample]) -> Sample {
+    let m = |f: &dyn Fn(&Sample) -> f64| median(v.iter().map(f).collect());
+    Sample {
+        rps: m(&|s| s.rps),
+        p50: m(&|s| s.p50),
+        p99: m(&|s| s.p99),
+        p999: m(&|s| s.p999),
+        user: m(&|s| s.user),
+        sys: m(&|s| s.sys),
+        syscalls: None,
+        peak_rss_kib: v.iter().map(|s| s.peak_rss_kib).max().unwrap_or(0),
+    }
+}
+
+/// The markdown report of `r`; `name` is the stem of the files it is written to.
+pub(crate) fn report(r: &Results, name: &str) -> String {
+    let info = &r.info;
+    let (quick, rounds, syscall_runs) = (info.quick, info.rounds, info.syscall_runs);
+    let (points, servers, samples) = (&r.points[..], &r.servers[..], &r.samples);
+    let med = &r.medians();
+    let (idle, idle_n, callgrind) = (&r.idle[..], info.idle_n, &r.callgrind[..]);
+    let ((n1, n2), micro) = (info.callgrind_n, r.micro.as_str());
+    let mut md = String::new();
+    let date = &info.date;
+    let _ = writeln!(
+        md,
+        "# ringloop echo benchmark{}\n",
+        if quick {
+            " (quick mode: not for reading)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        md,
+        "{date}; Linux {}; {} × {}; server pinned to CPU {}, load generator to CPU {}; {rounds} round(s) of {} s per (server, point), servers in shuffled order each round; medians over the rounds.\n",
+        info.kernel,
+        info.cpus,
+        info.cpu,
+        info.server_cpu,
+        info.client_cpu,
+        info.duration
+    );
+    let _ = writeln!(md, "Servers: `ringloop` (this crate, multishot accept/recv, `RecvBuf` echoed back), `ringloop-batch` (the same with `Builder::batch_wait` at 20 µs: waits gather completions in bunches, opt-in), `tokio` (current_thread), `monoio` (io_uring driver), `bare` (the io-uring crate by hand: multishot accept and recv, a buffer ring, no executor). In this table, ratios are of the medians. CPU is the server's user+system CPU-seconds per 1M requests (from /proc); syscalls per request are counted by `perf stat -e raw_syscalls:sys_enter` on the server's PID, in a separate run per (server, point) since the tracepoint slows every call (the median of {} such runs of {} s).\n", syscall_runs, info.syscall_secs);
+    let cpu = |m: &Sample| m.user + m.sys;
+    let rps = |m: &Sample| m.rps;
+    let peers: Vec<&str> = servers
+        .iter()
+        .copied()
+        .filter(|s| *s != "ringloop")
+        .collect();
+    if servers.contains(&"ringloop") && !peers.is_empty() {
+        let _ = writeln!(md, "## ringloop against each peer\n\nringloop ÷ peer, taken round by round (the two ran back to back, in the same round) and given as the median over the rounds{}. Above 1 is better for req/s; below 1 is better for CPU per request.\n", if rounds > 1 { ", with the lowest and highest round in brackets: a range that straddles 1.00 is no result either way" } else { "" });
+        let mut head = "| point |".to_owned();
+        let mut rule = "|---|".to_owned();
+        for p in &peers {
+            let _ = write!(head, " req/s ÷ {p} | CPU ÷ {p} |");
+            rule.push_str("---:|---:|");
+        }
+        let _ = writeln!(md, "{head}\n{rule}");
+        for (pi, p) in points.iter().enumerate() {
+            let mut row = format!("| {} |", p.label());
+            for peer in &peers {
+                let _ = write!(
+                    row,
+                    " {} | {} |",
+                    paired(samples, pi, peer, &rps),
+                    paired(samples, pi, peer, &cpu)
+                );
+            }
+            let _ = writeln!(md, "{row}");
+        }
+        let _ = writeln!(md, "\n## Every figure\n");
+    }
+    let _ = writeln!(md, "| point | server | req/s | ringloop ÷ this | p50 µs | p99 µs | p99.9 µs | CPU s/1M req (user+sys) | user | sys | syscalls/req | peak RSS MiB |");
+    let _ = writeln!(
+        md,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (pi, p) in points.iter().enumerate() {
+        for s in servers {
+            let m = &med[&(pi, *s)];
+            let ratio = match med.get(&(pi, "ringloop")) {
+                Some(ours) if *s != "ringloop" => format!(
+                    "{:.2}× req/s, {:.2}× CPU",
+                    ours.rps / m.rps,
+                    cpu(ours) / cpu(m)
+                ),
+                _ => "—".to_owned(),
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {s} | {:.0} | {ratio} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.1} |",
+                p.label(),
+                m.rps,
+                m.p50,
+                m.p99,
+                m.p999,
+                m.user + m.sys,
+                m.user,
+                m.sys,
+                m.syscalls.map_or("n/a".into(), |v| format!("{v:.3}")),
+                m.peak_rss_kib as f64 / 1024.0
+            );
+        }
+    }
+    if idle.is_empty() {
+        // A run with --no-idle.
+    } else {
+        let _ = writeln!(md, "\n## Memory per idle connection\n\n{idle_n} connections that each echoed one byte, then went quiet: server RSS growth ÷ connections.\n\n| server | bytes per idle connection |\n|---|---:|");
+        for (s, b) in idle {
+            let _ = writeln!(md, "| {s} | {b:.0} |");
+        }
+    }
+    if !callgrind.is_empty() {
+        let _ = writeln!(md, "\n## User-space instructions per request (callgrind)\n\n64 B echo over 16 connections and over 1; (instructions at {n2} requests − at {n1}) ÷ {}. Free of the machine's noise: exact over one connection, within a few percent over 16 (how many requests share a loop turn varies from run to run). Over one connection an io_uring server turns its loop twice per request (the receive's completion, then the send's), so per-turn costs weigh double there.\n\n| server | instructions/request, 16 conns | ringloop ÷ this | instructions/request, 1 conn | ringloop ÷ this |\n|---|---:|---:|---:|---:|", n2 - n1);
+        let ours = callgrind.iter().find(|(s, ..)| *s == "ringloop");
+        let fmt = |v: Option<f64>| v.map_or("failed".into(), |v| format!("{v:.0}"));
+        let ratio = |o: Option<f64>, v: Option<f64>, s: &str| match (o, v) {
+            (Some(o), Some(v)) if s != "ringloop" => format!("{:.2}", o / v),
+            _ => "—".into(),
+        };
+        for (s, many, one) in callgrind {
+            let (o16, o1) = ours.map_or((None, None), |(_, a, b)| (*a, *b));
+            let _ = writeln!(
+                md,
+                "| {s} | {} | {} | {} | {} |",
+                fmt(*many),
+                ratio(o16, *many, s),
+                fmt(*one),
+                ratio(o1, *one, s)
+            );
+        }
+    }
+    if !micro.trim().is_empty() {
+        let _ = writeln!(md, "\n## Microbenchmarks\n\n{}", micro.trim());
+    }
+    let _ = writeln!(
+        md,
+        "\nChart: [{name}.svg]({name}.svg); every sample in [{name}.raw.tsv]({name}.raw.tsv). Re-run with `bench/run` (full) or `bench/run --quick`; `bench/run --render FILE.raw.tsv` redraws both from the samples."
+    );
+    md
+}
+
+/// The chart of `r`: req/s and CPU per request per server, grouped by point.
+pub(crate) fn svg(r: &Results) -> String {
+    let (points, servers, med) = (&r.points[..], &r.servers[..], &r.medians());
+    // A server keeps its colour in every chart, narrowed runs included.
+    let colors = ["#d9480f", "#f59f00", "#1c7ed6", "#2b8a3e", "#868e96"];
+    let color = |srv: &str| {
+        let i = crate::SERVERS.iter().position(|s| *s == srv).unwrap_or(0);
+        colors[i % colors.len()]
+    };
+    let (w, panel_h, top) = (980.0, 260.0, 50.0);
+    let group_w = (w - 120.0) / points.len() as f64;
+    let bar_w = group_w * 0.8 / servers.len() as f64;
+    let mut s = String::new();
+    let h = top + 2.0 * (panel_h + 70.0) + 30.0;
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="#fff"/>"##);
+    let _ = writeln!(
+        s,
+        r##"<text x="20" y="24" font-size="15" font-weight="bold">Echo servers, one core each: requests/s (higher is better), server CPU µs per request (lower is better)</text><text x="{}" y="44" text-anchor="end" fill="#555">bars scaled within each point; {}</text>"##,
+        w - 20.0,
+        r.info.date
+    );
+    for (i, srv) in servers.iter().enumerate() {
+        let x = 100.0 + i as f64 * 130.0;
+        let _ = writeln!(
+            s,
+            r#"<rect x="{x}" y="34" width="12" height="12" fill="{}"/><text x="{}" y="44">{srv}</text>"#,
+            color(srv),
+            x + 16.0
+        );
+    }
+    type Metric<'a> = (&'a str, &'a dyn Fn(&Sample) -> f64);
+    let metrics: [Metric; 2] = [
+        ("requests/s", &|m: &Sample| m.rps),
+        (
+            "server CPU µs per request (dark: user space)",
+            &|m: &Sample| m.user + m.sys,
+        ),
+    ];
+    for (mi, (title, f)) in metrics.iter().enumerate() {
+        let y0 = top + mi as f64 * (panel_h + 70.0) + 20.0;
+        let base = y0 + panel_h;
+        let _ = writeln!(
+            s,
+            r#"<text x="20" y="{}" font-weight="bold">{title}</text>"#,
+            y0 + 4.0
+        );
+        let _ = writeln!(
+            s,
+            r##"<line x1="90" y1="{base}" x2="{}" y2="{base}" stroke="#333"/>"##,
+            w - 20.0
+        );
+        for (pi, p) in points.iter().enumerate() {
+            let vals: Vec<f64> = servers.iter().map(|sv| f(&med[&(pi, *sv)])).collect();
+            let max = vals.iter().cloned().fold(0.0, f64::max).max(1e-9);
+            let gx = 100.0 + pi as f64 * group_w;
+            for (si, v) in vals.iter().enumerate() {
+                let bh = (panel_h - 30.0) * v / max;
+                let x = gx + si as f64 * bar_w;
+                let label = match (mi, *v) {
+                    (0, v) if v < 10_000.0 => format!("{:.1}k", v / 1000.0),
+                    (0, v) => format!("{:.0}k", v / 1000.0),
+                    (_, v) if v < 10.0 => format!("{v:.2}"),
+                    (_, v) => format!("{v:.1}"),
+                };
+                let _ = writeln!(
+                    s,
+                    r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="{}"/>"#,
+                    base - bh,
+                    bar_w - 2.0,
+                    color(servers[si])
+                );
+                if mi == 1 {
+                    // The user-space share of the CPU bar, darkened from the bottom.
+                    let m = &med[&(pi, servers[si])];
+                    let uh = bh * m.user / v.max(1e-9);
+                    let _ = writeln!(
+                        s,
+                        r##"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{uh:.1}" fill="#000" fill-opacity="0.35"/>"##,
+                        base - uh,
+                        bar_w - 2.0
+                    );
+                }
+                let _ = writeln!(
+                    s,
+                    r#"<text x="{:.1}" y="{:.1}" font-size="9" text-anchor="middle">{label}</text>"#,
+                    x + bar_w / 2.0 - 1.0,
+                    base - bh - 3.0
+                );
+            }
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+                gx + group_w * 0.4,
+                base + 16.0,
+                p.label()
+            );
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}
