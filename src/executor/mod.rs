@@ -328,7 +328,9 @@ impl SchedCore {
             return;
         }
         h.scheduled.set(true);
-        self.run_queue.push_back(ptr);
+        // SAFETY: alive (above), kept alive while queued by the slab's or the caller's
+        // reference (module contract), and not queued: its `scheduled` flag was clear.
+        unsafe { self.run_queue.push_back(ptr) };
     }
 
     /// Drops the slab's reference of a completed task, or hands it to its queue entry.
@@ -397,7 +399,9 @@ pub(crate) fn wake_inline(w: Waker) -> Result<(), Waker> {
     // The waker's reference is released here rather than through its vtable (this is our own
     // waker, checked above); the slab entry holds another, so it is never the last.
     let _ = std::mem::ManuallyDrop::new(w);
-    task::release_ref_not_last(task);
+    // SAFETY: `w`'s reference, which the line above keeps from being released twice, is the
+    // one given up; the slab's (checked above) outlives it.
+    unsafe { task::release_ref_not_last(task) };
     Ok(())
 }
 

@@ -21,11 +21,16 @@ pub(super) struct RunQueue {
 }
 
 impl RunQueue {
-    /// Appends `task`, which must be alive and not queued already.
+    /// Appends `task`.
+    ///
+    /// # Safety
+    ///
+    /// `task` is alive and stays alive while queued (see the module's rules), and it is not
+    /// in the queue already: its `next` link is about to be overwritten.
     #[inline]
-    pub(super) fn push_back(&self, task: NonNull<Header>) {
-        // SAFETY: the caller vouches that `task` is alive; owner thread, so no other access
-        // to its `next` link, which is free since the task is not queued.
+    pub(super) unsafe fn push_back(&self, task: NonNull<Header>) {
+        // SAFETY: alive, per the caller; owner thread, so no other access to its `next`
+        // link, which is free since the task is not queued.
         unsafe { task.as_ref() }.next.set(None);
         match self.tail.get() {
             // SAFETY: the tail is queued, hence alive (module rules).

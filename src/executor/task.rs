@@ -215,10 +215,14 @@ fn drop_ref(ptr: NonNull<Header>) {
     }
 }
 
-/// Releases a reference that the caller knows is not the task's last (another holder, such
-/// as the scheduler's slab entry, outlives it): a plain decrement, with no check for the
-/// deallocation that cannot be due.
-pub(super) fn release_ref_not_last(ptr: NonNull<Header>) {
+/// Releases a reference that is not the task's last: a plain decrement, with no check for
+/// the deallocation that cannot be due.
+///
+/// # Safety
+///
+/// The caller gives up a reference it holds (and never uses it again), and another holder,
+/// such as the scheduler's slab entry, outlives this call.
+pub(super) unsafe fn release_ref_not_last(ptr: NonNull<Header>) {
     // SAFETY: the caller holds the reference it releases, so the header is alive.
     let h = unsafe { ptr.as_ref() };
     let prev = h.refs.fetch_sub(1, Ordering::Release);
