@@ -380,7 +380,7 @@ impl Driver {
             if inner.ring.is_none() {
                 break Ok(());
             }
-            let pending = inner.awaiting_kernel();
+            let pending = inner.awaiting_kernel_keys();
             if pending.is_empty() {
                 break Ok(());
             }

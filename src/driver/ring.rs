@@ -251,7 +251,7 @@ impl Inner {
     }
 
     /// The slots the kernel still owes a final CQE.
-    pub(super) fn awaiting_kernel(&self) -> Vec<usize> {
+    pub(super) fn awaiting_kernel_keys(&self) -> Vec<usize> {
         self.ops
             .iter()
             .filter(|(_, s)| s.awaits_kernel())
@@ -261,7 +261,7 @@ impl Inner {
 
     /// Close ran out of time: leak (never free) everything the kernel may still write.
     pub(super) fn abandon(&mut self, pending: usize, timeout: Duration) -> io::Error {
-        for key in self.awaiting_kernel() {
+        for key in self.awaiting_kernel_keys() {
             match std::mem::replace(&mut self.ops[key], Lifecycle::Abandoned) {
                 Lifecycle::Orphaned(o) => std::mem::forget(o),
                 Lifecycle::Internal(b) => std::mem::forget(b),
