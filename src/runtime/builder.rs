@@ -141,19 +141,17 @@ impl Builder {
     /// rather than waking for the first. Fewer `io_uring_enter` calls and larger batches per
     /// call, for up to `wait` of added latency. `None` (the default) wakes for the first.
     ///
-    /// How many to wait for adapts: it starts at one, doubles while waits bring in at least
-    /// twice that, halves when one falls short, and stays under a quarter of the operations in
-    /// flight. A quiet loop, or one with few connections, keeps waiting for one.
+    /// How many to wait for adapts: it starts at one, doubles once two waits in a row bring
+    /// in at least twice that, halves when one falls short, and stays under a quarter of the
+    /// operations in flight. A quiet loop, or one with few connections, keeps waiting for one.
     ///
-    /// On the machine `bench/` runs on, 20 µs cut syscalls per request at 64 connections ×
-    /// 64 B from about 0.4–1.1 to 0.11–0.21. What it does to CPU per request depends on the
-    /// traffic (six paired rounds each): about even with 64-byte messages (0.9–1.1× at 64 and
-    /// 256 connections), but more with large ones: 1.35× at 64 connections × 4 KiB, and
-    /// 1.3–2.2× at 16 × 64 KiB over two runs. Why, measured with perf: where the loop already
-    /// sleeps about once per request (few connections, large messages), a wait for several
-    /// completions sleeps twice as often (2.0 against 1.0 sleeping waits and context switches
-    /// per request at 16 × 64 KiB) and saves no system call; where it rarely sleeps (64 × 64 B:
-    /// 0.02–0.08 per request) it only merges enters.
+    /// On the machine `bench/` runs on (five paired rounds each), 20 µs cut system calls per
+    /// request at 64 and 256 connections × 64 B from 0.4–0.6 to 0.10, at 0.93–0.95× the CPU
+    /// per request and 1.08–1.10× the requests per second. With large messages it costs CPU:
+    /// 1.06× at 16 × 64 KiB, and 1.33× at 64 connections × 4 KiB, where it halves system
+    /// calls and context switches and the cost's cause is not yet known. (Before the target
+    /// needed two bunches in a row to grow, it swung, the loop slept twice per request at
+    /// 16 × 64 KiB instead of once, and that point paid 1.3–2.2×.)
     ///
     /// With 4 connections or fewer nothing changes: the quarter rule keeps the target at one,
     /// and a wait for one completion carries no min-wait. It is off by default for both
