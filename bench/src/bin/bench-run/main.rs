@@ -1,6 +1,7 @@
 //! The runner: every echo server against the same load generator, pinned to different cores,
 //! in interleaved, shuffled rounds; then memory per idle connection, callgrind instructions
-//! per request, and the microbenchmarks. Writes `bench/results/latest.md` and `latest.svg`.
+//! per request, and the microbenchmarks. Writes `bench/results/latest.md`, `latest.svg` and
+//! `latest.raw.tsv` (every sample).
 //!
 //! Layout: this file measures; `report` makes the markdown and the chart from the
 //! [`Results`] alone; `raw` records every sample in `NAME.raw.tsv` and reads it back, so
@@ -415,13 +416,12 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
-/// Writes `NAME.md`, `NAME.svg` and `NAME.raw.tsv` of `r` into `dir`; returns the report.
-fn write_outputs(r: &Results, dir: &Path, name: &str) -> String {
+/// Writes `NAME.md` and `NAME.svg` of `r` into `dir`; returns the report.
+fn write_report(r: &Results, dir: &Path, name: &str) -> String {
     let md = report::report(r, name);
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join(format!("{name}.md")), &md).unwrap();
     std::fs::write(dir.join(format!("{name}.svg")), report::svg(r)).unwrap();
-    std::fs::write(dir.join(format!("{name}.raw.tsv")), r.to_tsv()).unwrap();
     md
 }
 
@@ -441,7 +441,7 @@ fn render(path: &Path) {
         std::process::exit(2)
     });
     let dir = path.parent().unwrap_or(Path::new("."));
-    write_outputs(&r, dir, name);
+    write_report(&r, dir, name);
     eprintln!(
         "bench-run: rendered {name}.md and {name}.svg in {}",
         dir.display()
@@ -543,10 +543,11 @@ fn main() {
     // Syscall counts move between runs (how many completions one io_uring_enter gathers
     // depends on timing): the median of several counted runs, each shorter than a timed one.
     let syscall_runs: usize = args.get("syscall-runs", if quick { 1 } else { 3 });
+    let syscall_secs = cfg.duration.min(2.0);
     let mut syscalls = BTreeMap::new();
     if cfg.perf && syscall_runs > 0 {
         let counted_cfg = Cfg {
-            duration: cfg.duration.min(2.0),
+            duration: syscall_secs,
             ..cfg.clone()
         };
         for (pi, p) in points.iter().enumerate() {
@@ -618,7 +619,7 @@ fn main() {
             duration: cfg.duration,
             rounds,
             syscall_runs,
-            syscall_secs: cfg.duration.min(2.0),
+            syscall_secs,
             quick,
             idle_n,
             callgrind_n: (n1, n2),
@@ -638,7 +639,8 @@ fn main() {
     } else {
         "latest"
     };
-    let md = write_outputs(&results, &out_dir, name);
+    let md = write_report(&results, &out_dir, name);
+    std::fs::write(out_dir.join(format!("{name}.raw.tsv")), results.to_tsv()).unwrap();
     println!("{md}");
     eprintln!(
         "bench-run: wrote {} (.svg, .raw.tsv) in {:.0} s",

@@ -173,7 +173,12 @@ impl Results {
                 ("server", 2) => servers.push(server(1)?),
                 ("sample", 11) => {
                     let key = (point(1, &points)?, server(2)?);
-                    samples.entry(key).or_default().push(Sample {
+                    let rounds = samples.entry(key).or_default();
+                    // Ratios pair two servers' samples by round, so each must be in order.
+                    if num(3)? != (rounds.len() + 1) as f64 {
+                        return Err(bad(&format!("expected round {}", rounds.len() + 1)));
+                    }
+                    rounds.push(Sample {
                         rps: num(4)?,
                         p50: num(5)?,
                         p99: num(6)?,
@@ -324,5 +329,11 @@ mod tests {
         assert!(e.contains("line ") && e.contains("fast"), "{e}");
         let e = Results::from_tsv("server\tnginx\n").err().unwrap();
         assert!(e.contains("unknown server"), "{e}");
+        // A round out of order would pair the wrong samples.
+        let t = results()
+            .to_tsv()
+            .replacen("\tringloop\t2\t", "\tringloop\t3\t", 1);
+        let e = Results::from_tsv(&t).err().unwrap();
+        assert!(e.contains("expected round 2"), "{e}");
     }
 }

@@ -8,7 +8,7 @@ use crate::raw::Results;
 use crate::Sample;
 
 /// ringloop ÷ `peer` at point `pi` for figure `f`, round by round, as "median× (lowest–highest)".
-pub(crate) fn paired(
+fn paired(
     samples: &BTreeMap<(usize, &str), Vec<Sample>>,
     pi: usize,
     peer: &str,
