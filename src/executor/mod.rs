@@ -70,6 +70,7 @@ impl Notifier {
     }
 
     /// Returns false (and stays awake) if a notification is already pending.
+    #[inline]
     pub(crate) fn prepare_park(&self) -> bool {
         self.sleeping.store(true, Ordering::SeqCst);
         if self.pending.load(Ordering::SeqCst) {
@@ -79,6 +80,7 @@ impl Notifier {
         true
     }
 
+    #[inline]
     pub(crate) fn unparked(&self) {
         self.sleeping.store(false, Ordering::SeqCst);
     }

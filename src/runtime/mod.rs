@@ -337,11 +337,19 @@ impl Core {
         }
     }
 
-    #[inline]
+    /// Runs what the driver released (foreign wakers, orphans) once its borrow has ended. The
+    /// check is inline and the work out of line: nearly every turn has nothing to run, and the
+    /// work's stack frame would otherwise be paid on each of them.
+    #[inline(always)]
     fn run_released(&self) {
-        if !self.driver.has_released() {
-            return;
+        if self.driver.has_released() {
+            self.run_released_slow();
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn run_released_slow(&self) {
         let mut released = self.released.take();
         self.driver.take_released(&mut released);
         released.run();
