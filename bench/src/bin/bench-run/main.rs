@@ -15,6 +15,9 @@
 //! names: 1x64, 64x64, 256x64, 64x4k, 16x64k, 64x64d16) narrow the run, which then writes
 //! `partial.md`; `--no-idle`, `--no-callgrind` and `--no-micro` skip those parts, and
 //! `--syscall-runs N` sets how many counted runs give the syscall median (0: none).
+//!
+//! With valgrind, a full run also counts the callgrind figure with the servers built by the
+//! `release-lto` profile (fat LTO, one codegen unit); `--no-lto` skips that build.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write as _};
@@ -388,6 +391,37 @@ fn callgrind_per_request(cfg: &Cfg, server: &str, conns: usize, n1: u64, n2: u64
     Some((totals[1] - totals[0]) / (n2 - n1) as f64)
 }
 
+/// Builds the servers (and the load generator) with the `release-lto` profile next to the
+/// release build; the configuration that runs them, or `None` (said on stderr) if the build
+/// failed.
+fn build_lto(cfg: &Cfg) -> Option<Cfg> {
+    let target = cfg.bin.parent()?;
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    eprintln!("bench-run: building the servers with --profile release-lto for callgrind");
+    let ok = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .current_dir(workspace)
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            "release-lto",
+            "-p",
+            "ringloop-bench",
+        ])
+        .args(["--bin", "bench-echo", "--bin", "bench-load", "--target-dir"])
+        .arg(target)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("bench-run: the release-lto build failed; its callgrind table is left out");
+        return None;
+    }
+    Some(Cfg {
+        bin: target.join("release-lto"),
+        ..cfg.clone()
+    })
+}
+
 /// A small xorshift generator for the round order: no dependency, and a fixed seed per
 /// round so a run can be repeated.
 fn shuffle<T>(v: &mut [T], seed: u64) {
@@ -593,6 +627,22 @@ fn main() {
     } else {
         Vec::new()
     };
+    // The same under a production-style build, which inlines across crates: it changes the
+    // servers' costs by different amounts. Not in quick mode (a minute-long smoke run).
+    let callgrind_lto: Vec<(&str, Option<f64>, Option<f64>)> =
+        match (valgrind && !quick && !args.flag("no-lto")).then(|| build_lto(&cfg)) {
+            Some(Some(lto)) => distinct(&servers)
+                .iter()
+                .map(|s| {
+                    (
+                        *s,
+                        callgrind_per_request(&lto, s, 16, n1, n2),
+                        callgrind_per_request(&lto, s, 1, n1, n2),
+                    )
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
 
     let micro = if args.flag("no-micro") {
         String::new()
@@ -630,6 +680,7 @@ fn main() {
         syscalls,
         idle,
         callgrind,
+        callgrind_lto,
         micro,
     };
     let name = if quick {

@@ -11,6 +11,8 @@
 //! - `idle SERVER BYTES`: memory per idle connection;
 //! - `callgrind SERVER MANY ONE`: instructions per request over 16 connections and over 1,
 //!   `-` where a count failed;
+//! - `callgrind-lto SERVER MANY ONE`: the same, with the servers built by the `release-lto`
+//!   profile (fat LTO, one codegen unit);
 //! - `micro LINE`: the microbenchmarks' markdown table, a line each.
 
 use std::collections::BTreeMap;
@@ -49,6 +51,8 @@ pub(crate) struct Results {
     pub(crate) syscalls: BTreeMap<(usize, &'static str), f64>,
     pub(crate) idle: Vec<(&'static str, f64)>,
     pub(crate) callgrind: Vec<(&'static str, Option<f64>, Option<f64>)>,
+    /// The same, built with fat LTO (empty when not measured).
+    pub(crate) callgrind_lto: Vec<(&'static str, Option<f64>, Option<f64>)>,
     pub(crate) micro: String,
 }
 
@@ -123,6 +127,9 @@ impl Results {
         for (s, many, one) in &self.callgrind {
             let _ = writeln!(t, "callgrind\t{s}\t{}\t{}", opt(many), opt(one));
         }
+        for (s, many, one) in &self.callgrind_lto {
+            let _ = writeln!(t, "callgrind-lto\t{s}\t{}\t{}", opt(many), opt(one));
+        }
         for line in self.micro.lines() {
             let _ = writeln!(t, "micro\t{line}");
         }
@@ -138,6 +145,7 @@ impl Results {
         let mut syscalls = BTreeMap::new();
         let mut idle = Vec::new();
         let mut callgrind = Vec::new();
+        let mut callgrind_lto = Vec::new();
         let mut micro = String::new();
         for (n, line) in text.lines().enumerate() {
             let bad = |what: &str| format!("line {}: {what}: {line:?}", n + 1);
@@ -193,7 +201,7 @@ impl Results {
                     syscalls.insert((point(1, &points)?, server(2)?), num(3)?);
                 }
                 ("idle", 3) => idle.push((server(1)?, num(2)?)),
-                ("callgrind", 4) => {
+                (kind @ ("callgrind" | "callgrind-lto"), 4) => {
                     let opt = |i: usize| {
                         if f[i] == "-" {
                             Ok(None)
@@ -201,7 +209,12 @@ impl Results {
                             num(i).map(Some)
                         }
                     };
-                    callgrind.push((server(1)?, opt(2)?, opt(3)?));
+                    let row = (server(1)?, opt(2)?, opt(3)?);
+                    if kind == "callgrind" {
+                        callgrind.push(row);
+                    } else {
+                        callgrind_lto.push(row);
+                    }
                 }
                 ("micro", _) => {
                     micro.push_str(line.strip_prefix("micro\t").unwrap_or(""));
@@ -251,6 +264,7 @@ impl Results {
             syscalls,
             idle,
             callgrind,
+            callgrind_lto,
             micro,
         })
     }
@@ -305,6 +319,10 @@ mod tests {
             syscalls: [((0, "ringloop"), 0.627)].into_iter().collect(),
             idle: vec![("ringloop", 568.0)],
             callgrind: vec![("ringloop", Some(1214.5), None)],
+            callgrind_lto: vec![
+                ("ringloop", Some(1129.1), Some(1790.0)),
+                ("tokio", None, Some(1210.0)),
+            ],
             micro: "| a | b |\n|---|---|\n".into(),
         }
     }

@@ -166,24 +166,12 @@ pub(crate) fn report(r: &Results, name: &str) -> String {
         }
     }
     if !callgrind.is_empty() {
-        let _ = writeln!(md, "\n## User-space instructions per request (callgrind)\n\n64 B echo over 16 connections and over 1; (instructions at {n2} requests − at {n1}) ÷ {}. Free of the machine's noise: exact over one connection, within a few percent over 16 (how many requests share a loop turn varies from run to run). Over one connection an io_uring server turns its loop twice per request (the receive's completion, then the send's), so per-turn costs weigh double there.\n\n| server | instructions/request, 16 conns | ringloop ÷ this | instructions/request, 1 conn | ringloop ÷ this |\n|---|---:|---:|---:|---:|", n2 - n1);
-        let ours = callgrind.iter().find(|(s, ..)| *s == "ringloop");
-        let fmt = |v: Option<f64>| v.map_or("failed".into(), |v| format!("{v:.0}"));
-        let ratio = |o: Option<f64>, v: Option<f64>, s: &str| match (o, v) {
-            (Some(o), Some(v)) if s != "ringloop" => format!("{:.2}", o / v),
-            _ => "—".into(),
-        };
-        for (s, many, one) in callgrind {
-            let (o16, o1) = ours.map_or((None, None), |(_, a, b)| (*a, *b));
-            let _ = writeln!(
-                md,
-                "| {s} | {} | {} | {} | {} |",
-                fmt(*many),
-                ratio(o16, *many, s),
-                fmt(*one),
-                ratio(o1, *one, s)
-            );
-        }
+        let _ = writeln!(md, "\n## User-space instructions per request (callgrind)\n\n64 B echo over 16 connections and over 1; (instructions at {n2} requests − at {n1}) ÷ {}. Free of the machine's noise: exact over one connection, within a few percent over 16 (how many requests share a loop turn varies from run to run). Over one connection an io_uring server turns its loop twice per request (the receive's completion, then the send's), so per-turn costs weigh double there.\n", n2 - n1);
+        callgrind_table(&mut md, callgrind);
+    }
+    if !r.callgrind_lto.is_empty() {
+        let _ = writeln!(md, "\nThe same servers built with `--profile release-lto` (fat LTO, one codegen unit), as a production build may be. LTO inlines across crates, which the default release build does only for generic and `#[inline]` code, so it changes each server's cost by a different amount.\n");
+        callgrind_table(&mut md, &r.callgrind_lto);
     }
     if !micro.trim().is_empty() {
         let _ = writeln!(md, "\n## Microbenchmarks\n\n{}", micro.trim());
@@ -299,4 +287,26 @@ pub(crate) fn svg(r: &Results) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// The callgrind table: each server's instructions per request and ringloop's over them.
+fn callgrind_table(md: &mut String, rows: &[(&str, Option<f64>, Option<f64>)]) {
+    let _ = writeln!(md, "| server | instructions/request, 16 conns | ringloop ÷ this | instructions/request, 1 conn | ringloop ÷ this |\n|---|---:|---:|---:|---:|");
+    let ours = rows.iter().find(|(s, ..)| *s == "ringloop");
+    let (o16, o1) = ours.map_or((None, None), |(_, a, b)| (*a, *b));
+    let fmt = |v: Option<f64>| v.map_or("failed".into(), |v| format!("{v:.0}"));
+    let ratio = |o: Option<f64>, v: Option<f64>, s: &str| match (o, v) {
+        (Some(o), Some(v)) if s != "ringloop" => format!("{:.2}", o / v),
+        _ => "—".into(),
+    };
+    for (s, many, one) in rows {
+        let _ = writeln!(
+            md,
+            "| {s} | {} | {} | {} | {} |",
+            fmt(*many),
+            ratio(o16, *many, s),
+            fmt(*one),
+            ratio(o1, *one, s)
+        );
+    }
 }
