@@ -3,10 +3,11 @@
 use std::rc::Rc;
 
 use super::{Driver, DriverCell};
-use crate::util::registry::{Entered, LoopPart, Registry};
+use crate::util::registry::{Current, Entered, LoopPart, Registry};
 
 thread_local! {
     static DRIVERS: Registry<DriverCell> = const { Registry::new() };
+    static CURRENT: Current<DriverCell> = const { Current::new() };
 }
 
 impl LoopPart for DriverCell {
@@ -28,21 +29,21 @@ pub(crate) fn unregister(id: u64) {
 pub(crate) struct EnterGuard(Option<Entered<DriverCell>>);
 
 pub(super) fn enter(d: &Rc<DriverCell>) -> EnterGuard {
-    EnterGuard(Some(DRIVERS.with(|r| r.enter(d))))
+    EnterGuard(Some(CURRENT.with(|c| c.enter(d))))
 }
 
 impl Drop for EnterGuard {
     fn drop(&mut self) {
         if let Some(e) = self.0.take() {
-            DRIVERS.with(|r| r.leave(e));
+            CURRENT.with(|c| c.leave(e));
         }
     }
 }
 
 /// The driver of the loop running on this thread, if any.
 pub(crate) fn current() -> Option<Driver> {
-    DRIVERS
-        .with(|r| r.with_current(|d| d as *const DriverCell))
+    CURRENT
+        .with(|c| c.with_current(|d| d as *const DriverCell))
         .map(|ptr| {
             // SAFETY: `with_current` handed us a live cell owned by an `Rc` (kept alive by the
             // enter guard); taking one more strong count and wrapping it gives an owned `Rc`.
@@ -57,7 +58,7 @@ pub(crate) fn current() -> Option<Driver> {
 /// [`current`], no reference count is taken. For the per-operation paths.
 #[inline]
 pub(crate) fn with_current<R>(f: impl FnOnce(&Driver) -> R) -> Option<R> {
-    let ptr = DRIVERS.with(|r| r.with_current(|d| d as *const DriverCell))?;
+    let ptr = CURRENT.with(|c| c.with_current(|d| d as *const DriverCell))?;
     // The cell is owned by an `Rc` that the enter guard keeps alive while it is current,
     // which spans this call (the guard lives in the running loop's frame, below us on the
     // stack). The `Driver` made here borrows that count: ManuallyDrop keeps it from being
@@ -78,5 +79,5 @@ pub(crate) fn lookup(id: u64) -> Option<Driver> {
 
 /// The id of the loop running on this thread, if any.
 pub(crate) fn current_id() -> Option<u64> {
-    DRIVERS.with(|r| r.with_current(|d| d.id))
+    CURRENT.with(|c| c.with_current(|d| d.id))
 }

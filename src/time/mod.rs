@@ -31,7 +31,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::util::registry::{Entered, LoopPart, Registry};
+use crate::util::registry::{Current, Entered, LoopPart, Registry};
 
 /// A loop's timers, registered per thread like its driver.
 pub(crate) struct Timers {
@@ -47,6 +47,7 @@ impl LoopPart for Timers {
 
 thread_local! {
     static TIMERS: Registry<Timers> = const { Registry::new() };
+    static CURRENT: Current<Timers> = const { Current::new() };
 }
 
 impl Timers {
@@ -60,7 +61,7 @@ impl Timers {
     }
 
     pub(crate) fn enter(self: &Rc<Self>) -> TimersGuard {
-        TimersGuard(Some(TIMERS.with(|r| r.enter(self))))
+        TimersGuard(Some(CURRENT.with(|c| c.enter(self))))
     }
 
     pub(crate) fn unregister(id: u64) {
@@ -74,7 +75,7 @@ pub(crate) struct TimersGuard(Option<Entered<Timers>>);
 impl Drop for TimersGuard {
     fn drop(&mut self) {
         if let Some(e) = self.0.take() {
-            TIMERS.with(|r| r.leave(e));
+            CURRENT.with(|c| c.leave(e));
         }
     }
 }
@@ -120,8 +121,8 @@ impl Sleep {
 
     fn unregister(&mut self) {
         if let Some((id, key)) = self.timer.take() {
-            let removed = TIMERS.with(|r| {
-                r.with_current(|t| (t.id == id).then(|| t.wheel.borrow_mut().remove(key)))
+            let removed = CURRENT.with(|c| {
+                c.with_current(|t| (t.id == id).then(|| t.wheel.borrow_mut().remove(key)))
                     .flatten()
             });
             if removed.is_none() {
@@ -138,8 +139,8 @@ impl Future for Sleep {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        let ready = TIMERS.with(|r| {
-            r.with_current(|t| {
+        let ready = CURRENT.with(|c| {
+            c.with_current(|t| {
                 let mut wheel = t.wheel.borrow_mut();
                 match this.timer {
                     None => match wheel.insert(this.deadline, cx.waker().clone()) {

@@ -13,16 +13,14 @@ pub(crate) trait LoopPart: 'static {
     fn loop_id(&self) -> u64;
 }
 
-/// One per part type, in a `thread_local!`.
+/// Every part of one type alive on a thread, in a `thread_local!`.
 pub(crate) struct Registry<T: LoopPart> {
-    current: Cell<*const T>,
     all: RefCell<Vec<Rc<T>>>,
 }
 
 impl<T: LoopPart> Registry<T> {
     pub(crate) const fn new() -> Registry<T> {
         Registry {
-            current: Cell::new(std::ptr::null()),
             all: RefCell::new(Vec::new()),
         }
     }
@@ -42,31 +40,6 @@ impl<T: LoopPart> Registry<T> {
         drop(removed);
     }
 
-    /// Makes `part` current until the guard is dropped with [`Registry::leave`].
-    pub(crate) fn enter(&self, part: &Rc<T>) -> Entered<T> {
-        let prev = self.current.replace(Rc::as_ptr(part));
-        Entered {
-            prev,
-            keep: part.clone(),
-        }
-    }
-
-    pub(crate) fn leave(&self, entered: Entered<T>) {
-        self.current.set(entered.prev);
-        drop(entered.keep);
-    }
-
-    /// Runs `f` with the current part, if any.
-    pub(crate) fn with_current<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
-        let ptr = self.current.get();
-        if ptr.is_null() {
-            return None;
-        }
-        // SAFETY: a non-null `current` was set by `enter`, whose `Entered` holds an `Rc` to
-        // the same part until `leave` resets `current`; so the part is alive.
-        Some(f(unsafe { &*ptr }))
-    }
-
     /// The part of loop `id`, if it lives on this thread.
     pub(crate) fn lookup(&self, id: u64) -> Option<Rc<T>> {
         self.all
@@ -77,7 +50,49 @@ impl<T: LoopPart> Registry<T> {
     }
 }
 
-/// Proof that a part was made current; hand it back to [`Registry::leave`].
+/// The part of the loop running on a thread, in a `thread_local!` of its own. It has no
+/// destructor (a raw pointer, kept valid by the [`Entered`] guard), so reading it is a plain
+/// load: the registry's vector, which must be dropped at thread exit, would add a check of
+/// the thread-local's state to every poll.
+pub(crate) struct Current<T: LoopPart> {
+    ptr: Cell<*const T>,
+}
+
+impl<T: LoopPart> Current<T> {
+    pub(crate) const fn new() -> Current<T> {
+        Current {
+            ptr: Cell::new(std::ptr::null()),
+        }
+    }
+
+    /// Makes `part` current until the guard is dropped with [`Current::leave`].
+    pub(crate) fn enter(&self, part: &Rc<T>) -> Entered<T> {
+        let prev = self.ptr.replace(Rc::as_ptr(part));
+        Entered {
+            prev,
+            keep: part.clone(),
+        }
+    }
+
+    pub(crate) fn leave(&self, entered: Entered<T>) {
+        self.ptr.set(entered.prev);
+        drop(entered.keep);
+    }
+
+    /// Runs `f` with the current part, if any.
+    #[inline]
+    pub(crate) fn with_current<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
+        let ptr = self.ptr.get();
+        if ptr.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null `ptr` was set by `enter`, whose `Entered` holds an `Rc` to the
+        // same part until `leave` resets it; so the part is alive.
+        Some(f(unsafe { &*ptr }))
+    }
+}
+
+/// Proof that a part was made current; hand it back to [`Current::leave`].
 pub(crate) struct Entered<T: LoopPart> {
     prev: *const T,
     keep: Rc<T>,
