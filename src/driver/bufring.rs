@@ -7,7 +7,7 @@
 //!
 //! # Who may touch what
 //!
-//! - `tail`, `out`, `waiters`: the loop's thread only (checked by thread id on the paths that
+//! - `tail`, `out`, `waiters`, `has_waiters`: the loop's thread only (checked by thread id on the paths that
 //!   may run elsewhere: `RecvBuf::drop`).
 //! - `foreign`: any thread, under its mutex; a `RecvBuf` dropped on another thread queues its
 //!   id there and wakes the loop, which writes it back on its next turn.
@@ -55,6 +55,8 @@ struct PoolInner {
     out: Cell<usize>,
     /// Tasks waiting for a buffer after `ENOBUFS`.
     waiters: RefCell<Vec<Waker>>,
+    /// `waiters` is not empty: one flag to test on each write-back.
+    has_waiters: Cell<bool>,
     /// False once the ring that knew this pool is gone: write-backs become no-ops.
     registered: Cell<bool>,
     foreign: Mutex<Vec<u16>>,
@@ -107,6 +109,7 @@ impl BufPool {
             tail: Cell::new(0),
             out: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
+            has_waiters: Cell::new(false),
             registered: Cell::new(false),
             foreign: Mutex::new(Vec::new()),
             foreign_pending: AtomicBool::new(false),
@@ -154,6 +157,7 @@ impl BufPool {
         if !w.iter().any(|x| x.will_wake(waker)) {
             w.push(waker.clone());
         }
+        self.0.has_waiters.set(true);
     }
 
     /// Writes back buffers dropped on other threads. Called by the loop every turn.
@@ -190,6 +194,7 @@ impl PoolInner {
     }
 
     /// Writes entry `bid` at the tail (not yet visible to the kernel). Owner thread.
+    #[inline]
     fn push(&self, bid: u16) {
         let mask = self.count - 1;
         let tail = self.tail.get();
@@ -203,6 +208,7 @@ impl PoolInner {
     }
 
     /// Makes pushed entries visible to the kernel. Owner thread.
+    #[inline]
     fn publish(&self) {
         // SAFETY: the tail field lives in the ring's first entry, which is initialised; the
         // kernel reads it concurrently, hence the atomic view and the release store.
@@ -211,6 +217,7 @@ impl PoolInner {
     }
 
     /// Returns buffer `bid` to the ring and wakes tasks waiting for one. Owner thread.
+    #[inline]
     fn give_back(&self, bid: u16) {
         self.out.set(self.out.get().saturating_sub(1));
         if !self.registered.get() {
@@ -218,13 +225,26 @@ impl PoolInner {
         }
         self.push(bid);
         self.publish();
-        if self.waiters.borrow().is_empty() {
-            return;
+        if self.has_waiters.get() {
+            self.wake_waiters();
         }
+    }
+
+    #[cold]
+    fn wake_waiters(&self) {
+        self.has_waiters.set(false);
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         for w in waiters {
             w.wake();
         }
+    }
+
+    /// A `RecvBuf` dropped on another thread: queue its id for the owner's next turn.
+    #[cold]
+    fn give_back_foreign(&self, bid: u16) {
+        self.lock_foreign().push(bid);
+        self.foreign_pending.store(true, Ordering::Release);
+        (self.wake_loop)();
     }
 }
 
@@ -359,16 +379,15 @@ fn thread_tag() -> usize {
 }
 
 impl Drop for RecvBuf {
+    #[inline]
     fn drop(&mut self) {
-        let Store::Pooled { pool, bid } = std::mem::replace(&mut self.store, Store::Empty) else {
-            return;
-        };
-        if thread_tag() == pool.owner {
-            pool.give_back(bid);
-        } else {
-            pool.lock_foreign().push(bid);
-            pool.foreign_pending.store(true, Ordering::Release);
-            (pool.wake_loop)();
+        // The id goes back first; the pool's `Arc` is released after, by the field's own drop.
+        if let Store::Pooled { pool, bid } = &self.store {
+            if thread_tag() == pool.owner {
+                pool.give_back(*bid);
+            } else {
+                pool.give_back_foreign(*bid);
+            }
         }
     }
 }
