@@ -28,6 +28,7 @@ mod registry;
 mod ring;
 pub(crate) mod slot;
 mod stream;
+mod table;
 
 pub(crate) use op::{Op, OpCode};
 pub(crate) use registry::{current, current_id, lookup, unregister, with_current, EnterGuard};
@@ -44,10 +45,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use io_uring::{squeue, IoUring};
-use slab::Slab;
 
 use bufring::BufPool;
 use slot::{Completion, Lifecycle, Orphan};
+use table::OpTable;
 
 /// `user_data` of cancel SQEs; their CQEs are ignored. Never a slot index: the table cannot
 /// hold `u64::MAX` entries.
@@ -101,7 +102,7 @@ pub(crate) struct PoolConfig {
 struct Inner {
     /// `None` once closed.
     ring: Option<IoUring>,
-    ops: Slab<Lifecycle>,
+    ops: OpTable,
     released: Released,
     /// The doorbell read: its descriptor and whether a read of it is in the kernel.
     wake_fd: RawFd,
@@ -212,7 +213,7 @@ impl Driver {
             send_zc_threshold,
             inner: RefCell::new(Inner {
                 ring: Some(ring),
-                ops: Slab::with_capacity(cap),
+                ops: OpTable::with_capacity(cap),
                 released: Released::default(),
                 wake_fd,
                 wake_armed: false,
@@ -441,9 +442,7 @@ impl Driver {
         if inner.ring.is_none() {
             return Err(closed_error());
         }
-        let entry = inner.ops.vacant_entry();
-        let key = entry.key();
-        entry.insert(Lifecycle::Submitted {
+        let key = inner.ops.insert(Lifecycle::Submitted {
             waker: Some(waker.clone()),
         });
         inner.owned += 1;

@@ -102,9 +102,7 @@ impl Inner {
         }
         let mut buf = self.wake_buf.take().unwrap_or_else(|| Box::new(0));
         let ptr: *mut u64 = &mut *buf;
-        let entry = self.ops.vacant_entry();
-        let key = entry.key();
-        entry.insert(Lifecycle::Internal(buf));
+        let key = self.ops.insert(Lifecycle::Internal(buf));
         let sqe = opcode::Read::new(types::Fd(self.wake_fd), ptr.cast(), 8)
             .build()
             .user_data(key as u64);

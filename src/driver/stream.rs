@@ -28,16 +28,16 @@ impl Driver {
         if inner.ring.is_none() {
             return Err(closed_error());
         }
-        let entry = inner.ops.vacant_entry();
-        let key = entry.key();
-        entry.insert(Lifecycle::Streaming(Box::new(slot::Stream {
-            waker: None,
-            queue: slot::CqeQueue::default(),
-            finished: false,
-            keep: Some(keep),
-            cap,
-            throttled: false,
-        })));
+        let key = inner
+            .ops
+            .insert(Lifecycle::Streaming(Box::new(slot::Stream {
+                waker: None,
+                queue: slot::CqeQueue::default(),
+                finished: false,
+                keep: Some(keep),
+                cap,
+                throttled: false,
+            })));
         inner.owned += 1;
         if let Err(e) = inner.push(sqe.user_data(key as u64)) {
             let gone = inner.ops.remove(key);
