@@ -118,6 +118,8 @@ struct Inner {
     batch: Option<Batch>,
     /// CQEs reaped so far (wrapping): how many a wait brought in.
     reaped: u32,
+    /// Blocking waits that brought in no completion (see `Driver::empty_waits`).
+    empty_waits: u64,
     /// Wakes a waker while the driver is borrowed if that is known to be harmless, else hands
     /// it back to be woken after the borrow (see [`PoolConfig::wake_inline`]).
     wake_inline: fn(Waker) -> Result<(), Waker>,
@@ -223,6 +225,7 @@ impl Driver {
                 no_iowait,
                 batch,
                 reaped: 0,
+                empty_waits: 0,
                 wake_inline,
             }),
         }));
@@ -346,21 +349,34 @@ impl Driver {
     /// (`Builder::batch_wait`), it first waits a bounded time for a batch (see `Batch`).
     pub(crate) fn park(&self, timeout: Option<Duration>) -> io::Result<()> {
         let mut inner = self.0.inner.borrow_mut();
+        let before = inner.reaped;
         let Some(batch) = inner.batch else {
-            return inner.enter(1, timeout, 0);
+            let r = inner.enter(1, timeout, 0);
+            if inner.reaped == before {
+                inner.empty_waits += 1;
+            }
+            return r;
         };
         let cap = (inner.owned / 4).max(1) as u32;
         let want = batch.target.min(cap);
-        let before = inner.reaped;
         // Waiting for one completion ends at the first whatever the min-wait, so a min-wait
         // there would only arm a timer in the kernel: such a wait is a plain one.
         let min_wait = if want > 1 { batch.wait_us } else { 0 };
         let r = inner.enter(want, timeout, min_wait);
         let got = inner.reaped.wrapping_sub(before);
+        if got == 0 {
+            inner.empty_waits += 1;
+        }
         if let Some(b) = inner.batch.as_mut() {
             b.adjust(got, cap);
         }
         r
+    }
+
+    /// Blocking waits that brought in no completion: ended by a timer's deadline or a
+    /// signal, never by the wait itself.
+    pub(crate) fn empty_waits(&self) -> u64 {
+        self.0.inner.borrow().empty_waits
     }
 
     /// The batch wait in effect (`None`: off, or the kernel cannot bound it).

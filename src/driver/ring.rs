@@ -29,6 +29,12 @@ pub(super) struct Batch {
     pub(super) streak: u32,
 }
 
+/// The overall timeout of a batch wait when no timer is due: long enough to stand for "none"
+/// (the loop just waits again if it expires), short enough for any kernel's time arithmetic.
+/// Its only role is to make the min-wait a wait for the first completion once it runs out
+/// (see `Inner::enter`).
+const BATCH_IDLE_TIMEOUT_SECS: u64 = 3600;
+
 /// Waits in a row that must bring in twice the target before it doubles. One bunch is not
 /// a pattern: growing on each made the target swing where completions trickle in (a wait
 /// that took in a bunch, then a wait for more that fell short after sleeping), and at
@@ -152,15 +158,29 @@ impl Inner {
                         wait_flags(no_iowait),
                     )
                 }
-                // A wait without a timeout still goes through the extended argument where the
-                // kernel can be told not to count it as iowait (see `wait_flags`), or to bound
-                // a batch wait.
-                None if want > 0 && (no_iowait || min_wait_us > 0) => submitter
-                    .submit_with_args_and_flags(
+                // A batch wait with no timer due still needs an overall timeout: without one
+                // the kernel ends the wait when the min-wait runs out, with completions or
+                // without, so the loop would wake empty every min-wait until the first one
+                // came. Given one, the kernel waits on past the min-wait for the first
+                // completion, as a plain wait does.
+                None if want > 0 && min_wait_us > 0 => {
+                    let ts = types::Timespec::new().sec(BATCH_IDLE_TIMEOUT_SECS);
+                    let args = types::SubmitArgs::new()
+                        .timespec(&ts)
+                        .min_wait_usec(min_wait_us);
+                    submitter.submit_with_args_and_flags(
                         want as usize,
-                        &types::SubmitArgs::new().min_wait_usec(min_wait_us),
+                        &args,
                         wait_flags(no_iowait),
-                    ),
+                    )
+                }
+                // A wait without a timeout still goes through the extended argument where the
+                // kernel can be told not to count it as iowait (see `wait_flags`).
+                None if want > 0 && no_iowait => submitter.submit_with_args_and_flags(
+                    want as usize,
+                    &types::SubmitArgs::new(),
+                    wait_flags(no_iowait),
+                ),
                 // SAFETY: no argument pointer is passed (`None`), so the kernel reads nothing
                 // but the flags and counts given here.
                 _ => unsafe {

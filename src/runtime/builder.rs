@@ -148,10 +148,14 @@ impl Builder {
     /// On the machine `bench/` runs on (five paired rounds each), 20 µs cut system calls per
     /// request at 64 and 256 connections × 64 B from 0.4–0.6 to 0.10, at 0.93–0.95× the CPU
     /// per request and 1.08–1.10× the requests per second. With large messages it costs CPU:
-    /// 1.06× at 16 × 64 KiB, and 1.33× at 64 connections × 4 KiB, where it halves system
-    /// calls and context switches and the cost's cause is not yet known. (Before the target
-    /// needed two bunches in a row to grow, it swung, the loop slept twice per request at
-    /// 16 × 64 KiB instead of once, and that point paid 1.3–2.2×.)
+    /// 1.06× at 16 × 64 KiB, and 1.3× at 64 connections × 4 KiB, where it halves system
+    /// calls and context switches. The cost there tracks the kernel timer each batch wait
+    /// arms for its min-wait: it grows as `wait` shrinks (1.4–1.5× at 1 µs, 1.1× at 100 µs),
+    /// and that machine is a virtual machine on which sleeping is dear (a 1 µs `nanosleep`
+    /// costs 31 µs of CPU, a pipe sleep and wake-up 30 µs). On bare metal a timer costs a
+    /// microsecond or two; measure there. (Before the target needed two bunches in a
+    /// row to grow, it swung, the loop slept twice per request at 16 × 64 KiB instead of once,
+    /// and that point paid 1.3–2.2×.)
     ///
     /// With 4 connections or fewer nothing changes: the quarter rule keeps the target at one,
     /// and a wait for one completion carries no min-wait. It is off by default for both

@@ -250,6 +250,13 @@ impl EventLoop {
         self.core.driver.stray_cqes()
     }
 
+    /// Blocking waits that ended with no completion (a timer's deadline, a signal). For tests
+    /// and diagnostics: a loop waiting on I/O alone should have none.
+    #[doc(hidden)]
+    pub fn empty_waits(&self) -> u64 {
+        self.core.driver.empty_waits()
+    }
+
     /// Receive buffers in the pool's ring, ready for the kernel (`None` without a pool). For
     /// tests and diagnostics: an idle connection holds none.
     #[doc(hidden)]
