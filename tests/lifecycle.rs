@@ -56,6 +56,25 @@ fn several_loops_on_one_thread_may_exist_and_run_in_turn() {
     assert_eq!(a.block_on(async { 3 }), 3);
 }
 
+/// Closing a loop gives its ring's registration back to the thread: a thread registers at
+/// most 16 rings, so without that every loop past the 16th on a thread would lose it (and the
+/// kernel would keep the closed rings alive until the thread exits).
+#[test]
+fn closed_loops_give_their_ring_registration_back() {
+    if !EventLoop::new().unwrap().ring_registered() {
+        return; // before Linux 5.18: nothing is registered
+    }
+    for i in 0..40 {
+        let mut lp = EventLoop::new().unwrap();
+        assert!(
+            lp.ring_registered(),
+            "loop {i} on this thread entered by descriptor"
+        );
+        assert_eq!(lp.block_on(async { 7 }), 7);
+        lp.close().unwrap();
+    }
+}
+
 #[test]
 fn panicking_task_yields_is_panic_and_others_keep_running() {
     let mut lp = EventLoop::new().unwrap();

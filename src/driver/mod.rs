@@ -38,13 +38,15 @@ use ring::Batch;
 
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use io_uring::{squeue, IoUring};
+
+use crate::sys::EnterFd;
 
 use bufring::BufPool;
 use slot::{Completion, Lifecycle, Orphan};
@@ -102,6 +104,9 @@ pub(crate) struct PoolConfig {
 struct Inner {
     /// `None` once closed.
     ring: Option<IoUring>,
+    /// What `io_uring_enter` is called with: the ring registered with this thread, if the
+    /// kernel allows.
+    enter_fd: EnterFd,
     ops: OpTable,
     released: Released,
     /// The doorbell read: its descriptor and whether a read of it is in the kernel.
@@ -214,6 +219,7 @@ impl Driver {
             multishot_accept,
             send_zc_threshold,
             inner: RefCell::new(Inner {
+                enter_fd: EnterFd::register(ring.as_raw_fd()),
                 ring: Some(ring),
                 ops: OpTable::with_capacity(cap),
                 released: Released::default(),
@@ -373,6 +379,11 @@ impl Driver {
         r
     }
 
+    /// Whether `io_uring_enter` is given this thread's registered index of the ring.
+    pub(crate) fn ring_registered(&self) -> bool {
+        self.0.inner.borrow().enter_fd.is_registered()
+    }
+
     /// Blocking waits that brought in no completion: ended by a timer's deadline or a
     /// signal, never by the wait itself.
     pub(crate) fn empty_waits(&self) -> u64 {
@@ -430,7 +441,15 @@ impl Driver {
             }
         };
         self.run_released();
-        let ring = self.0.inner.borrow_mut().ring.take();
+        let ring = {
+            let mut inner = self.0.inner.borrow_mut();
+            let ring = inner.ring.take();
+            if let Some(r) = &ring {
+                // On the loop's thread, which registered it (the driver never leaves it).
+                inner.enter_fd.unregister(r.as_raw_fd());
+            }
+            ring
+        };
         if let (Some(ring), Some(pool)) = (&ring, &self.0.pool) {
             if result.is_ok() {
                 // Every op has completed: no recv can pick a buffer any more.

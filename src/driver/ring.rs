@@ -8,12 +8,10 @@ use std::time::Duration;
 
 use io_uring::{opcode, squeue, types, IoUring};
 
+use crate::sys::{WaitArgs, ENTER_NO_IOWAIT};
+
 use super::slot::{Completion, Lifecycle, OnCqe};
 use super::{closed_error, Inner, CANCEL_USER_DATA};
-
-/// `IORING_ENTER_GETEVENTS` (value from the kernel's uapi header): run deferred task work and
-/// post completions. Always passed, since under `DEFER_TASKRUN` nothing completes without it.
-const ENTER_GETEVENTS: u32 = 1 << 0;
 
 /// Batch waits: when completions come in bunches, a blocking wait asks for `target` of them
 /// and gives them `wait_us` to arrive (the kernel's min-wait: past it, one is enough), so one
@@ -62,12 +60,13 @@ impl Batch {
 }
 
 /// Flags for a blocking wait. With `IORING_ENTER_NO_IOWAIT` (Linux 6.15+) the wait is not
-/// accounted as iowait (see `Builder::iowait`).
-fn wait_flags(no_iowait: bool) -> io_uring::EnterFlags {
+/// accounted as iowait (see `Builder::iowait`). GETEVENTS is always passed: under
+/// DEFER_TASKRUN nothing completes without it.
+fn wait_flags(no_iowait: bool) -> u32 {
     if no_iowait {
-        io_uring::EnterFlags::NO_IOWAIT
+        ENTER_NO_IOWAIT
     } else {
-        io_uring::EnterFlags::empty()
+        0
     }
 }
 
@@ -139,24 +138,19 @@ impl Inner {
     ) -> io::Result<()> {
         let mut tries = 0;
         loop {
-            let no_iowait = self.no_iowait;
             let ring = self.ring()?;
             let to_submit = ring.submission().len() as u32;
-            let submitter = ring.submitter();
             let res = match timeout {
+                // The kernel's overall timeout starts only after the min-wait: a min-wait
+                // longer than `t` would delay the timer due at `t`.
                 Some(t) if want > 0 => {
-                    let ts = types::Timespec::from(t);
-                    // The kernel's overall timeout starts only after the min-wait: a min-wait
-                    // longer than `t` would delay the timer due at `t`.
                     let until_timer = u32::try_from(t.as_micros()).unwrap_or(u32::MAX);
-                    let args = types::SubmitArgs::new()
-                        .timespec(&ts)
-                        .min_wait_usec(min_wait_us.min(until_timer));
-                    submitter.submit_with_args_and_flags(
-                        want as usize,
-                        &args,
-                        wait_flags(no_iowait),
-                    )
+                    let args = WaitArgs {
+                        timeout: Some(t),
+                        min_wait_us: min_wait_us.min(until_timer),
+                    };
+                    self.enter_fd
+                        .enter_with(to_submit, want, wait_flags(self.no_iowait), args)
                 }
                 // A batch wait with no timer due still needs an overall timeout: without one
                 // the kernel ends the wait when the min-wait runs out, with completions or
@@ -164,28 +158,20 @@ impl Inner {
                 // came. Given one, the kernel waits on past the min-wait for the first
                 // completion, as a plain wait does.
                 None if want > 0 && min_wait_us > 0 => {
-                    let ts = types::Timespec::new().sec(BATCH_IDLE_TIMEOUT_SECS);
-                    let args = types::SubmitArgs::new()
-                        .timespec(&ts)
-                        .min_wait_usec(min_wait_us);
-                    submitter.submit_with_args_and_flags(
-                        want as usize,
-                        &args,
-                        wait_flags(no_iowait),
-                    )
+                    let args = WaitArgs {
+                        timeout: Some(Duration::from_secs(BATCH_IDLE_TIMEOUT_SECS)),
+                        min_wait_us,
+                    };
+                    self.enter_fd
+                        .enter_with(to_submit, want, wait_flags(self.no_iowait), args)
                 }
                 // A wait without a timeout still goes through the extended argument where the
                 // kernel can be told not to count it as iowait (see `wait_flags`).
-                None if want > 0 && no_iowait => submitter.submit_with_args_and_flags(
-                    want as usize,
-                    &types::SubmitArgs::new(),
-                    wait_flags(no_iowait),
-                ),
-                // SAFETY: no argument pointer is passed (`None`), so the kernel reads nothing
-                // but the flags and counts given here.
-                _ => unsafe {
-                    submitter.enter::<libc::sigset_t>(to_submit, want, ENTER_GETEVENTS, None)
-                },
+                None if want > 0 && self.no_iowait => {
+                    self.enter_fd
+                        .enter_with(to_submit, want, ENTER_NO_IOWAIT, WaitArgs::default())
+                }
+                _ => self.enter_fd.enter(to_submit, want),
             };
             match res {
                 Ok(_) => break,

@@ -250,6 +250,15 @@ impl EventLoop {
         self.core.driver.stray_cqes()
     }
 
+    /// Whether the loop's ring is registered with its thread (`IORING_REGISTER_RING_FDS`,
+    /// Linux 5.18+), which spares the kernel a descriptor lookup per `io_uring_enter`. A
+    /// thread holds at most 16 such rings; loops past that enter by descriptor. For tests and
+    /// diagnostics.
+    #[doc(hidden)]
+    pub fn ring_registered(&self) -> bool {
+        self.core.driver.ring_registered()
+    }
+
     /// Blocking waits that ended with no completion (a timer's deadline, a signal). For tests
     /// and diagnostics: a loop waiting on I/O alone should have none.
     #[doc(hidden)]

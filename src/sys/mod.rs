@@ -3,13 +3,16 @@
 //! Contract with the layers above:
 //! - every raw call becomes an `io::Result` here; nothing above calls `libc` for a syscall;
 //! - [`setup`] builds a ring or returns an error that names the cause and the remedy;
-//! - [`EventFd`] is the loop's cross-thread doorbell.
+//! - [`EventFd`] is the loop's cross-thread doorbell;
+//! - [`EnterFd`] makes the loop's `io_uring_enter` calls.
 //!
 //! Nothing here knows about tasks, ops or sockets.
 
+mod enter;
 mod eventfd;
 mod setup;
 
+pub(crate) use enter::{EnterFd, WaitArgs, ENTER_NO_IOWAIT};
 pub(crate) use eventfd::EventFd;
 pub(crate) use setup::{setup, RingConfig};
 pub use setup::{Features, SetupMode};
