@@ -136,42 +136,40 @@ impl Inner {
         timeout: Option<Duration>,
         min_wait_us: u32,
     ) -> io::Result<()> {
-        let mut tries = 0;
-        loop {
-            let ring = self.ring()?;
-            let to_submit = ring.submission().len() as u32;
-            let res = match timeout {
+        // What the wait needs beyond its count, worked out once: a plain enter when nothing.
+        let extended = if want == 0 {
+            None
+        } else {
+            match timeout {
                 // The kernel's overall timeout starts only after the min-wait: a min-wait
                 // longer than `t` would delay the timer due at `t`.
-                Some(t) if want > 0 => {
-                    let until_timer = u32::try_from(t.as_micros()).unwrap_or(u32::MAX);
-                    let args = WaitArgs {
-                        timeout: Some(t),
-                        min_wait_us: min_wait_us.min(until_timer),
-                    };
-                    self.enter_fd
-                        .enter_with(to_submit, want, wait_flags(self.no_iowait), args)
-                }
+                Some(t) => Some(WaitArgs {
+                    timeout: Some(t),
+                    min_wait_us: min_wait_us.min(u32::try_from(t.as_micros()).unwrap_or(u32::MAX)),
+                }),
                 // A batch wait with no timer due still needs an overall timeout: without one
                 // the kernel ends the wait when the min-wait runs out, with completions or
                 // without, so the loop would wake empty every min-wait until the first one
                 // came. Given one, the kernel waits on past the min-wait for the first
                 // completion, as a plain wait does.
-                None if want > 0 && min_wait_us > 0 => {
-                    let args = WaitArgs {
-                        timeout: Some(Duration::from_secs(BATCH_IDLE_TIMEOUT_SECS)),
-                        min_wait_us,
-                    };
-                    self.enter_fd
-                        .enter_with(to_submit, want, wait_flags(self.no_iowait), args)
-                }
+                None if min_wait_us > 0 => Some(WaitArgs {
+                    timeout: Some(Duration::from_secs(BATCH_IDLE_TIMEOUT_SECS)),
+                    min_wait_us,
+                }),
                 // A wait without a timeout still goes through the extended argument where the
                 // kernel can be told not to count it as iowait (see `wait_flags`).
-                None if want > 0 && self.no_iowait => {
-                    self.enter_fd
-                        .enter_with(to_submit, want, ENTER_NO_IOWAIT, WaitArgs::default())
-                }
-                _ => self.enter_fd.enter(to_submit, want),
+                None if self.no_iowait => Some(WaitArgs::default()),
+                None => None,
+            }
+        };
+        let flags = wait_flags(self.no_iowait);
+        let mut tries = 0;
+        loop {
+            let ring = self.ring()?;
+            let to_submit = ring.submission().len() as u32;
+            let res = match extended {
+                None => self.enter_fd.enter(to_submit, want),
+                Some(args) => self.enter_fd.enter_with(to_submit, want, flags, args),
             };
             match res {
                 Ok(_) => break,
