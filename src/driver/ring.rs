@@ -260,13 +260,20 @@ impl Inner {
                 }
             }
         }
-        for key in throttled {
+        if !throttled.is_empty() {
+            self.cancel_throttled(throttled);
+        }
+        self.reaped = self.reaped.wrapping_add(n as u32);
+        n
+    }
+
+    #[cold]
+    fn cancel_throttled(&mut self, keys: Vec<usize>) {
+        for key in keys {
             // If the cancel cannot be queued the op simply stays armed (the cap is a bound on
             // memory, not on correctness); the queue keeps every CQE either way.
             let _ = self.push_cancel(key);
         }
-        self.reaped = self.reaped.wrapping_add(n as u32);
-        n
     }
 
     /// The slots the kernel still owes a final CQE.
