@@ -3,7 +3,32 @@
 use std::time::{Duration, Instant};
 
 use ringloop::net::{TcpListener, TcpStream};
-use ringloop::{spawn, time, EventLoop};
+use ringloop::{spawn, time, EventLoop, JoinHandle};
+
+/// `n` connections through `l` whose receives stay in flight, so the batch target's cap (a
+/// quarter of the ops in flight) allows waits for several completions.
+async fn idle_receives(l: &TcpListener, n: usize) -> Vec<JoinHandle<()>> {
+    let addr = l.local_addr().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..n {
+        let c = TcpStream::connect(addr).await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        idle.push(spawn(async move {
+            let _keep = c;
+            let _ = s.recv().await;
+        }));
+    }
+    idle
+}
+
+/// A burst: 32 NOPs that complete at once, so the wait that takes them in brings more than
+/// twice the target, and two in a row double it.
+async fn burst() {
+    let nops: Vec<_> = (0..32).map(|_| spawn(ringloop::__private::nop())).collect();
+    for n in nops {
+        n.await.unwrap().unwrap();
+    }
+}
 
 fn batching_loop(wait: Duration) -> Option<EventLoop> {
     let lp = EventLoop::builder().batch_wait(Some(wait)).build().unwrap();
@@ -55,28 +80,12 @@ fn batch_wait_never_passes_a_timer() {
         return;
     };
     lp.block_on(async {
-        // Receives that stay in flight, so the target's cap (a quarter of the ops in flight)
-        // allows waits for several completions.
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let mut idle = Vec::new();
-        for _ in 0..32 {
-            let c = TcpStream::connect(addr).await.unwrap();
-            let (s, _) = l.accept().await.unwrap();
-            idle.push(spawn(async move {
-                let _keep = c;
-                let _ = s.recv().await;
-            }));
-        }
+        let idle = idle_receives(&l, 32).await;
         for _ in 0..4 {
             time::sleep(Duration::from_millis(10)).await;
             let t = Instant::now();
-            // A burst: every NOP completes at once, so the wait that takes them in brings
-            // more than twice the target and the target doubles.
-            let nops: Vec<_> = (0..32).map(|_| spawn(ringloop::__private::nop())).collect();
-            for n in nops {
-                n.await.unwrap().unwrap();
-            }
+            burst().await;
             time::sleep(Duration::from_millis(10)).await;
             let took = t.elapsed();
             assert!(
@@ -152,27 +161,15 @@ fn batch_wait_without_a_timer_does_not_wake_empty() {
     let Some(mut lp) = batching_loop(Duration::from_millis(1)) else {
         return;
     };
-    // Receives that stay in flight (the target's cap is a quarter of them), then bursts that
-    // grow the target past one, as in `batch_wait_never_passes_a_timer`.
+    // Receives in flight and bursts that grow the target past one, as in
+    // `batch_wait_never_passes_a_timer`.
     let (idle, server, client) = lp.block_on(async {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let mut idle = Vec::new();
-        for _ in 0..32 {
-            let c = TcpStream::connect(addr).await.unwrap();
-            let (s, _) = l.accept().await.unwrap();
-            idle.push(spawn(async move {
-                let _keep = c;
-                let _ = s.recv().await;
-            }));
-        }
-        let client = std::net::TcpStream::connect(addr).unwrap();
+        let idle = idle_receives(&l, 32).await;
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (server, _) = l.accept().await.unwrap();
         for _ in 0..4 {
-            let nops: Vec<_> = (0..32).map(|_| spawn(ringloop::__private::nop())).collect();
-            for n in nops {
-                n.await.unwrap().unwrap();
-            }
+            burst().await;
         }
         (idle, server, client)
     });
