@@ -7,8 +7,8 @@
 //!
 //! # Who may touch what
 //!
-//! - `tail`, `out`, `waiters`, `has_waiters`: the loop's thread only (checked by thread id on the paths that
-//!   may run elsewhere: `RecvBuf::drop`).
+//! - `tail`, `out`, `waiters`, `has_waiters`: the loop's thread only (checked by thread id on
+//!   the paths that may run elsewhere: `RecvBuf::drop`).
 //! - `foreign`: any thread, under its mutex; a `RecvBuf` dropped on another thread queues its
 //!   id there and wakes the loop, which writes it back on its next turn.
 //! - The ring entries and the buffers' bytes: the kernel writes a buffer between picking it
