@@ -173,6 +173,9 @@ fn batch_wait_without_a_timer_does_not_wake_empty() {
         }
         (idle, server, client)
     });
+    // The test means something only if the bursts did grow the target.
+    let target = lp.batch_target().unwrap();
+    assert!(target > 1, "four bursts left the batch target at {target}");
     let before = lp.empty_waits();
     let writer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(200));

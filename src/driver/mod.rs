@@ -399,6 +399,11 @@ impl Driver {
             .map(|b| Duration::from_micros(b.wait_us.into()))
     }
 
+    /// How many completions a batch wait currently asks for (`None`: batching is off).
+    pub(crate) fn batch_target(&self) -> Option<u32> {
+        self.0.inner.borrow().batch.map(|b| b.target)
+    }
+
     /// Cancels every op still in the kernel, reaps until none is left or `timeout` passes,
     /// then releases the ring. Past the timeout, memory the kernel may still write is leaked,
     /// never freed, and the error says how many ops were abandoned.

@@ -259,6 +259,13 @@ impl EventLoop {
         self.core.driver.ring_registered()
     }
 
+    /// How many completions a batch wait currently asks for (see `Builder::batch_wait`), before
+    /// the cap of a quarter of the ops in flight; `None` with batching off. For tests.
+    #[doc(hidden)]
+    pub fn batch_target(&self) -> Option<u32> {
+        self.core.driver.batch_target()
+    }
+
     /// Blocking waits that ended with no completion (a timer's deadline, a signal). For tests
     /// and diagnostics: a loop waiting on I/O alone should have none.
     #[doc(hidden)]
