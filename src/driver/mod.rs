@@ -305,8 +305,7 @@ impl Driver {
 
     /// Slots the kernel still owes a final CQE, internal ones included.
     pub(crate) fn awaiting_kernel(&self) -> usize {
-        let inner = self.0.inner.borrow();
-        inner.ops.iter().filter(|(_, s)| s.awaits_kernel()).count()
+        self.0.inner.borrow().awaiting_kernel_count()
     }
 
     pub(crate) fn stray_cqes(&self) -> u64 {
@@ -434,7 +433,7 @@ impl Driver {
             self.run_released();
             if let Err(e) = r {
                 let mut inner = self.0.inner.borrow_mut();
-                let n = inner.ops.iter().filter(|(_, s)| s.awaits_kernel()).count();
+                let n = inner.awaiting_kernel_count();
                 if n == 0 {
                     break Ok(());
                 }

@@ -276,6 +276,11 @@ impl Inner {
         }
     }
 
+    /// How many slots the kernel still owes a final CQE.
+    pub(super) fn awaiting_kernel_count(&self) -> usize {
+        self.ops.iter().filter(|(_, s)| s.awaits_kernel()).count()
+    }
+
     /// The slots the kernel still owes a final CQE.
     pub(super) fn awaiting_kernel_keys(&self) -> Vec<usize> {
         self.ops

@@ -391,6 +391,26 @@ fn callgrind_per_request(cfg: &Cfg, server: &str, conns: usize, n1: u64, n2: u64
     Some((totals[1] - totals[0]) / (n2 - n1) as f64)
 }
 
+/// Each server's instructions per request over 16 connections and over one, with the
+/// binaries of `cfg`.
+fn callgrind_rows(
+    cfg: &Cfg,
+    servers: &[&'static str],
+    n1: u64,
+    n2: u64,
+) -> Vec<(&'static str, Option<f64>, Option<f64>)> {
+    distinct(servers)
+        .iter()
+        .map(|s| {
+            (
+                *s,
+                callgrind_per_request(cfg, s, 16, n1, n2),
+                callgrind_per_request(cfg, s, 1, n1, n2),
+            )
+        })
+        .collect()
+}
+
 /// Builds the servers (and the load generator) with the `release-lto` profile next to the
 /// release build; the configuration that runs them, or `None` (said on stderr) if the build
 /// failed.
@@ -613,36 +633,18 @@ fn main() {
             .status()
             .is_ok_and(|s| s.success());
     let (n1, n2) = if quick { (1000, 3000) } else { (5000, 25000) };
-    let callgrind: Vec<(&str, Option<f64>, Option<f64>)> = if valgrind {
-        distinct(&servers)
-            .iter()
-            .map(|s| {
-                (
-                    *s,
-                    callgrind_per_request(&cfg, s, 16, n1, n2),
-                    callgrind_per_request(&cfg, s, 1, n1, n2),
-                )
-            })
-            .collect()
+    let callgrind = if valgrind {
+        callgrind_rows(&cfg, &servers, n1, n2)
     } else {
         Vec::new()
     };
     // The same under a production-style build, which inlines across crates: it changes the
     // servers' costs by different amounts. Not in quick mode (a minute-long smoke run).
-    let callgrind_lto: Vec<(&str, Option<f64>, Option<f64>)> =
-        match (valgrind && !quick && !args.flag("no-lto")).then(|| build_lto(&cfg)) {
-            Some(Some(lto)) => distinct(&servers)
-                .iter()
-                .map(|s| {
-                    (
-                        *s,
-                        callgrind_per_request(&lto, s, 16, n1, n2),
-                        callgrind_per_request(&lto, s, 1, n1, n2),
-                    )
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
+    let callgrind_lto = match (valgrind && !quick && !args.flag("no-lto")).then(|| build_lto(&cfg))
+    {
+        Some(Some(lto)) => callgrind_rows(&lto, &servers, n1, n2),
+        _ => Vec::new(),
+    };
 
     let micro = if args.flag("no-micro") {
         String::new()
