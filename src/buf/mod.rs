@@ -10,6 +10,7 @@
 //! and comes back with `len()` = bytes read). To read into part of a buffer, pass
 //! [`IoBuf::slice`]. Writes send the first [`IoBuf::bytes_init`] bytes.
 
+pub(crate) mod kept;
 mod slice;
 
 pub use crate::driver::bufring::RecvBuf;

@@ -6,7 +6,9 @@
 //!   a `user_data` is never reused while the kernel still knows it.
 //! - Everything the kernel may read or write for an op is owned by its [`Op`] future while the
 //!   future lives, and by the slot once the future is dropped ([`slot::Lifecycle::Orphaned`]),
-//!   until the final CQE. Dropping, leaking or panicking never frees that memory early.
+//!   until the final CQE. Dropping, leaking or panicking never frees that memory early. An op
+//!   no future waits on ([`Driver::submit_detached`]) is owned by its [`slot::Detached`] owner,
+//!   which the slot keeps alive until the final CQE.
 //! - Cancel SQEs carry [`CANCEL_USER_DATA`]; their CQEs are ignored.
 //! - Wakers are never woken, and user values never dropped, while the driver is borrowed:
 //!   the reaper collects them into [`Released`], which the runtime drains after the borrow ends.
@@ -49,7 +51,7 @@ use io_uring::{squeue, IoUring};
 use crate::sys::EnterFd;
 
 use bufring::BufPool;
-use slot::{Completion, Lifecycle, Orphan};
+use slot::{Completion, Detached, Lifecycle, Orphan};
 use table::OpTable;
 
 /// `user_data` of cancel SQEs; their CQEs are ignored. Never a slot index: the table cannot
@@ -109,6 +111,8 @@ struct Inner {
     enter_fd: EnterFd,
     ops: OpTable,
     released: Released,
+    /// Detached ops' CQEs, for their owners once the borrow ends. Their slots are freed.
+    detached: Vec<(Arc<dyn Detached>, Completion)>,
     /// The doorbell read: its descriptor and whether a read of it is in the kernel.
     wake_fd: RawFd,
     wake_armed: bool,
@@ -125,6 +129,8 @@ struct Inner {
     reaped: u32,
     /// Blocking waits that brought in no completion (see `Driver::empty_waits`).
     empty_waits: u64,
+    /// `close` has begun: no detached op is accepted any more.
+    closing: bool,
     /// Wakes a waker while the driver is borrowed if that is known to be harmless, else hands
     /// it back to be woken after the borrow (see [`PoolConfig::wake_inline`]).
     wake_inline: fn(Waker) -> Result<(), Waker>,
@@ -144,12 +150,16 @@ impl Released {
 
     /// Wakes and drops everything. Call with no borrow of the driver held.
     pub(crate) fn run(&mut self) {
-        for w in self.wakers.drain(..) {
-            w.wake();
+        if !self.wakers.is_empty() {
+            for w in self.wakers.drain(..) {
+                w.wake();
+            }
         }
-        for (mut o, c) in self.orphans.drain(..) {
-            o.release(c);
-            drop(o);
+        if !self.orphans.is_empty() {
+            for (mut o, c) in self.orphans.drain(..) {
+                o.release(c);
+                drop(o);
+            }
         }
     }
 }
@@ -223,6 +233,7 @@ impl Driver {
                 ring: Some(ring),
                 ops: OpTable::with_capacity(cap),
                 released: Released::default(),
+                detached: Vec::new(),
                 wake_fd,
                 wake_armed: false,
                 wake_buf: Some(Box::new(0)),
@@ -232,6 +243,7 @@ impl Driver {
                 batch,
                 reaped: 0,
                 empty_waits: 0,
+                closing: false,
                 wake_inline,
             }),
         }));
@@ -408,6 +420,7 @@ impl Driver {
     /// never freed, and the error says how many ops were abandoned.
     pub(crate) fn close(&self, timeout: Duration) -> io::Result<()> {
         let deadline = Instant::now() + timeout;
+        self.0.inner.borrow_mut().closing = true;
         let result = loop {
             let mut inner = self.0.inner.borrow_mut();
             if inner.ring.is_none() {
@@ -473,6 +486,48 @@ impl Driver {
         let mut released = Released::default();
         self.take_released(&mut released);
         released.run();
+        self.run_detached();
+    }
+
+    /// Whether detached ops' owners have CQEs to be told of (see [`run_detached`]).
+    ///
+    /// [`run_detached`]: Driver::run_detached
+    #[inline]
+    pub(crate) fn has_detached(&self) -> bool {
+        !self.0.inner.borrow().detached.is_empty()
+    }
+
+    /// Tells detached ops' owners of their reaped CQEs (see [`Detached`]); what they submit
+    /// meanwhile and completes at once is told too. Call with no borrow of the driver held.
+    pub(crate) fn run_detached(&self) {
+        loop {
+            let next = self.0.inner.borrow_mut().detached.pop();
+            let Some((owner, c)) = next else {
+                return;
+            };
+            owner.complete(self, c);
+        }
+    }
+
+    /// Queues `sqe` for an op no future waits on: `owner` keeps everything the kernel may
+    /// touch for it and is told of each CQE (see [`Detached`]). Returns the op's key. Refused
+    /// once the loop is closing, so an owner's follow-up ops cannot keep a close going.
+    pub(crate) fn submit_detached(
+        &self,
+        sqe: squeue::Entry,
+        owner: Arc<dyn Detached>,
+    ) -> io::Result<usize> {
+        let mut inner = self.0.inner.borrow_mut();
+        if inner.ring.is_none() || inner.closing {
+            return Err(closed_error());
+        }
+        let key = inner.ops.insert(Lifecycle::Detached(owner));
+        if let Err(e) = inner.push(sqe.user_data(key as u64)) {
+            // Never reached the SQ: the kernel knows nothing of it, the owner may have it back.
+            drop(inner.ops.remove(key));
+            return Err(e);
+        }
+        Ok(key)
     }
 
     /// Queues `sqe` (already carrying its `user_data`) for `data`'s op; returns its key.

@@ -199,6 +199,7 @@ impl Inner {
             ring,
             ops,
             released,
+            detached,
             wake_inline,
             wake_armed,
             wake_buf,
@@ -252,6 +253,16 @@ impl Inner {
                         released.orphans.push((o, c));
                     }
                 }
+                OnCqe::Detached => {
+                    // The final CQE frees the slot first: its owner may then reuse the key.
+                    if !c.more() {
+                        if let Lifecycle::Detached(owner) = ops.remove(key) {
+                            detached.push((owner, c));
+                        }
+                    } else if let Lifecycle::Detached(owner) = slot {
+                        detached.push((owner.clone(), c));
+                    }
+                }
                 OnCqe::FreeInternal => {
                     if let Lifecycle::Internal(buf) = ops.remove(key) {
                         *wake_buf = Some(buf);
@@ -295,6 +306,8 @@ impl Inner {
         for key in self.awaiting_kernel_keys() {
             match std::mem::replace(&mut self.ops[key], Lifecycle::Abandoned) {
                 Lifecycle::Orphaned(o) => std::mem::forget(o),
+                // The owner's last reference would free what the kernel may still read.
+                Lifecycle::Detached(o) => std::mem::forget(o),
                 Lifecycle::Internal(b) => std::mem::forget(b),
                 Lifecycle::Streaming(st) => std::mem::forget(st),
                 // A live future keeps its own data; it sees `Abandoned` and leaks it.

@@ -8,6 +8,9 @@
 //!               │ future dropped
 //!               ▼
 //!            Orphaned{keep} ── final CQE ──► freed; `keep` released outside the borrow
+//!
+//!  submit_detached ─► Detached{owner} ─ each CQE ─► owner told outside the borrow
+//!                                       (final CQE: slot freed first)
 //! ```
 //!
 //! A slot is freed only after its final CQE (one without `IORING_CQE_F_MORE`) has been reaped,
@@ -15,7 +18,10 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::Arc;
 use std::task::Waker;
+
+use super::Driver;
 
 /// What a CQE said: the result and its flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +59,17 @@ pub(crate) trait Orphan: 'static {
     fn release(&mut self, c: Completion);
 }
 
+/// The owner of an op that no future waits on (an I/O object's write queue, say), which owns
+/// everything the kernel may touch for it until the final CQE.
+///
+/// [`complete`](Detached::complete) is told of every CQE of the op after the driver's borrow has
+/// ended, on the loop's thread, so it may drop user values, wake wakers and submit follow-up
+/// ops on `driver`. For the final CQE the slot is already freed, and `self` is the slot's own
+/// reference. Only crate code implements it.
+pub(crate) trait Detached: std::marker::Send + Sync + 'static {
+    fn complete(self: Arc<Self>, driver: &Driver, c: Completion);
+}
+
 /// The state of one in-flight op.
 pub(crate) enum Lifecycle {
     /// In the kernel; its future is alive and waiting.
@@ -64,6 +81,8 @@ pub(crate) enum Lifecycle {
     Completed(Completion),
     /// The future was dropped; the slot owns everything the kernel may still touch.
     Orphaned(Box<dyn Orphan>),
+    /// No future waits: `owner` holds the op's memory and is told of each CQE.
+    Detached(Arc<dyn Detached>),
     /// An op the driver issued for itself (the wake-up read); owns its buffer.
     Internal(Box<u64>),
     /// The loop closed before the kernel answered: the future must never get its data back,
@@ -175,6 +194,8 @@ pub(crate) enum OnCqe {
     FreeOrphan,
     /// The driver's own wake-up read completed; free the slot and keep the buffer.
     FreeInternal,
+    /// A detached op's CQE: tell its owner (after freeing the slot, if the CQE is final).
+    Detached,
 }
 
 impl Lifecycle {
@@ -194,6 +215,8 @@ impl Lifecycle {
                 };
                 (waker.map_or(OnCqe::Nothing, OnCqe::Wake), true)
             }
+            // A queued write's completion: its owner is told once the borrow ends.
+            Lifecycle::Detached(_) => (OnCqe::Detached, false),
             // A live stream's next CQE: it had an owner, and loses it with the final CQE.
             Lifecycle::Streaming(st) if !st.finished => {
                 let action = st.push(c);
@@ -232,6 +255,7 @@ impl Lifecycle {
             Lifecycle::Streaming(st) => st.push(c),
             Lifecycle::Orphaned(_) if c.more() => OnCqe::ReleaseInPlace,
             Lifecycle::Orphaned(_) => OnCqe::FreeOrphan,
+            Lifecycle::Detached(_) => OnCqe::Detached,
             Lifecycle::Internal(_) => OnCqe::FreeInternal,
             Lifecycle::Completed(_) | Lifecycle::Abandoned => OnCqe::Nothing,
         }
@@ -240,7 +264,10 @@ impl Lifecycle {
     /// Whether the kernel still owes this slot a final CQE.
     pub(crate) fn awaits_kernel(&self) -> bool {
         match self {
-            Lifecycle::Submitted { .. } | Lifecycle::Orphaned(_) | Lifecycle::Internal(_) => true,
+            Lifecycle::Submitted { .. }
+            | Lifecycle::Orphaned(_)
+            | Lifecycle::Detached(_)
+            | Lifecycle::Internal(_) => true,
             Lifecycle::Streaming(st) => !st.finished,
             Lifecycle::Completed(_) | Lifecycle::Abandoned => false,
         }
@@ -361,5 +388,21 @@ mod tests {
             s.on_cqe(Completion { res: 0, flags: 0 }),
             (OnCqe::FreeOrphan, false)
         ));
+    }
+
+    #[test]
+    fn a_detached_op_awaits_the_kernel_but_wakes_no_one() {
+        struct Owner;
+        impl Detached for Owner {
+            fn complete(self: Arc<Self>, _: &Driver, _: Completion) {}
+        }
+        let mut s = Lifecycle::Detached(Arc::new(Owner));
+        assert!(s.awaits_kernel() && !s.has_owner());
+        for flags in [MORE, 0] {
+            assert!(matches!(
+                s.on_cqe(Completion { res: 3, flags }),
+                (OnCqe::Detached, false)
+            ));
+        }
     }
 }

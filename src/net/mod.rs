@@ -49,6 +49,7 @@ mod acceptor;
 mod armed;
 mod listen;
 mod ops;
+mod queued;
 mod stream;
 mod tcp;
 mod udp;

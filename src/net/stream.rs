@@ -17,6 +17,7 @@ use crate::driver::bufring::{BufPool, RecvBuf};
 use crate::driver::{Driver, Op};
 use crate::fd::SharedFd;
 use crate::net::armed::Armed;
+use crate::net::queued::Sender;
 
 pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
     let out = Op::new(Recv {
@@ -204,9 +205,15 @@ fn plan_unarmed(driver: &Driver, fd: &SharedFd, rx: &Receiver) -> io::Result<Pla
 
 /// One send of `buf` (`all == false`: the result is what the kernel took), or a loop of sends
 /// until all of it is written (`all == true`: the result is the total). Writes of at least the
-/// loop's threshold use SEND_ZC.
-pub(crate) fn send<B: IoBuf>(fd: &SharedFd, buf: B, all: bool) -> SendFuture<B> {
+/// loop's threshold use SEND_ZC. It goes after the stream's queued writes (see `queued`).
+pub(crate) fn send<'a, B: IoBuf>(
+    fd: &SharedFd,
+    tx: &'a Sender,
+    buf: B,
+    all: bool,
+) -> SendFuture<'a, B> {
     SendFuture {
+        tx,
         op: Op::new(Send {
             fd: fd.clone(),
             buf,
@@ -221,7 +228,9 @@ pub(crate) fn send<B: IoBuf>(fd: &SharedFd, buf: B, all: bool) -> SendFuture<B> 
 
 /// The future of [`send`]: one `Op` resubmitted from where the last send stopped, so a short
 /// write costs one more SQE and nothing else.
-pub(crate) struct SendFuture<B: IoBuf> {
+pub(crate) struct SendFuture<'a, B: IoBuf> {
+    /// Queued writes go first.
+    tx: &'a Sender,
     op: Op<Send<B>>,
     all: bool,
     /// Not yet polled: the first send still has to pick copy or zero-copy.
@@ -230,7 +239,7 @@ pub(crate) struct SendFuture<B: IoBuf> {
     zero_copy_failed: bool,
 }
 
-impl<B: IoBuf> Future for SendFuture<B> {
+impl<B: IoBuf> Future for SendFuture<'_, B> {
     type Output = BufResult<usize, B>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<BufResult<usize, B>> {
@@ -241,9 +250,18 @@ impl<B: IoBuf> Future for SendFuture<B> {
     }
 }
 
-impl<B: IoBuf> SendFuture<B> {
+impl<B: IoBuf> SendFuture<'_, B> {
     fn poll_on(&mut self, driver: &Driver, cx: &mut Context<'_>) -> Poll<BufResult<usize, B>> {
         if self.fresh {
+            if !self.tx.clear() {
+                if let Err(e) = ready!(self.tx.poll_flush(cx)) {
+                    let data = self
+                        .op
+                        .take_unsubmitted()
+                        .expect("not submitted before flush");
+                    return Poll::Ready((Err(e), data.buf));
+                }
+            }
             self.fresh = false;
             if let Some(data) = self.op.unsubmitted_mut() {
                 if self.all && data.remaining() == 0 {
@@ -292,19 +310,27 @@ impl<B: IoBuf> SendFuture<B> {
 }
 
 /// [`send`] with `all`, resolving to `()`: what `write_all` returns.
-pub(crate) struct WriteAll<B: IoBuf>(SendFuture<B>);
+pub(crate) struct WriteAll<'a, B: IoBuf>(SendFuture<'a, B>);
 
-pub(crate) fn write_all<B: IoBuf>(fd: &SharedFd, buf: B) -> WriteAll<B> {
-    WriteAll(send(fd, buf, true))
+pub(crate) fn write_all<'a, B: IoBuf>(fd: &SharedFd, tx: &'a Sender, buf: B) -> WriteAll<'a, B> {
+    WriteAll(send(fd, tx, buf, true))
 }
 
-impl<B: IoBuf> Future for WriteAll<B> {
+impl<B: IoBuf> Future for WriteAll<'_, B> {
     type Output = BufResult<(), B>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<BufResult<(), B>> {
         let (r, buf) = ready!(Pin::new(&mut self.get_mut().0).poll(cx));
         Poll::Ready((r.map(drop), buf))
     }
+}
+
+/// Waits until the stream's queued writes are sent; the first error one of them met.
+pub(crate) async fn flush(tx: &Sender) -> io::Result<()> {
+    if tx.clear() {
+        return Ok(());
+    }
+    std::future::poll_fn(|cx| tx.poll_flush(cx)).await
 }
 
 /// Readies `data` for its next submission on `driver`'s loop: claims the socket for the loop
@@ -318,7 +344,12 @@ fn prepare<B: IoBuf>(data: &mut Send<B>, driver: &Driver, zero_copy_allowed: boo
             .is_some_and(|t| data.remaining() >= t);
 }
 
-pub(crate) async fn shutdown(fd: &SharedFd, how: How) -> io::Result<()> {
+/// Shuts down `how`, a write side once the stream's queued writes are sent (a FIN must not
+/// overtake them).
+pub(crate) async fn shutdown(fd: &SharedFd, tx: &Sender, how: How) -> io::Result<()> {
+    if how != How::Read {
+        flush(tx).await?;
+    }
     let how = match how {
         How::Read => libc::SHUT_RD,
         How::Write => libc::SHUT_WR,

@@ -10,6 +10,7 @@ use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
 use super::acceptor::Acceptor;
 use super::ops::Connect;
+use super::queued::{self, Sender};
 use super::{context, each_addr, nothing_resolved, resolve, stream, ListenOptions};
 use crate::buf::{BufResult, IoBuf, IoBufMut, RecvBuf};
 use crate::driver::Op;
@@ -118,6 +119,7 @@ pub struct TcpStream {
     fd: SharedFd,
     /// The receive side: an armed multishot receive, or results kept for dropped futures.
     receiver: stream::Receiver,
+    sender: Sender,
 }
 
 impl TcpStream {
@@ -125,6 +127,7 @@ impl TcpStream {
         TcpStream {
             fd: SharedFd::new(fd),
             receiver: stream::Receiver::default(),
+            sender: Sender::default(),
         }
     }
 
@@ -168,18 +171,51 @@ impl TcpStream {
 
     /// Writes `buf[..len]` once; returns how many bytes the kernel took.
     pub fn write<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + '_ {
-        stream::send(&self.fd, buf, false)
+        stream::send(&self.fd, &self.sender, buf, false)
     }
 
     /// Writes all of `buf[..len]`, handling short writes.
     pub fn write_all<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<(), B>> + '_ {
-        stream::write_all(&self.fd, buf)
+        stream::write_all(&self.fd, &self.sender, buf)
+    }
+
+    /// Queues all of `buf[..len]` to be written after every write queued before it, and
+    /// resolves as soon as the loop holds `buf`, without waiting for the kernel to send it:
+    /// the loop sends it, then drops it. One task wake-up per request fewer than
+    /// [`write_all`](Self::write_all) in a request/response server, which is what it is for.
+    ///
+    /// It waits only while the stream has 256 KiB or 64 writes queued and unsent (the peer is
+    /// not reading). Dropping the stream does not discard queued writes: the loop still sends
+    /// them, then closes the socket. Closing the loop cancels those not yet sent.
+    ///
+    /// # Errors
+    ///
+    /// A queued write's failure (the peer reset the connection, say) is reported by the next
+    /// call on this stream's write side — `write_queued`, [`flush`](Self::flush),
+    /// `write`, `write_all` or `shutdown` — and by every call after: the writes queued behind
+    /// the failed one are dropped unsent, so the byte stream is broken from there. Awaited
+    /// writes and `shutdown` go after the queued writes, so they never overtake them.
+    pub fn write_queued<B: IoBuf + Send>(
+        &self,
+        buf: B,
+    ) -> impl Future<Output = io::Result<()>> + '_ {
+        queued::write_queued(&self.fd, &self.sender, buf)
+    }
+
+    /// Waits until every write queued with [`write_queued`](Self::write_queued) has been sent
+    /// (the kernel took all of its bytes).
+    ///
+    /// # Errors
+    ///
+    /// The first error a queued write met, as for `write_queued`.
+    pub async fn flush(&self) -> io::Result<()> {
+        stream::flush(&self.sender).await
     }
 
     /// Shuts down the read, write or both halves; the peer sees end of stream after a
     /// write shutdown.
     pub async fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        stream::shutdown(&self.fd, how).await
+        stream::shutdown(&self.fd, &self.sender, how).await
     }
 
     /// Sets `TCP_NODELAY` (disables Nagle's algorithm).

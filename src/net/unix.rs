@@ -13,6 +13,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::acceptor::Acceptor;
 use super::ops::Connect;
+use super::queued::{self, Sender};
 use super::{stream, ListenOptions};
 use crate::buf::{BufResult, IoBuf, IoBufMut, RecvBuf};
 use crate::driver::Op;
@@ -95,6 +96,7 @@ pub struct UnixStream {
     fd: SharedFd,
     /// The receive side: an armed multishot receive, or results kept for dropped futures.
     receiver: stream::Receiver,
+    sender: Sender,
 }
 
 impl UnixStream {
@@ -102,6 +104,7 @@ impl UnixStream {
         UnixStream {
             fd: SharedFd::new(fd),
             receiver: stream::Receiver::default(),
+            sender: Sender::default(),
         }
     }
 }
@@ -147,17 +150,43 @@ impl UnixStream {
 
     /// Writes `buf[..len]` once; returns how many bytes the kernel took.
     pub fn write<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + '_ {
-        stream::send(&self.fd, buf, false)
+        stream::send(&self.fd, &self.sender, buf, false)
     }
 
     /// Writes all of `buf[..len]`, handling short writes.
     pub fn write_all<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<(), B>> + '_ {
-        stream::write_all(&self.fd, buf)
+        stream::write_all(&self.fd, &self.sender, buf)
+    }
+
+    /// Queues all of `buf[..len]` to be written after every write queued before it, and
+    /// resolves as soon as the loop holds `buf`; as [`TcpStream::write_queued`], which says
+    /// when it waits and how errors are reported.
+    ///
+    /// [`TcpStream::write_queued`]: crate::net::TcpStream::write_queued
+    ///
+    /// # Errors
+    ///
+    /// A queued write's failure, reported by the next call on the write side and every one
+    /// after.
+    pub fn write_queued<B: IoBuf + Send>(
+        &self,
+        buf: B,
+    ) -> impl Future<Output = io::Result<()>> + '_ {
+        queued::write_queued(&self.fd, &self.sender, buf)
+    }
+
+    /// Waits until every queued write has been sent.
+    ///
+    /// # Errors
+    ///
+    /// The first error a queued write met.
+    pub async fn flush(&self) -> io::Result<()> {
+        stream::flush(&self.sender).await
     }
 
     /// Shuts down the read, write or both halves.
     pub async fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        stream::shutdown(&self.fd, how).await
+        stream::shutdown(&self.fd, &self.sender, how).await
     }
 
     /// The remote address.

@@ -368,6 +368,10 @@ impl Core {
         if self.driver.has_released() {
             self.run_released_slow();
         }
+        // Queued writes' completions: per request in a server, so not cold.
+        if self.driver.has_detached() {
+            self.driver.run_detached();
+        }
     }
 
     #[cold]

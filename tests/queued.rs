@@ -1,0 +1,322 @@
+//! `write_queued` and `flush`: writes that resolve once the loop holds their buffer.
+
+use std::future::Future;
+use std::net::Shutdown;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use ringloop::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use ringloop::{spawn, time, EventLoop, IoBuf};
+
+/// A connected TCP pair: (client, server side).
+async fn tcp_pair() -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let c = spawn(async move { TcpStream::connect(addr).await.unwrap() });
+    let (s, _) = l.accept().await.unwrap();
+    (c.await.unwrap(), s)
+}
+
+/// Shrinks the kernel's buffers of `fd` so that sends come up short and a peer that does not
+/// read fills them quickly.
+fn small_buffers(fd: &impl AsRawFd, bytes: usize) {
+    // SAFETY: the socket is alive for these calls.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd.as_raw_fd()) };
+    let sock = socket2::SockRef::from(&fd);
+    sock.set_send_buffer_size(bytes).unwrap();
+    sock.set_recv_buffer_size(bytes).unwrap();
+}
+
+/// Reads `s` until end of stream.
+async fn read_to_end_unix(s: UnixStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    loop {
+        let (r, b) = s.read(Vec::with_capacity(64 * 1024)).await;
+        if r.unwrap() == 0 {
+            return got;
+        }
+        got.extend_from_slice(&b);
+    }
+}
+
+async fn read_to_end_tcp(s: &TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    loop {
+        let (r, b) = s.read(Vec::with_capacity(64 * 1024)).await;
+        if r.unwrap() == 0 {
+            return got;
+        }
+        got.extend_from_slice(&b);
+    }
+}
+
+/// The `i`th write of a test: its length varies from 1 byte to 20 000, its bytes are its own.
+fn chunk(i: usize) -> Vec<u8> {
+    let len = 1 + (i * 7919) % 20_000;
+    (0..len).map(|j| (i * 31 + j) as u8).collect()
+}
+
+fn unix_pair_paths(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringloop-queued-{tag}-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("q.sock");
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// Polls `f` once: whether it resolved at once.
+async fn resolves_at_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match std::pin::Pin::new(&mut *f).poll(cx) {
+        Poll::Ready(v) => Poll::Ready(Some(v)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+}
+
+#[test]
+fn queued_writes_arrive_in_order_with_awaited_writes_and_the_fin_after_them() {
+    // 4 KiB socket buffers: nearly every send is short and is resumed by the queue, and the
+    // writer outruns the reader, so the backlog bound is reached too.
+    let path = unix_pair_paths("order");
+    let l = UnixListener::bind(&path).unwrap();
+    let received = EventLoop::new().unwrap().block_on(async move {
+        let s = UnixStream::connect(&path).await.unwrap();
+        let (peer, _) = l.accept().await.unwrap();
+        small_buffers(&s, 4096);
+        small_buffers(&peer, 4096);
+        let reader = spawn(read_to_end_unix(peer));
+        for i in 0..400 {
+            match i % 50 {
+                // Awaited writes in between must go after everything queued before them.
+                10 => {
+                    let (r, _) = s.write_all(chunk(i)).await;
+                    r.unwrap();
+                }
+                // Buffer types other than Vec: a String, and one too large to be kept inline.
+                20 => s
+                    .write_queued(String::from_utf8_lossy(&chunk(i)).into_owned())
+                    .await
+                    .unwrap(),
+                30 => s
+                    .write_queued(Counted::<8>::new(chunk(i), &Arc::default()))
+                    .await
+                    .unwrap(),
+                _ => s.write_queued(chunk(i)).await.unwrap(),
+            }
+        }
+        s.shutdown(Shutdown::Write).await.unwrap();
+        reader.await.unwrap()
+    });
+    // The String write is compared as sent (lossy UTF-8 changes the bytes).
+    let mut sent = Vec::new();
+    for i in 0..400 {
+        if i % 50 == 20 {
+            sent.extend_from_slice(String::from_utf8_lossy(&chunk(i)).as_bytes());
+        } else {
+            sent.extend_from_slice(&chunk(i));
+        }
+    }
+    assert_eq!(received.len(), sent.len(), "no byte lost or repeated");
+    assert!(
+        received == sent,
+        "bytes arrive in the order they were queued"
+    );
+}
+
+#[test]
+fn write_queued_waits_while_the_peer_does_not_read_and_resumes_when_it_does() {
+    const CHUNK: usize = 64 * 1024;
+    EventLoop::new().unwrap().block_on(async {
+        let (c, s) = tcp_pair().await;
+        small_buffers(&c, 64 * 1024);
+        small_buffers(&s, 64 * 1024);
+        let c = Rc::new(c);
+        let accepted = Rc::new(AtomicUsize::new(0));
+        let (w, n) = (c.clone(), accepted.clone());
+        let writer = spawn(async move {
+            for i in 0..64 {
+                w.write_queued(vec![i as u8; CHUNK]).await.unwrap();
+                n.fetch_add(CHUNK, Ordering::SeqCst);
+            }
+            w.flush().await.unwrap();
+            w.shutdown(Shutdown::Write).await.unwrap();
+        });
+        time::sleep(Duration::from_millis(200)).await;
+        let held = accepted.load(Ordering::SeqCst);
+        // The kernel holds a few hundred KiB at most with these buffers; the queue 256 KiB
+        // plus the write that crossed the bound. 4 MiB were offered.
+        assert!(
+            held < 2 << 20,
+            "{held} bytes taken with the peer not reading"
+        );
+        assert!(!writer.is_finished(), "the writer waits for room");
+        let got = read_to_end_tcp(&s).await;
+        writer.await.unwrap();
+        assert_eq!(got.len(), 64 * CHUNK);
+        assert!(got
+            .chunks(CHUNK)
+            .enumerate()
+            .all(|(i, c)| c.iter().all(|&b| b == i as u8)));
+    });
+}
+
+#[test]
+fn a_dropped_stream_still_sends_its_queued_writes_then_closes() {
+    const WRITES: usize = 16;
+    let path = unix_pair_paths("drop");
+    let l = UnixListener::bind(&path).unwrap();
+    let received = EventLoop::new().unwrap().block_on(async move {
+        let s = UnixStream::connect(&path).await.unwrap();
+        let (peer, _) = l.accept().await.unwrap();
+        small_buffers(&s, 4096);
+        small_buffers(&peer, 4096);
+        // Under the queue's 256 KiB bound, so no write waits for a reader that has not started.
+        assert!((0..WRITES).map(|i| chunk(i).len()).sum::<usize>() < 200_000);
+        for i in 0..WRITES {
+            s.write_queued(chunk(i)).await.unwrap();
+        }
+        // Nearly all of it is still queued: the kernel's 4 KiB buffers hold a few KiB.
+        drop(s);
+        read_to_end_unix(peer).await
+    });
+    let sent: Vec<u8> = (0..WRITES).flat_map(chunk).collect();
+    assert_eq!(received.len(), sent.len());
+    assert!(
+        received == sent,
+        "every queued byte, in order, then end of stream"
+    );
+}
+
+#[test]
+fn a_reset_peer_fails_the_queue_and_every_later_write() {
+    EventLoop::new().unwrap().block_on(async {
+        let (c, s) = tcp_pair().await;
+        // SO_LINGER 0: closing sends a reset rather than a FIN.
+        // SAFETY: the socket is alive for this call.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(s.as_raw_fd()) };
+        socket2::SockRef::from(&fd)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(s);
+        time::sleep(Duration::from_millis(20)).await;
+        let mut failure = None;
+        for _ in 0..100 {
+            if let Err(e) = c.write_queued(vec![7u8; 1024]).await {
+                failure = Some(e);
+                break;
+            }
+            if let Err(e) = c.flush().await {
+                failure = Some(e);
+                break;
+            }
+        }
+        let e = failure.expect("writes to a reset peer fail");
+        let kind = e.kind();
+        assert!(
+            matches!(
+                kind,
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+            "{e}"
+        );
+        // Kept: every later call on the write side reports it.
+        assert_eq!(c.write_queued(vec![1u8]).await.unwrap_err().kind(), kind);
+        assert_eq!(c.flush().await.unwrap_err().kind(), kind);
+        let (r, buf) = c.write_all(vec![2u8; 3]).await;
+        assert_eq!(r.unwrap_err().kind(), kind);
+        assert_eq!(buf, [2, 2, 2], "an awaited write gives its buffer back");
+        assert_eq!(c.shutdown(Shutdown::Write).await.unwrap_err().kind(), kind);
+    });
+}
+
+/// A buffer that counts its drops; `PAD` words of padding make it too large to be kept
+/// inline by the queue (at 8).
+struct Counted<const PAD: usize> {
+    bytes: Vec<u8>,
+    drops: Arc<AtomicUsize>,
+    _pad: [usize; PAD],
+}
+
+impl<const PAD: usize> Counted<PAD> {
+    fn new(bytes: Vec<u8>, drops: &Arc<AtomicUsize>) -> Self {
+        Counted {
+            bytes,
+            drops: drops.clone(),
+            _pad: [0; PAD],
+        }
+    }
+}
+
+impl<const PAD: usize> Drop for Counted<PAD> {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+// SAFETY: the bytes live in the Vec's heap block, which moving a `Counted` does not move.
+unsafe impl<const PAD: usize> IoBuf for Counted<PAD> {
+    fn stable_ptr(&self) -> *const u8 {
+        self.bytes.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.bytes.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.bytes.capacity()
+    }
+}
+
+#[test]
+fn closing_the_loop_with_writes_queued_drops_each_buffer_once() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let mut lp = EventLoop::new().unwrap();
+    let (queued, _peer) = lp.block_on(async {
+        let (c, s) = tcp_pair().await;
+        small_buffers(&c, 16 * 1024);
+        small_buffers(&s, 16 * 1024);
+        let mut queued = 0;
+        // The peer never reads: fill the kernel's buffers and the queue until a write waits.
+        loop {
+            let mut w = Box::pin(c.write_queued(Counted::<0>::new(vec![9u8; 32 * 1024], &drops)));
+            match resolves_at_once(&mut w).await {
+                Some(r) => {
+                    r.unwrap();
+                    queued += 1;
+                }
+                None => break, // dropped unqueued: its buffer is dropped here
+            }
+        }
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            1,
+            "only the unqueued one so far"
+        );
+        // The stream goes; its writes stay queued, one of them in the kernel.
+        drop(c);
+        (queued, s)
+    });
+    assert!(queued >= 2, "the queue took {queued} writes");
+    lp.close().unwrap();
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        queued + 1,
+        "close cancelled the write in flight and dropped every queued buffer, once"
+    );
+}
+
+#[test]
+fn an_empty_queued_write_sends_nothing_and_flush_without_writes_is_ready() {
+    EventLoop::new().unwrap().block_on(async {
+        let (c, s) = tcp_pair().await;
+        c.flush().await.unwrap();
+        c.write_queued(Vec::new()).await.unwrap();
+        c.write_queued(&b"x"[..]).await.unwrap();
+        c.flush().await.unwrap();
+        c.shutdown(Shutdown::Write).await.unwrap();
+        assert_eq!(read_to_end_tcp(&s).await, b"x");
+    });
+}
