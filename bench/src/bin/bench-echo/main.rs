@@ -1,5 +1,5 @@
 //! The echo servers under test, one thread each:
-//! `--server ringloop|ringloop-batch|tokio|monoio|bare`.
+//! `--server ringloop|ringloop-batch|ringloop-awaited|tokio|monoio|bare`.
 //! Prints `listening ADDR` once bound, then serves until killed.
 
 use std::io::Write;
@@ -43,6 +43,7 @@ fn ringloop_server(
     recv_buf: Option<usize>,
     mode: Option<&str>,
     batch_wait: Option<std::time::Duration>,
+    awaited: bool,
 ) {
     let mut b = ringloop::EventLoop::builder().batch_wait(batch_wait);
     if let Some(size) = recv_buf {
@@ -70,7 +71,16 @@ fn ringloop_server(
             ringloop::spawn(async move {
                 loop {
                     let Ok(buf) = conn.recv().await else { break };
-                    if buf.is_empty() || conn.write_all(buf).await.0.is_err() {
+                    if buf.is_empty() {
+                        break;
+                    }
+                    // Queued: the reply's completion is the loop's business, not the task's.
+                    let sent = if awaited {
+                        conn.write_all(buf).await.0
+                    } else {
+                        conn.write_queued(buf).await
+                    };
+                    if sent.is_err() {
                         break;
                     }
                 }
@@ -167,6 +177,7 @@ fn main() {
             args.str("batch-wait-us")
                 .and_then(|v| v.parse().ok())
                 .map(std::time::Duration::from_micros),
+            false,
         ),
         // The same server with `Builder::batch_wait` at 20 µs.
         "ringloop-batch" => ringloop_server(
@@ -174,13 +185,22 @@ fn main() {
             args.str("recv-buf").and_then(|v| v.parse().ok()),
             args.str("mode"),
             Some(std::time::Duration::from_micros(BATCH_WAIT_US)),
+            false,
+        ),
+        // The same server awaiting each reply (`write_all`) instead of queueing it.
+        "ringloop-awaited" => ringloop_server(
+            addr,
+            args.str("recv-buf").and_then(|v| v.parse().ok()),
+            args.str("mode"),
+            None,
+            true,
         ),
         "tokio" => tokio_server(addr),
         "monoio" => monoio_server(addr),
         "bare" => bare::serve(addr, announce),
         other => {
             eprintln!(
-                "bench-echo: --server ringloop|ringloop-batch|tokio|monoio|bare (got {other:?})"
+                "bench-echo: --server ringloop|ringloop-batch|ringloop-awaited|tokio|monoio|bare (got {other:?})"
             );
             std::process::exit(2);
         }

@@ -34,15 +34,31 @@ mod report;
 use raw::{Results, RunInfo};
 use report::median;
 
-const SERVERS: [&str; 5] = ["ringloop", "ringloop-batch", "tokio", "monoio", "bare"];
+const SERVERS: [&str; 6] = [
+    "ringloop",
+    "ringloop-batch",
+    "ringloop-awaited",
+    "tokio",
+    "monoio",
+    "bare",
+];
 
 /// Servers whose code differs: `ringloop-batch` is `ringloop` with a set-up option, so the
-/// idle-memory and instruction counts, which it cannot change, are not repeated for it.
+/// instruction counts, which it cannot change, are not repeated for it.
 fn distinct(servers: &[&'static str]) -> Vec<&'static str> {
     servers
         .iter()
         .copied()
         .filter(|s| *s != "ringloop-batch")
+        .collect()
+}
+
+/// Servers whose idle connections differ: `ringloop-awaited` differs from `ringloop` only in
+/// how it writes, which an idle connection never does.
+fn distinct_idle(servers: &[&'static str]) -> Vec<&'static str> {
+    distinct(servers)
+        .into_iter()
+        .filter(|s| *s != "ringloop-awaited")
         .collect()
 }
 
@@ -620,7 +636,7 @@ fn main() {
     let idle: Vec<(&str, f64)> = if args.flag("no-idle") {
         Vec::new()
     } else {
-        distinct(&servers)
+        distinct_idle(&servers)
             .iter()
             .map(|s| (*s, idle_bytes(&cfg, s, idle_n)))
             .collect()
