@@ -320,3 +320,62 @@ fn an_empty_queued_write_sends_nothing_and_flush_without_writes_is_ready() {
         assert_eq!(read_to_end_tcp(&s).await, b"x");
     });
 }
+
+#[test]
+fn timers_and_other_threads_reach_a_loop_whose_only_completions_are_queued_writes() {
+    const WRITES: usize = 60; // 240 KiB: under the backlog bound, so no write waits
+                              // The peer reads at most 4 KiB every 2 ms on its own thread, so the queued writes
+                              // complete one by one for well over the sleep below and wake no task: the loop handles them without turning. A timer due
+                              // meanwhile, and a spawn from another thread, must still be served on time.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut peer, _) = l.accept().unwrap();
+        small_buffers(&peer, 16 * 1024);
+        let mut got = 0;
+        let mut buf = [0u8; 4096];
+        loop {
+            std::thread::sleep(Duration::from_millis(2));
+            match peer.read(&mut buf).unwrap() {
+                0 => return got,
+                n => got += n,
+            }
+        }
+    });
+    let mut lp = EventLoop::new().unwrap();
+    let handle = lp.handle();
+    lp.block_on(async move {
+        let c = TcpStream::connect(addr).await.unwrap();
+        small_buffers(&c, 4096);
+        for _ in 0..WRITES {
+            c.write_queued(vec![5u8; 4096]).await.unwrap();
+        }
+        let start = std::time::Instant::now();
+        time::sleep(Duration::from_millis(20)).await;
+        let slept = start.elapsed();
+        assert!(
+            slept < Duration::from_millis(60),
+            "a 20 ms sleep took {slept:?} while writes completed"
+        );
+        // The premise: the writes were still going out while the loop slept.
+        assert!(
+            resolves_at_once(&mut Box::pin(c.flush())).await.is_none(),
+            "the queued writes were all sent before the sleep ended; nothing was tested"
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let start = std::time::Instant::now();
+        let spawner = std::thread::spawn(move || {
+            let j = handle.spawn(async { 7 });
+            tx.send(()).unwrap();
+            j
+        });
+        rx.recv().unwrap();
+        let j = spawner.join().unwrap();
+        assert_eq!(j.await.unwrap(), 7);
+        assert!(start.elapsed() < Duration::from_millis(60));
+        c.flush().await.unwrap(); // every queued byte was sent
+    });
+    drop(lp);
+    assert_eq!(reader.join().unwrap(), WRITES * 4096);
+}

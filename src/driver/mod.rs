@@ -127,6 +127,10 @@ struct Inner {
     batch: Option<Batch>,
     /// CQEs reaped so far (wrapping): how many a wait brought in.
     reaped: u32,
+    /// Of those, the ones not of detached ops (wrapping; see `Driver::woke_only_detached`).
+    reaped_others: u32,
+    /// `reaped_others` when the last `park` began.
+    others_at_park: u32,
     /// Blocking waits that brought in no completion (see `Driver::empty_waits`).
     empty_waits: u64,
     /// `close` has begun: no detached op is accepted any more.
@@ -242,6 +246,8 @@ impl Driver {
                 no_iowait,
                 batch,
                 reaped: 0,
+                reaped_others: 0,
+                others_at_park: 0,
                 empty_waits: 0,
                 closing: false,
                 wake_inline,
@@ -367,6 +373,7 @@ impl Driver {
     pub(crate) fn park(&self, timeout: Option<Duration>) -> io::Result<()> {
         let mut inner = self.0.inner.borrow_mut();
         let before = inner.reaped;
+        inner.others_at_park = inner.reaped_others;
         let Some(batch) = inner.batch else {
             let r = inner.enter(1, timeout, 0);
             if inner.reaped == before {
@@ -388,6 +395,18 @@ impl Driver {
             b.adjust(got, cap);
         }
         r
+    }
+
+    /// Whether the last [`park`](Driver::park) brought in detached ops' CQEs and nothing else
+    /// (the wake-up read still armed, nothing released): no task waits for what happened, so
+    /// once their owners are told the loop may wait again without a turn.
+    #[inline]
+    pub(crate) fn woke_only_detached(&self) -> bool {
+        let inner = self.0.inner.borrow();
+        inner.reaped_others == inner.others_at_park
+            && !inner.detached.is_empty()
+            && inner.wake_armed
+            && inner.released.is_empty()
     }
 
     /// Whether `io_uring_enter` is given this thread's registered index of the ring.

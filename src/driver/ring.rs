@@ -211,6 +211,7 @@ impl Inner {
             return 0;
         };
         let mut n = 0;
+        let detached_before = detached.len();
         // Streams that reached their cap; cancelled once the completion queue is released.
         let mut throttled: Vec<usize> = Vec::new();
         for cqe in ring.completion() {
@@ -271,10 +272,12 @@ impl Inner {
                 }
             }
         }
+        let others = n - (detached.len() - detached_before);
         if !throttled.is_empty() {
             self.cancel_throttled(throttled);
         }
         self.reaped = self.reaped.wrapping_add(n as u32);
+        self.reaped_others = self.reaped_others.wrapping_add(others as u32);
         n
     }
 

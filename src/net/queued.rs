@@ -267,24 +267,27 @@ impl Detached for WriteQueue {
                 }
             }
         }
-        let (unsent, wakers) = match failure {
-            Some(e) => (st.fail(&e), std::mem::take(&mut st.wakers)),
-            None => {
-                if st.inflight.is_none() {
-                    self.clear.store(true, Ordering::Release);
-                }
-                // Room, or a drained queue: every waiter re-checks (few, and on this loop).
-                let wakers = if st.wakers.is_empty() || st.full() {
-                    Vec::new()
-                } else {
-                    std::mem::take(&mut st.wakers)
-                };
-                (VecDeque::new(), wakers)
-            }
-        };
+        if let Some(e) = failure {
+            let unsent = st.fail(&e);
+            let wakers = std::mem::take(&mut st.wakers);
+            drop(st);
+            drop(done);
+            drop(unsent);
+            wakers.into_iter().for_each(Waker::wake);
+            return;
+        }
+        if st.inflight.is_none() {
+            self.clear.store(true, Ordering::Release);
+        }
+        // Room, or a drained queue: every waiter re-checks (few, and on this loop).
+        if st.wakers.is_empty() || st.full() {
+            drop(st);
+            drop(done);
+            return;
+        }
+        let wakers = std::mem::take(&mut st.wakers);
         drop(st);
         drop(done);
-        drop(unsent);
         wakers.into_iter().for_each(Waker::wake);
     }
 }

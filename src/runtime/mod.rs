@@ -326,13 +326,7 @@ impl Core {
             self.driver.arm_wake()?;
             let notifier = self.shared.remote.notifier();
             if notifier.prepare_park() {
-                let timeout = self
-                    .timers
-                    .wheel
-                    .borrow()
-                    .next_deadline()
-                    .map(|d| d.saturating_duration_since(Instant::now()));
-                let r = self.driver.park(timeout);
+                let r = self.park(&extra_ready);
                 notifier.unparked();
                 r?;
             }
@@ -341,6 +335,36 @@ impl Core {
         }
         self.run_released();
         Ok(())
+    }
+
+    /// Blocks until a completion arrives or the next timer is due. Completions of queued
+    /// writes alone wake no task (a server's replies, one per request): their owners are told
+    /// here and the loop waits again without a turn. Anything else ends the park — a task
+    /// woken, a remote wake-up (it rings the doorbell read, which is not a detached op), a
+    /// timer due — and the turn handles it.
+    #[inline]
+    fn park(&self, extra_ready: &impl Fn() -> bool) -> io::Result<()> {
+        let mut again = false;
+        loop {
+            let timeout = self
+                .timers
+                .wheel
+                .borrow()
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            if again && timeout == Some(Duration::ZERO) {
+                return Ok(()); // a timer is due: the turn fires it
+            }
+            self.driver.park(timeout)?;
+            if !self.driver.woke_only_detached() {
+                return Ok(());
+            }
+            self.driver.run_detached();
+            if self.sched.has_ready() || extra_ready() || self.driver.has_released() {
+                return Ok(());
+            }
+            again = true;
+        }
     }
 
     #[inline]
