@@ -32,19 +32,26 @@ impl OpTable {
     #[inline]
     pub(crate) fn insert(&mut self, slot: Lifecycle) -> usize {
         let key = self.next_free;
-        match self.entries.get_mut(key) {
-            Some(e) => {
-                let Entry::Vacant(next) = *e else {
-                    unreachable!("the free list only holds vacant entries")
-                };
-                self.next_free = next;
-                *e = Entry::Occupied(slot);
-            }
-            None => {
-                self.entries.push(Entry::Occupied(slot));
-                self.next_free = self.entries.len();
-            }
-        }
+        let Some(e) = self.entries.get_mut(key) else {
+            return self.insert_new(slot);
+        };
+        let Entry::Vacant(next) = *e else {
+            unreachable!("the free list only holds vacant entries")
+        };
+        self.next_free = next;
+        // A vacant entry holds only a key: nothing to drop, so no drop glue is emitted.
+        std::mem::forget(std::mem::replace(e, Entry::Occupied(slot)));
+        key
+    }
+
+    /// [`insert`](OpTable::insert) when no key is free: the table grows. Out of line, since
+    /// a busy loop reuses keys and the growth path would otherwise be inlined everywhere.
+    #[cold]
+    #[inline(never)]
+    fn insert_new(&mut self, slot: Lifecycle) -> usize {
+        let key = self.entries.len();
+        self.entries.push(Entry::Occupied(slot));
+        self.next_free = self.entries.len();
         key
     }
 
