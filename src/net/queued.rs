@@ -197,7 +197,7 @@ impl WriteQueue {
                 drop(kept);
                 return Poll::Ready(Err(e));
             }
-            st.inflight = Some((kept, 0));
+            set_inflight(&mut st, kept, 0);
             self.clear.store(false, Ordering::Release);
         } else {
             st.waiting.push_back(kept);
@@ -259,7 +259,7 @@ impl Detached for WriteQueue {
         };
         if let Some((b, s)) = next {
             match self.submit(driver, &b, s) {
-                Ok(()) => st.inflight = Some((b, s)),
+                Ok(()) => set_inflight(&mut st, b, s),
                 Err(e) => {
                     // Never reached the kernel: dropped with the rest of the queue.
                     st.waiting.push_front(b);
@@ -290,6 +290,14 @@ impl Detached for WriteQueue {
         drop(done);
         wakers.into_iter().for_each(Waker::wake);
     }
+}
+
+/// Stores the write just submitted as the one in flight, where nothing is: the empty slot
+/// is overwritten without the drop glue an assignment would run on it.
+#[inline]
+fn set_inflight(st: &mut State, buf: KeptBuf, sent: usize) {
+    debug_assert!(st.inflight.is_none());
+    std::mem::forget(st.inflight.replace((buf, sent)));
 }
 
 /// The future of `write_queued`.
