@@ -195,6 +195,37 @@ impl TcpStream {
     /// `write`, `write_all` or `shutdown` — and by every call after: the writes queued behind
     /// the failed one are dropped unsent, so the byte stream is broken from there. Awaited
     /// writes and `shutdown` go after the queued writes, so they never overtake them.
+    ///
+    /// # Example
+    ///
+    /// An echo connection: each received buffer goes straight back, and the task is woken
+    /// only when the next request arrives.
+    ///
+    /// ```
+    /// use ringloop::net::{TcpListener, TcpStream};
+    /// use ringloop::{spawn, EventLoop};
+    ///
+    /// EventLoop::new()?.block_on(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0")?;
+    ///     let addr = listener.local_addr()?;
+    ///     spawn(async move {
+    ///         let (conn, _) = listener.accept().await?;
+    ///         loop {
+    ///             let buf = conn.recv().await?;
+    ///             if buf.is_empty() {
+    ///                 return conn.flush().await; // end of stream: let the replies go out
+    ///             }
+    ///             conn.write_queued(buf).await?;
+    ///         }
+    ///     });
+    ///     let client = TcpStream::connect(addr).await?;
+    ///     client.write_queued(&b"ping"[..]).await?;
+    ///     let reply = client.recv().await?;
+    ///     assert_eq!(&reply[..], b"ping");
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn write_queued<B: IoBuf + Send>(
         &self,
         buf: B,
