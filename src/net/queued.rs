@@ -207,6 +207,8 @@ impl WriteQueue {
     }
 
     fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // On another loop than the one sending the writes, this could wait forever.
+        self.fd.claim();
         let mut st = self.lock();
         if let Some(f) = &st.failed {
             return Poll::Ready(Err(f.error()));
@@ -221,6 +223,11 @@ impl WriteQueue {
 
 impl Detached for WriteQueue {
     fn complete(self: Arc<Self>, driver: &Driver, c: Completion) {
+        if c.more() {
+            // A plain SEND has one CQE; were the kernel to announce more, the buffer must
+            // stay until the last.
+            return;
+        }
         let mut st = self.lock();
         let Some((buf, mut sent)) = st.inflight.take() else {
             return; // no write of ours is in flight: a stray CQE
