@@ -379,3 +379,24 @@ fn timers_and_other_threads_reach_a_loop_whose_only_completions_are_queued_write
     drop(lp);
     assert_eq!(reader.join().unwrap(), WRITES * 4096);
 }
+
+#[test]
+fn a_queue_used_from_another_loop_panics_instead_of_waiting_forever() {
+    let mut a = EventLoop::new().unwrap();
+    let (c, _s) = a.block_on(async {
+        let (c, s) = tcp_pair().await;
+        c.write_queued(vec![1u8; 16]).await.unwrap();
+        (c, s)
+    });
+    let mut b = EventLoop::new().unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        b.block_on(async { c.flush().await })
+    }));
+    let msg = r.expect_err("flush on another loop must panic");
+    let msg = msg
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| msg.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    assert!(msg.contains("another event loop"), "{msg}");
+}

@@ -24,6 +24,7 @@
 //! receive-buffer pool; `registry` the thread's current driver.
 
 pub(crate) mod bufring;
+pub(crate) mod loop_cell;
 pub(crate) mod op;
 pub(crate) mod ops;
 mod registry;

@@ -22,13 +22,14 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use io_uring::{opcode, types};
 
 use crate::buf::kept::KeptBuf;
 use crate::buf::IoBuf;
+use crate::driver::loop_cell::{LoopCell, LoopRef};
 use crate::driver::slot::{Completion, Detached};
 use crate::driver::Driver;
 use crate::fd::SharedFd;
@@ -45,12 +46,13 @@ pub(crate) struct Sender {
 }
 
 impl Sender {
-    fn queue(&self, fd: &SharedFd) -> &Arc<WriteQueue> {
+    /// The queue, made for `driver`'s loop on the first queued write.
+    fn queue(&self, fd: &SharedFd, driver: &Driver) -> &Arc<WriteQueue> {
         self.queue.get_or_init(|| {
             Arc::new(WriteQueue {
                 fd: fd.clone(),
                 clear: AtomicBool::new(true),
-                state: Mutex::new(State::default()),
+                state: LoopCell::new(driver, State::default()),
             })
         })
     }
@@ -65,10 +67,27 @@ impl Sender {
     }
 
     /// Ready once every queued write has been sent (`Ok`), or one failed (its error).
+    ///
+    /// # Panics
+    ///
+    /// Outside the loop serving the stream, once it has queued writes.
     pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.queue.get() {
             None => Poll::Ready(Ok(())),
-            Some(q) => q.poll_flush(cx),
+            Some(q) => crate::driver::with_current(|driver| q.poll_flush(driver, cx))
+                .unwrap_or_else(|| panic!("ringloop: flush polled outside a running event loop")),
+        }
+    }
+
+    /// [`poll_flush`](Sender::poll_flush) with the running loop's driver at hand.
+    pub(crate) fn poll_flush_on(
+        &self,
+        driver: &Driver,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.queue.get() {
+            None => Poll::Ready(Ok(())),
+            Some(q) => q.poll_flush(driver, cx),
         }
     }
 }
@@ -78,7 +97,9 @@ pub(crate) struct WriteQueue {
     fd: SharedFd,
     /// Mirrors "nothing waiting or in flight, no failure" for [`Sender::clear`].
     clear: AtomicBool,
-    state: Mutex<State>,
+    /// Touched only on the thread of the loop serving the stream: no lock on the path of
+    /// every reply.
+    state: LoopCell<State>,
 }
 
 #[derive(Default)]
@@ -143,9 +164,12 @@ impl State {
 }
 
 impl WriteQueue {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Nothing panics while the lock is held; a poisoned state is still consistent.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// The state, on `driver`'s loop (it panics on another). Released before a buffer is
+    /// dropped or a waker woken; should other user code reached under it (an `IoBuf` or
+    /// waker method) come back here, the second borrow panics rather than alias.
+    #[inline]
+    fn lock(&self, driver: &Driver) -> LoopRef<'_, State> {
+        self.state.borrow(driver)
     }
 
     /// Submits `buf[sent..]` as a SEND owned by this queue. The caller stores `buf` as
@@ -171,8 +195,7 @@ impl WriteQueue {
         buf: &mut Option<B>,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        self.fd.claim_on(driver.id());
-        let mut st = self.lock();
+        let mut st = self.lock(driver);
         if let Some(f) = &st.failed {
             return Poll::Ready(Err(f.error()));
         }
@@ -206,10 +229,10 @@ impl WriteQueue {
         Poll::Ready(Ok(()))
     }
 
-    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // On another loop than the one sending the writes, this could wait forever.
-        self.fd.claim();
-        let mut st = self.lock();
+    fn poll_flush(&self, driver: &Driver, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // On another loop than the one sending the writes this would wait forever: `lock`
+        // panics there instead.
+        let mut st = self.lock(driver);
         if let Some(f) = &st.failed {
             return Poll::Ready(Err(f.error()));
         }
@@ -228,7 +251,7 @@ impl Detached for WriteQueue {
             // stay until the last.
             return;
         }
-        let mut st = self.lock();
+        let mut st = self.lock(driver);
         let Some((buf, mut sent)) = st.inflight.take() else {
             return; // no write of ours is in flight: a stray CQE
         };
@@ -334,9 +357,13 @@ impl<B: IoBuf + Send> Future for QueuedWrite<'_, B> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let q = this.tx.queue(this.fd);
-        crate::driver::with_current(|driver| q.offer(driver, &mut this.buf, cx)).unwrap_or_else(
-            || panic!("ringloop: write_queued() polled outside a running event loop"),
-        )
+        crate::driver::with_current(|driver| {
+            // Claimed first: the queue is made for the loop serving the socket, no other.
+            this.fd.claim_on(driver.id());
+            this.tx
+                .queue(this.fd, driver)
+                .offer(driver, &mut this.buf, cx)
+        })
+        .unwrap_or_else(|| panic!("ringloop: write_queued() polled outside a running event loop"))
     }
 }

@@ -254,7 +254,7 @@ impl<B: IoBuf> SendFuture<'_, B> {
     fn poll_on(&mut self, driver: &Driver, cx: &mut Context<'_>) -> Poll<BufResult<usize, B>> {
         if self.fresh {
             if !self.tx.clear() {
-                if let Err(e) = ready!(self.tx.poll_flush(cx)) {
+                if let Err(e) = ready!(self.tx.poll_flush_on(driver, cx)) {
                     let data = self
                         .op
                         .take_unsubmitted()
