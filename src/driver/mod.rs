@@ -128,10 +128,9 @@ struct Inner {
     batch: Option<Batch>,
     /// CQEs reaped so far (wrapping): how many a wait brought in.
     reaped: u32,
-    /// Of those, the ones not of detached ops (wrapping; see `Driver::woke_only_detached`).
-    reaped_others: u32,
-    /// `reaped_others` when the last `park` began.
-    others_at_park: u32,
+    /// CQEs other than detached ops' reaped since the last `park` began (see
+    /// `Driver::woke_only_detached`).
+    others_since_park: u32,
     /// Blocking waits that brought in no completion (see `Driver::empty_waits`).
     empty_waits: u64,
     /// `close` has begun: no detached op is accepted any more.
@@ -247,8 +246,7 @@ impl Driver {
                 no_iowait,
                 batch,
                 reaped: 0,
-                reaped_others: 0,
-                others_at_park: 0,
+                others_since_park: 0,
                 empty_waits: 0,
                 closing: false,
                 wake_inline,
@@ -374,7 +372,7 @@ impl Driver {
     pub(crate) fn park(&self, timeout: Option<Duration>) -> io::Result<()> {
         let mut inner = self.0.inner.borrow_mut();
         let before = inner.reaped;
-        inner.others_at_park = inner.reaped_others;
+        inner.others_since_park = 0;
         let Some(batch) = inner.batch else {
             let r = inner.enter(1, timeout, 0);
             if inner.reaped == before {
@@ -404,7 +402,7 @@ impl Driver {
     #[inline]
     pub(crate) fn woke_only_detached(&self) -> bool {
         let inner = self.0.inner.borrow();
-        inner.reaped_others == inner.others_at_park
+        inner.others_since_park == 0
             && !inner.detached.is_empty()
             && inner.wake_armed
             && inner.released.is_empty()
@@ -519,6 +517,8 @@ impl Driver {
 
     /// Tells detached ops' owners of their reaped CQEs (see [`Detached`]); what they submit
     /// meanwhile and completes at once is told too. Call with no borrow of the driver held.
+    /// Newest first: the order between owners does not matter, and an owner (a write queue)
+    /// has one op in flight at a time.
     pub(crate) fn run_detached(&self) {
         loop {
             let next = self.0.inner.borrow_mut().detached.pop();

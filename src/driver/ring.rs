@@ -277,7 +277,7 @@ impl Inner {
             self.cancel_throttled(throttled);
         }
         self.reaped = self.reaped.wrapping_add(n as u32);
-        self.reaped_others = self.reaped_others.wrapping_add(others as u32);
+        self.others_since_park = self.others_since_park.saturating_add(others as u32);
         n
     }
 

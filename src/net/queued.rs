@@ -72,11 +72,11 @@ impl Sender {
     ///
     /// Outside the loop serving the stream, once it has queued writes.
     pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.queue.get() {
-            None => Poll::Ready(Ok(())),
-            Some(q) => crate::driver::with_current(|driver| q.poll_flush(driver, cx))
-                .unwrap_or_else(|| panic!("ringloop: flush polled outside a running event loop")),
+        if self.queue.get().is_none() {
+            return Poll::Ready(Ok(()));
         }
+        crate::driver::with_current(|driver| self.poll_flush_on(driver, cx))
+            .unwrap_or_else(|| panic!("ringloop: flush polled outside a running event loop"))
     }
 
     /// [`poll_flush`](Sender::poll_flush) with the running loop's driver at hand.
