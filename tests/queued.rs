@@ -355,7 +355,7 @@ fn timers_and_other_threads_reach_a_loop_whose_only_completions_are_queued_write
         time::sleep(Duration::from_millis(20)).await;
         let slept = start.elapsed();
         assert!(
-            slept < Duration::from_millis(60),
+            slept < Duration::from_millis(90),
             "a 20 ms sleep took {slept:?} while writes completed"
         );
         // The premise: the writes were still going out while the loop slept.
@@ -373,7 +373,7 @@ fn timers_and_other_threads_reach_a_loop_whose_only_completions_are_queued_write
         rx.recv().unwrap();
         let j = spawner.join().unwrap();
         assert_eq!(j.await.unwrap(), 7);
-        assert!(start.elapsed() < Duration::from_millis(60));
+        assert!(start.elapsed() < Duration::from_millis(90));
         c.flush().await.unwrap(); // every queued byte was sent
     });
     drop(lp);
