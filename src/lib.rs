@@ -73,7 +73,8 @@
 //! - A turn polls at most 128 ready tasks before it reaps completions, so a busy task cannot
 //!   starve I/O.
 //! - A loop makes one `io_uring_enter` per turn; it blocks only when no task is ready, bounded
-//!   by the next timer deadline.
+//!   by the next timer deadline. A wait that brings in only queued writes' completions
+//!   (which wake no task) is followed by another wait, not by a turn.
 //! - Timers have 1 ms resolution and never fire early.
 //! - A wake from the loop's own thread costs no atomic operation for `wake_by_ref`.
 //!
