@@ -543,8 +543,12 @@ impl Driver {
         }
         let key = inner.ops.insert(Lifecycle::Detached(owner));
         if let Err(e) = inner.push(sqe.user_data(key as u64)) {
-            // Never reached the SQ: the kernel knows nothing of it, the owner may have it back.
-            drop(inner.ops.remove(key));
+            // Never reached the SQ: the kernel knows nothing of it. The slot's reference goes
+            // once the borrow has ended, in case it was the owner's last (its drop is the
+            // user's buffers').
+            let gone = inner.ops.remove(key);
+            drop(inner);
+            drop(gone);
             return Err(e);
         }
         Ok(key)
