@@ -31,22 +31,15 @@ fn small_buffers(fd: &impl AsRawFd, bytes: usize) {
     sock.set_recv_buffer_size(bytes).unwrap();
 }
 
-/// Reads `s` until end of stream.
-async fn read_to_end_unix(s: UnixStream) -> Vec<u8> {
+/// Reads until end of stream with `read` (a stream's `read`, TCP or Unix).
+async fn read_to_end<F, R>(mut read: F) -> Vec<u8>
+where
+    F: FnMut(Vec<u8>) -> R,
+    R: Future<Output = ringloop::BufResult<usize, Vec<u8>>>,
+{
     let mut got = Vec::new();
     loop {
-        let (r, b) = s.read(Vec::with_capacity(64 * 1024)).await;
-        if r.unwrap() == 0 {
-            return got;
-        }
-        got.extend_from_slice(&b);
-    }
-}
-
-async fn read_to_end_tcp(s: &TcpStream) -> Vec<u8> {
-    let mut got = Vec::new();
-    loop {
-        let (r, b) = s.read(Vec::with_capacity(64 * 1024)).await;
+        let (r, b) = read(Vec::with_capacity(64 * 1024)).await;
         if r.unwrap() == 0 {
             return got;
         }
@@ -88,7 +81,7 @@ fn queued_writes_arrive_in_order_with_awaited_writes_and_the_fin_after_them() {
         let (peer, _) = l.accept().await.unwrap();
         small_buffers(&s, 4096);
         small_buffers(&peer, 4096);
-        let reader = spawn(read_to_end_unix(peer));
+        let reader = spawn(async move { read_to_end(|b| peer.read(b)).await });
         for i in 0..400 {
             match i % 50 {
                 // Awaited writes in between must go after everything queued before them.
@@ -154,7 +147,7 @@ fn write_queued_waits_while_the_peer_does_not_read_and_resumes_when_it_does() {
             "{held} bytes taken with the peer not reading"
         );
         assert!(!writer.is_finished(), "the writer waits for room");
-        let got = read_to_end_tcp(&s).await;
+        let got = read_to_end(|b| s.read(b)).await;
         writer.await.unwrap();
         assert_eq!(got.len(), 64 * CHUNK);
         assert!(got
@@ -181,7 +174,7 @@ fn a_dropped_stream_still_sends_its_queued_writes_then_closes() {
         }
         // Nearly all of it is still queued: the kernel's 4 KiB buffers hold a few KiB.
         drop(s);
-        read_to_end_unix(peer).await
+        read_to_end(|b| peer.read(b)).await
     });
     let sent: Vec<u8> = (0..WRITES).flat_map(chunk).collect();
     assert_eq!(received.len(), sent.len());
@@ -317,7 +310,7 @@ fn an_empty_queued_write_sends_nothing_and_flush_without_writes_is_ready() {
         c.write_queued(&b"x"[..]).await.unwrap();
         c.flush().await.unwrap();
         c.shutdown(Shutdown::Write).await.unwrap();
-        assert_eq!(read_to_end_tcp(&s).await, b"x");
+        assert_eq!(read_to_end(|b| s.read(b)).await, b"x");
     });
 }
 
