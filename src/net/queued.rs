@@ -153,7 +153,7 @@ impl State {
     }
 
     /// Records `e` as the queue's failure; returns the writes that will never be sent, to be
-    /// dropped once the lock is released.
+    /// dropped once the borrow has ended.
     fn fail(&mut self, e: &io::Error) -> VecDeque<KeptBuf> {
         if self.failed.is_none() {
             self.failed = Some(Failure::of(e));
@@ -168,7 +168,7 @@ impl WriteQueue {
     /// dropped or a waker woken; should other user code reached under it (an `IoBuf` or
     /// waker method) come back here, the second borrow panics rather than alias.
     #[inline]
-    fn lock(&self, driver: &Driver) -> LoopRef<'_, State> {
+    fn borrow(&self, driver: &Driver) -> LoopRef<'_, State> {
         self.state.borrow(driver)
     }
 
@@ -195,7 +195,7 @@ impl WriteQueue {
         buf: &mut Option<B>,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        let mut st = self.lock(driver);
+        let mut st = self.borrow(driver);
         if let Some(f) = &st.failed {
             return Poll::Ready(Err(f.error()));
         }
@@ -215,7 +215,7 @@ impl WriteQueue {
         if st.inflight.is_none() {
             if let Err(e) = self.submit(driver, &kept, 0) {
                 // Refused (the loop is closed, say): nothing of it was sent, the stream is
-                // intact, and the buffer is dropped once the lock is released.
+                // intact, and the buffer is dropped once the borrow has ended.
                 drop(st);
                 drop(kept);
                 return Poll::Ready(Err(e));
@@ -230,9 +230,9 @@ impl WriteQueue {
     }
 
     fn poll_flush(&self, driver: &Driver, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // On another loop than the one sending the writes this would wait forever: `lock`
+        // On another loop than the one sending the writes this would wait forever: `borrow`
         // panics there instead.
-        let mut st = self.lock(driver);
+        let mut st = self.borrow(driver);
         if let Some(f) = &st.failed {
             return Poll::Ready(Err(f.error()));
         }
@@ -251,11 +251,11 @@ impl Detached for WriteQueue {
             // stay until the last.
             return;
         }
-        let mut st = self.lock(driver);
+        let mut st = self.borrow(driver);
         let Some((buf, mut sent)) = st.inflight.take() else {
             return; // no write of ours is in flight: a stray CQE
         };
-        // What is done with is dropped once the lock is released: a buffer's `Drop` is the
+        // What is done with is dropped once the borrow has ended: a buffer's `Drop` is the
         // user's. The kernel has finished with `buf`: this was its SEND's only CQE.
         let mut done = None;
         // The write to send next (`buf` again if it was short), or why the queue stops.
