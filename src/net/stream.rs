@@ -78,12 +78,53 @@ impl Future for RecvFuture<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<RecvBuf>> {
         // Every field is Unpin (references and `Op`s).
         let this = self.get_mut();
-        crate::driver::with_current(|driver| this.poll_on(driver, cx))
-            .unwrap_or_else(|| panic!("ringloop: recv() polled outside a running event loop"))
+        crate::driver::with_current(|driver| {
+            // The steady state of a busy connection, kept apart from the fallbacks so that
+            // it stays small: the armed multishot receive's next CQE, bytes in a pool buffer.
+            if let (RecvState::Idle, false, Some(key)) = (
+                &this.state,
+                this.rx.stash.maybe_nonempty(),
+                this.rx.armed.key(),
+            ) {
+                let c = ready!(this.rx.armed.poll_next_on(driver, key, cx));
+                if c.res > 0 {
+                    if let Some(bid) = io_uring::cqueue::buffer_select(c.flags) {
+                        return Poll::Ready(Ok(pool_of(driver).take(bid, c.res as u32)));
+                    }
+                }
+                return this.after_cqe(driver, cx, c.result(), c.flags);
+            }
+            this.poll_on(driver, cx)
+        })
+        .unwrap_or_else(|| panic!("ringloop: recv() polled outside a running event loop"))
     }
 }
 
 impl RecvFuture<'_> {
+    /// A receive's result that is not bytes in a buffer: end of stream, an error, or one to
+    /// retry (`ENOBUFS`, a cancellation).
+    #[cold]
+    #[inline(never)]
+    fn after_cqe(
+        &mut self,
+        driver: &Driver,
+        cx: &mut Context<'_>,
+        result: io::Result<u32>,
+        flags: u32,
+    ) -> Poll<io::Result<RecvBuf>> {
+        let out_of_buffers =
+            matches!(result, Err(ref e) if e.raw_os_error() == Some(libc::ENOBUFS));
+        if let Some(r) = received(pool_of(driver), result, flags) {
+            return Poll::Ready(r);
+        }
+        if out_of_buffers {
+            self.state = RecvState::NoBuffers;
+        }
+        self.poll_on(driver, cx)
+    }
+
+    /// Every path: the stash, arming, the fallbacks of old kernels, an empty pool.
+    #[inline(never)]
     fn poll_on(&mut self, driver: &Driver, cx: &mut Context<'_>) -> Poll<io::Result<RecvBuf>> {
         loop {
             let (result, flags) = match &mut self.state {

@@ -32,6 +32,12 @@ impl<T> Stash<T> {
         self.nonempty.store(true, Ordering::Release);
     }
 
+    /// Whether something may be waiting: one atomic load, for a fast path to skip the stash.
+    #[inline]
+    pub(crate) fn maybe_nonempty(&self) -> bool {
+        self.nonempty.load(Ordering::Acquire)
+    }
+
     /// Checked on every `recv()`/`accept()`: the empty case is one inlined atomic load.
     #[inline]
     pub(crate) fn pop(&self) -> Option<T> {
