@@ -374,6 +374,7 @@ thread_local! {
 }
 
 /// A number unique to the calling thread among live threads: the address of a thread-local.
+#[inline]
 fn thread_tag() -> usize {
     TAG.with(|t| t as *const u8 as usize)
 }

@@ -532,6 +532,7 @@ impl Driver {
     /// Queues `sqe` for an op no future waits on: `owner` keeps everything the kernel may
     /// touch for it and is told of each CQE (see [`Detached`]). Returns the op's key. Refused
     /// once the loop is closing, so an owner's follow-up ops cannot keep a close going.
+    #[inline]
     pub(crate) fn submit_detached(
         &self,
         sqe: squeue::Entry,

@@ -80,7 +80,23 @@ impl Inner {
     }
 
     /// Pushes one SQE, submitting first if the SQ is full. Never drops it.
+    #[inline]
     pub(super) fn push(&mut self, sqe: squeue::Entry) -> io::Result<()> {
+        if let Some(ring) = self.ring.as_mut() {
+            // SAFETY: every pointer in `sqe` refers to memory owned by the op's future or by
+            // its slot, which stays alive until the op's final CQE (see the module contract);
+            // cancel SQEs carry no pointers.
+            if unsafe { ring.submission().push(&sqe) }.is_ok() {
+                return Ok(());
+            }
+        }
+        self.push_full(sqe)
+    }
+
+    /// [`push`](Inner::push) when the SQ is full (or the ring is gone).
+    #[cold]
+    #[inline(never)]
+    fn push_full(&mut self, sqe: squeue::Entry) -> io::Result<()> {
         loop {
             let ring = self.ring()?;
             // SAFETY: every pointer in `sqe` refers to memory owned by the op's future or by

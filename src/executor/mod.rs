@@ -379,6 +379,7 @@ fn schedule(ptr: NonNull<Header>) {
 /// drop of `w` releases a reference that is not the task's last (the scheduler holds one).
 /// So it touches nothing but the run queue and may run while the driver is borrowed. Any
 /// other waker is handed back, to be woken once the borrow ends.
+#[inline]
 pub(crate) fn wake_inline(w: Waker) -> Result<(), Waker> {
     if !task::is_task_waker(&w) {
         return Err(w);

@@ -174,6 +174,7 @@ impl WriteQueue {
 
     /// Submits `buf[sent..]` as a SEND owned by this queue. The caller stores `buf` as
     /// `inflight` right after, where it stays until the SEND's CQE.
+    #[inline]
     fn submit(self: &Arc<Self>, driver: &Driver, buf: &KeptBuf, sent: usize) -> io::Result<()> {
         let sent = sent.min(buf.len());
         let len = u32::try_from(buf.len() - sent).unwrap_or(u32::MAX);
