@@ -134,6 +134,7 @@ impl BufPool {
     }
 
     /// Wraps buffer `bid`, which the kernel filled with `len` bytes, for the user.
+    #[inline]
     pub(crate) fn take(&self, bid: u16, len: u32) -> RecvBuf {
         let len = (len as usize).min(self.0.size);
         self.0.out.set(self.0.out.get() + 1);

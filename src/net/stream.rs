@@ -75,6 +75,7 @@ enum RecvState {
 impl Future for RecvFuture<'_> {
     type Output = io::Result<RecvBuf>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<RecvBuf>> {
         // Every field is Unpin (references and `Op`s).
         let this = self.get_mut();
@@ -198,6 +199,7 @@ impl RecvFuture<'_> {
 /// The loop's receive pool. Only called on the pooled paths, which `plan_on` chose because the
 /// loop has a pool; a loop's pool is fixed for its life, and a receive is polled on one loop
 /// (its op or armed slot checks that).
+#[inline]
 fn pool_of(driver: &Driver) -> &BufPool {
     driver
         .pool()
