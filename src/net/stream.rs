@@ -4,6 +4,7 @@ use std::io;
 use std::net::Shutdown as How;
 
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -51,14 +52,28 @@ pub(crate) fn recv<'a>(fd: &'a SharedFd, rx: &'a Receiver) -> RecvFuture<'a> {
     RecvFuture {
         fd,
         rx,
-        state: RecvState::Idle,
+        state: ManuallyDrop::new(RecvState::Idle),
     }
 }
 
 pub(crate) struct RecvFuture<'a> {
     fd: &'a SharedFd,
     rx: &'a Receiver,
-    state: RecvState,
+    /// Dropped by hand (see `Drop`): the drop of the common states is then a check, inlined
+    /// into the caller, rather than a call to the glue of the fallbacks' ops. Assigned only
+    /// through the `ManuallyDrop`, so that the old state is dropped as usual.
+    state: ManuallyDrop<RecvState>,
+}
+
+impl Drop for RecvFuture<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if matches!(*self.state, RecvState::Owned(_) | RecvState::Single(_)) {
+            // SAFETY: this is the future's drop, so the state is dropped once and not used
+            // after.
+            unsafe { self.drop_state() };
+        }
+    }
 }
 
 enum RecvState {
@@ -83,7 +98,7 @@ impl Future for RecvFuture<'_> {
             // The steady state of a busy connection, kept apart from the fallbacks so that
             // it stays small: the armed multishot receive's next CQE, bytes in a pool buffer.
             if let (RecvState::Idle, false, Some(key)) = (
-                &this.state,
+                &*this.state,
                 this.rx.stash.maybe_nonempty(),
                 this.rx.armed.key(),
             ) {
@@ -102,6 +117,18 @@ impl Future for RecvFuture<'_> {
 }
 
 impl RecvFuture<'_> {
+    /// Drops the state (an op of the fallbacks) out of line.
+    ///
+    /// # Safety
+    ///
+    /// Only from `drop`: the state must not be dropped twice or used after.
+    #[cold]
+    #[inline(never)]
+    unsafe fn drop_state(&mut self) {
+        // SAFETY: the caller's contract (once, and nothing after).
+        unsafe { ManuallyDrop::drop(&mut self.state) }
+    }
+
     /// A receive's result that is not bytes in a buffer: end of stream, an error, or one to
     /// retry (`ENOBUFS`, a cancellation).
     #[cold]
@@ -119,7 +146,7 @@ impl RecvFuture<'_> {
             return Poll::Ready(r);
         }
         if out_of_buffers {
-            self.state = RecvState::NoBuffers;
+            *self.state = RecvState::NoBuffers;
         }
         self.poll_on(driver, cx)
     }
@@ -128,7 +155,7 @@ impl RecvFuture<'_> {
     #[inline(never)]
     fn poll_on(&mut self, driver: &Driver, cx: &mut Context<'_>) -> Poll<io::Result<RecvBuf>> {
         loop {
-            let (result, flags) = match &mut self.state {
+            let (result, flags) = match &mut *self.state {
                 RecvState::Idle => {
                     if let Some(r) = self.rx.stash.pop() {
                         return Poll::Ready(r);
@@ -143,7 +170,7 @@ impl RecvFuture<'_> {
                             (c.result(), c.flags)
                         }
                         Ok(Plan::Owned(size)) => {
-                            self.state = RecvState::Owned(Op::new(RecvOwned {
+                            *self.state = RecvState::Owned(Op::new(RecvOwned {
                                 fd: self.fd.clone(),
                                 buf: Vec::with_capacity(size),
                                 stash: self.rx.stash.clone(),
@@ -151,7 +178,7 @@ impl RecvFuture<'_> {
                             continue;
                         }
                         Ok(Plan::Single(len, pool)) => {
-                            self.state = RecvState::Single(Op::new(RecvSelect {
+                            *self.state = RecvState::Single(Op::new(RecvSelect {
                                 fd: self.fd.clone(),
                                 pool,
                                 len,
@@ -163,7 +190,7 @@ impl RecvFuture<'_> {
                 }
                 RecvState::Owned(op) => {
                     let mut out = ready!(op.poll_on(driver, cx));
-                    self.state = RecvState::Idle;
+                    *self.state = RecvState::Idle;
                     match out.data.received(out.result) {
                         Some(r) => return Poll::Ready(r),
                         None => continue,
@@ -171,7 +198,7 @@ impl RecvFuture<'_> {
                 }
                 RecvState::Single(op) => {
                     let out = ready!(op.poll_on(driver, cx));
-                    self.state = RecvState::Idle;
+                    *self.state = RecvState::Idle;
                     (out.result, out.flags)
                 }
                 RecvState::NoBuffers => {
@@ -180,7 +207,7 @@ impl RecvFuture<'_> {
                         pool.wait_for_buffer(cx.waker());
                         return Poll::Pending;
                     }
-                    self.state = RecvState::Idle;
+                    *self.state = RecvState::Idle;
                     continue;
                 }
             };
@@ -190,7 +217,7 @@ impl RecvFuture<'_> {
                 return Poll::Ready(r);
             }
             if out_of_buffers {
-                self.state = RecvState::NoBuffers;
+                *self.state = RecvState::NoBuffers;
             }
         }
     }
