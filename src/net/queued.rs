@@ -253,6 +253,20 @@ impl Detached for WriteQueue {
             return;
         }
         let mut st = self.borrow(driver);
+        // The common case first: the whole write went and nothing else waits or failed.
+        // The buffer is dropped where it lies, once the borrow has ended.
+        if let Some((buf, sent)) = &st.inflight {
+            let rest = buf.len() - sent;
+            if c.res > 0 && c.res as usize >= rest && st.waiting.is_empty() && st.wakers.is_empty()
+            {
+                st.backlog -= rest;
+                let done = st.inflight.take();
+                self.clear.store(true, Ordering::Release);
+                drop(st);
+                drop(done);
+                return;
+            }
+        }
         let Some((buf, mut sent)) = st.inflight.take() else {
             return; // no write of ours is in flight: a stray CQE
         };
