@@ -556,6 +556,7 @@ impl Driver {
     }
 
     /// Queues `sqe` (already carrying its `user_data`) for `data`'s op; returns its key.
+    #[inline]
     fn submit_op(&self, sqe: squeue::Entry, waker: &Waker) -> io::Result<usize> {
         let mut inner = self.0.inner.borrow_mut();
         if inner.ring.is_none() {
@@ -574,6 +575,7 @@ impl Driver {
     }
 
     /// Takes the final completion of `key`, or registers `waker`.
+    #[inline]
     fn poll_op(&self, key: usize, cx: &mut Context<'_>) -> Poll<Completion> {
         let mut inner = self.0.inner.borrow_mut();
         let Some(slot) = inner.ops.get_mut(key) else {

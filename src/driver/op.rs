@@ -93,6 +93,7 @@ fn wrong_loop() -> ! {
 impl<T: OpCode> Future for Op<T> {
     type Output = Outcome<T>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
         let this = self.get_mut();
         match with_current(|driver| this.poll_on(driver, cx)) {
@@ -146,10 +147,22 @@ impl<T: OpCode> Op<T> {
 }
 
 impl<T: OpCode> Drop for Op<T> {
+    /// The common case inline: never submitted (its data is dropped as usual), or its outcome
+    /// was handed out. Only an op still in flight goes the long way.
+    #[inline]
     fn drop(&mut self) {
-        if self.loop_id == 0 {
-            return;
+        if self.loop_id != 0 && self.data.is_some() {
+            self.drop_in_flight();
         }
+    }
+}
+
+impl<T: OpCode> Op<T> {
+    /// Dropped while the kernel may still use its data: the slot keeps the data until the
+    /// final CQE (or, if that cannot be known, it is leaked).
+    #[cold]
+    #[inline(never)]
+    fn drop_in_flight(&mut self) {
         let Some(data) = self.data.take() else {
             return;
         };
