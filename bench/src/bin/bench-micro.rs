@@ -1,6 +1,8 @@
 //! Microbenchmarks against a peer measured in the same run: tokio current_thread for the
 //! executor and timers, a bare io-uring crate loop for NOP round trips, and tokio for a
-//! cross-thread wake ping-pong. Prints a markdown table; `--quick` shrinks the counts.
+//! cross-thread wake ping-pong (twice: with timers only, when it parks on a futex, and with
+//! its I/O driver, when it parks in epoll as a network service's runtime does). Prints a
+//! markdown table; `--quick` shrinks the counts.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -171,7 +173,18 @@ async fn play(pp: Arc<PingPong>, side: u64, rounds: u64) {
     }
 }
 
-fn pingpong(rounds: u64, tokio: bool) -> Duration {
+/// Who plays the ping-pong.
+#[derive(Clone, Copy)]
+enum Side {
+    Ringloop,
+    /// tokio current_thread with timers only: it parks on a futex.
+    Tokio,
+    /// tokio current_thread with its I/O driver, as a network service runs it: it parks in
+    /// epoll_wait and is woken through an eventfd, as ringloop is through its ring.
+    TokioIo,
+}
+
+fn pingpong(rounds: u64, who: Side) -> Duration {
     let pp = Arc::new(PingPong {
         turn: AtomicU64::new(0),
         wakers: [Mutex::new(None), Mutex::new(None)],
@@ -182,12 +195,16 @@ fn pingpong(rounds: u64, tokio: bool) -> Duration {
             let pp = pp.clone();
             std::thread::spawn(move || {
                 ringloop_bench::pin(side as usize);
-                if tokio {
-                    tokio_rt().block_on(play(pp, side, rounds));
-                } else {
-                    ringloop::EventLoop::new()
+                match who {
+                    Side::Tokio => tokio_rt().block_on(play(pp, side, rounds)),
+                    Side::TokioIo => tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
                         .unwrap()
-                        .block_on(play(pp, side, rounds));
+                        .block_on(play(pp, side, rounds)),
+                    Side::Ringloop => ringloop::EventLoop::new()
+                        .unwrap()
+                        .block_on(play(pp, side, rounds)),
                 }
             })
         })
@@ -242,11 +259,19 @@ fn main() {
             best_of(runs, || nops_bare(n, depth)),
         );
     }
+    let ours = best_of(runs, || pingpong(pp_rounds, Side::Ringloop));
     row(
         &format!("cross-thread wake ping-pong, {pp_rounds} round trips"),
         pp_rounds as usize,
-        best_of(runs, || pingpong(pp_rounds, false)),
-        "tokio current_thread",
-        best_of(runs, || pingpong(pp_rounds, true)),
+        ours,
+        "tokio current_thread (timers only: parks on a futex)",
+        best_of(runs, || pingpong(pp_rounds, Side::Tokio)),
+    );
+    row(
+        &format!("cross-thread wake ping-pong, {pp_rounds} round trips"),
+        pp_rounds as usize,
+        ours,
+        "tokio current_thread with I/O (parks in epoll)",
+        best_of(runs, || pingpong(pp_rounds, Side::TokioIo)),
     );
 }
