@@ -302,6 +302,35 @@ fn closing_the_loop_with_writes_queued_drops_each_buffer_once() {
 }
 
 #[test]
+fn writes_queued_behind_one_in_flight_leave_together_in_one_op() {
+    // Eleven small writes queued in one go: the first is submitted alone, the ten that wait
+    // behind it must leave in one SENDMSG once it completes, not in ten SENDs one after
+    // another. Nothing else on the loop completes meanwhile (no receive is armed).
+    let mut lp = EventLoop::new().unwrap();
+    let (c, s) = lp.block_on(tcp_pair());
+    // The listener's accept, cancelled when it dropped, completes first.
+    lp.block_on(time::sleep(Duration::from_millis(20)));
+    let writes: Vec<Vec<u8>> = (0..11).map(|i| vec![i as u8; 100 + i]).collect();
+    let before = lp.completions_reaped();
+    lp.block_on(async {
+        for w in &writes {
+            c.write_queued(w.clone()).await.unwrap();
+        }
+        c.flush().await.unwrap();
+    });
+    let ops = lp.completions_reaped().wrapping_sub(before);
+    assert!(
+        ops <= 2,
+        "11 queued writes took {ops} ops: the 10 behind the first should share one"
+    );
+    let got = lp.block_on(async {
+        c.shutdown(Shutdown::Write).await.unwrap();
+        read_to_end(|b| s.read(b)).await
+    });
+    assert_eq!(got, writes.concat(), "every byte, in the order queued");
+}
+
+#[test]
 fn an_empty_queued_write_sends_nothing_and_flush_without_writes_is_ready() {
     EventLoop::new().unwrap().block_on(async {
         let (c, s) = tcp_pair().await;

@@ -413,6 +413,11 @@ impl Driver {
         self.0.inner.borrow().enter_fd.is_registered()
     }
 
+    /// CQEs reaped so far, wrapping at 2^32.
+    pub(crate) fn reaped(&self) -> u32 {
+        self.0.inner.borrow().reaped
+    }
+
     /// Blocking waits that brought in no completion: ended by a timer's deadline or a
     /// signal, never by the wait itself.
     pub(crate) fn empty_waits(&self) -> u64 {

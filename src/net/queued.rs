@@ -1,17 +1,20 @@
 //! Queued writes: a stream's writes that resolve once the loop holds their buffer, not once
 //! the kernel has sent it (`write_queued`), and the `flush` that waits for them.
 //!
-//! io_uring does not order two sends on one socket, so one queued write per stream is in the
-//! kernel at a time: a SEND whose owner is the stream's [`WriteQueue`] (a detached op), the
-//! rest waiting here in order. Its CQE is handled by the loop itself
-//! ([`Detached::complete`]), which resumes a short send, then submits the next write. No task
-//! is woken for it: a request/response server polls its task once per request instead of
-//! twice (once for the request, once more for the reply's completion).
+//! io_uring does not order two sends on one socket, so one op per stream is in the kernel at
+//! a time, owned by the stream's [`WriteQueue`] (a detached op): a SEND of the oldest write,
+//! or, when writes have piled up behind one in flight, a SENDMSG carrying the oldest and those
+//! behind it (up to 64), so that a backlog drains in one op rather than one op per write. The
+//! rest wait here in order. The op's CQE is handled by the loop itself
+//! ([`Detached::complete`]), which drops what was sent, resumes a short send, then submits
+//! what waits. No task is woken for it: a request/response server polls its task once per
+//! request instead of twice (once for the request, once more for the reply's completion).
 //!
 //! Ownership: a queued buffer belongs to the queue from the moment `write_queued` resolves.
-//! The one in flight is taken out only by `complete`, after its CQE; the slot's reference to
-//! the queue keeps it alive meanwhile, however the stream is dropped, and a loop that must
-//! abandon the op at close leaks that reference (and so the buffer) rather than free it.
+//! Those the op in flight carries are taken out only by `complete`, after its CQE; the slot's
+//! reference to the queue keeps them (and the SENDMSG's header and vectors) alive meanwhile,
+//! however the stream is dropped, and a loop that must abandon the op at close leaks that
+//! reference (and so the buffers) rather than free it.
 //!
 //! The first failure is kept: the writes still waiting are dropped unsent (the byte stream
 //! has a hole from there on), and every later write, queued or not, flush and shutdown of
@@ -104,10 +107,17 @@ pub(crate) struct WriteQueue {
 
 #[derive(Default)]
 struct State {
-    /// The write in the kernel and how many of its bytes were sent before this SEND.
+    /// The oldest write not wholly sent, and how many of its bytes were sent by earlier
+    /// ops; the op in the kernel starts with it.
     inflight: Option<(KeptBuf, usize)>,
     /// Writes behind it, oldest first.
     waiting: VecDeque<KeptBuf>,
+    /// How many of `waiting`'s first writes the op in the kernel carries too (a SENDMSG);
+    /// 0 with a plain SEND.
+    batched: usize,
+    /// The SENDMSG's header and vectors, made the first time writes pile up behind one in
+    /// flight. Boxed: the kernel is given its address.
+    vectors: Option<Box<Vectors>>,
     /// Bytes of `inflight` and `waiting` not yet sent.
     backlog: usize,
     failed: Option<Failure>,
@@ -139,6 +149,20 @@ impl Failure {
     }
 }
 
+/// A SENDMSG's header and the vectors it points at: the writes of one batch.
+struct Vectors {
+    hdr: libc::msghdr,
+    iov: Vec<libc::iovec>,
+}
+
+// SAFETY: the pointers are into the buffers of the same queue's state (and into `iov`), which
+// only the loop serving the stream touches (a `LoopCell`); moving this to another thread
+// moves no memory they point at.
+unsafe impl Send for Vectors {}
+
+/// At most this many writes go in one SENDMSG (far below the kernel's `UIO_MAXIOV`).
+const MAX_BATCH: usize = BACKLOG_WRITES;
+
 impl State {
     fn register(&mut self, waker: &Waker) {
         if !self.wakers.iter().any(|w| w.will_wake(waker)) {
@@ -152,14 +176,39 @@ impl State {
             && (self.backlog >= BACKLOG_BYTES || self.waiting.len() >= BACKLOG_WRITES)
     }
 
-    /// Records `e` as the queue's failure; returns the writes that will never be sent, to be
-    /// dropped once the borrow has ended.
-    fn fail(&mut self, e: &io::Error) -> VecDeque<KeptBuf> {
+    /// Records `e` as the queue's failure; returns the writes that will never be sent (or
+    /// not wholly), to be dropped once the borrow has ended. Call with no op in flight.
+    fn fail(&mut self, e: &io::Error) -> (Option<(KeptBuf, usize)>, VecDeque<KeptBuf>) {
         if self.failed.is_none() {
             self.failed = Some(Failure::of(e));
         }
         self.backlog = 0;
-        std::mem::take(&mut self.waiting)
+        self.batched = 0;
+        (self.inflight.take(), std::mem::take(&mut self.waiting))
+    }
+
+    /// Takes `n` bytes, which the op in the kernel reports sent, off the front of the queue.
+    /// The writes wholly sent go to `done`, to be dropped once the borrow has ended.
+    fn consume(&mut self, mut n: usize, done: &mut Done) {
+        let mut carried = 1 + std::mem::take(&mut self.batched);
+        while carried > 0 {
+            let Some((buf, sent)) = self.inflight.as_mut() else {
+                return;
+            };
+            let rest = buf.len() - *sent;
+            if n < rest {
+                *sent += n;
+                self.backlog -= n;
+                return;
+            }
+            n -= rest;
+            self.backlog -= rest;
+            let next = self.waiting.pop_front().map(|b| (b, 0));
+            if let Some((buf, _)) = std::mem::replace(&mut self.inflight, next) {
+                done.push(buf);
+            }
+            carried -= 1;
+        }
     }
 }
 
@@ -187,6 +236,60 @@ impl WriteQueue {
             .flags(libc::MSG_NOSIGNAL)
             .build();
         driver.submit_detached(sqe, self.clone()).map(drop)
+    }
+
+    /// Submits the queue's front, with nothing in flight: a SEND of the oldest write's rest,
+    /// or, with writes waiting behind it, one SENDMSG carrying them all (up to
+    /// [`MAX_BATCH`]), so that a backlog drains in one op rather than one op per write.
+    fn submit_next(self: &Arc<Self>, driver: &Driver, st: &mut State) -> io::Result<()> {
+        let State {
+            inflight,
+            waiting,
+            batched,
+            vectors,
+            ..
+        } = st;
+        let Some((head, sent)) = inflight.as_ref() else {
+            return Ok(());
+        };
+        let sent = (*sent).min(head.len());
+        if waiting.is_empty() {
+            *batched = 0;
+            return self.submit(driver, head, sent);
+        }
+        let v = vectors.get_or_insert_with(|| {
+            Box::new(Vectors {
+                // SAFETY: all-zero is a valid `msghdr` (null pointers, zero lengths).
+                hdr: unsafe { std::mem::zeroed() },
+                iov: Vec::new(),
+            })
+        });
+        let more = waiting.len().min(MAX_BATCH - 1);
+        v.iov.clear();
+        // SAFETY: `sent <= len()`: inside (or one past) the buffer's bytes.
+        let head_ptr = unsafe { head.ptr().add(sent) };
+        v.iov.push(libc::iovec {
+            iov_base: head_ptr as *mut libc::c_void,
+            iov_len: head.len() - sent,
+        });
+        v.iov.extend(waiting.iter().take(more).map(|b| libc::iovec {
+            iov_base: b.ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        }));
+        v.hdr.msg_iov = v.iov.as_mut_ptr();
+        v.hdr.msg_iovlen = v.iov.len() as _;
+        // SAFETY of what the SQE points at: the header and the vectors are in `vectors`' box,
+        // which is neither freed nor written until this op's CQE (only `submit_next`
+        // writes it, and only with nothing in flight); the vectors point into the bytes of
+        // `inflight` and the first `more` of `waiting`, which stay put while those buffers
+        // live (IoBuf) and which the queue keeps until the CQE (they move only to `done` in
+        // `consume`). The slot keeps the queue, and so all of it, alive until then.
+        let sqe = opcode::SendMsg::new(types::Fd(self.fd.raw()), &v.hdr)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build();
+        driver.submit_detached(sqe, self.clone())?;
+        *batched = more;
+        Ok(())
     }
 
     /// Takes `buf` into the queue (submitting it if nothing is in flight), or waits for room.
@@ -267,49 +370,35 @@ impl Detached for WriteQueue {
                 return;
             }
         }
-        let Some((buf, mut sent)) = st.inflight.take() else {
+        if st.inflight.is_none() {
             return; // no write of ours is in flight: a stray CQE
-        };
+        }
         // What is done with is dropped once the borrow has ended: a buffer's `Drop` is the
-        // user's. The kernel has finished with `buf`: this was its SEND's only CQE.
-        let mut done = None;
-        // The write to send next (`buf` again if it was short), or why the queue stops.
-        let mut failure = None;
-        let next = match c.result() {
-            Ok(0) => {
-                done = Some(buf);
-                failure = Some(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "a queued write could send no more bytes",
-                ));
-                None
-            }
+        // user's. The kernel has finished with every buffer the op carried: this was its
+        // only CQE.
+        let mut done = Done::default();
+        // Why the queue stops, if it does.
+        let mut failure = match c.result() {
+            Ok(0) => Some(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "a queued write could send no more bytes",
+            )),
             Ok(n) => {
-                let n = (n as usize).min(buf.len() - sent);
-                sent += n;
-                st.backlog -= n;
-                if sent < buf.len() {
-                    Some((buf, sent))
-                } else {
-                    done = Some(buf);
-                    st.waiting.pop_front().map(|b| (b, 0))
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Some((buf, sent)),
-            Err(e) => {
-                done = Some(buf);
-                failure = Some(e);
+                st.consume(n as usize, &mut done);
                 None
             }
+            // Nothing was sent: the same writes go again.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                st.batched = 0;
+                None
+            }
+            Err(e) => Some(e),
         };
-        if let Some((b, s)) = next {
-            match self.submit(driver, &b, s) {
-                Ok(()) => set_inflight(&mut st, b, s),
-                Err(e) => {
-                    // Never reached the kernel: dropped with the rest of the queue.
-                    st.waiting.push_front(b);
-                    failure = Some(e);
-                }
+        if failure.is_none() {
+            // The rest of a short write, or the writes waiting: nothing is in flight now.
+            if let Err(e) = self.submit_next(driver, &mut st) {
+                // Never reached the kernel: dropped with the rest of the queue.
+                failure = Some(e);
             }
         }
         if let Some(e) = failure {
@@ -334,6 +423,24 @@ impl Detached for WriteQueue {
         drop(st);
         drop(done);
         wakers.into_iter().for_each(Waker::wake);
+    }
+}
+
+/// The writes one completion finished with: the first inline, any more (a SENDMSG's) in a
+/// vector allocated only then.
+#[derive(Default)]
+struct Done {
+    first: Option<KeptBuf>,
+    rest: Vec<KeptBuf>,
+}
+
+impl Done {
+    fn push(&mut self, buf: KeptBuf) {
+        if self.first.is_none() {
+            self.first = Some(buf);
+        } else {
+            self.rest.push(buf);
+        }
     }
 }
 

@@ -266,6 +266,13 @@ impl EventLoop {
         self.core.driver.batch_target()
     }
 
+    /// Completions reaped so far, internal ones included; wraps at 2^32 (compare two
+    /// readings with `wrapping_sub`). For tests and diagnostics.
+    #[doc(hidden)]
+    pub fn completions_reaped(&self) -> u32 {
+        self.core.driver.reaped()
+    }
+
     /// Blocking waits that ended with no completion (a timer's deadline, a signal). For tests
     /// and diagnostics: a loop waiting on I/O alone should have none.
     #[doc(hidden)]
