@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use super::ops::{
-    received, received_cqe, recv_multi_sqe, MultiKeep, Recv, RecvOwned, RecvSelect, Send, Shutdown,
-    Stash,
+    filled_buffer, received, received_cqe, recv_multi_sqe, MultiKeep, Recv, RecvOwned, RecvSelect,
+    Send, Shutdown, Stash,
 };
 use crate::buf::{finish_read, BufResult, IoBuf, IoBufMut};
 use crate::driver::bufring::{BufPool, RecvBuf};
@@ -103,10 +103,8 @@ impl Future for RecvFuture<'_> {
                 this.rx.armed.key(),
             ) {
                 let c = ready!(this.rx.armed.poll_next_on(driver, key, cx));
-                if c.res > 0 {
-                    if let Some(bid) = io_uring::cqueue::buffer_select(c.flags) {
-                        return Poll::Ready(Ok(pool_of(driver).take(bid, c.res as u32)));
-                    }
+                if let Some(buf) = filled_buffer(pool_of(driver), c.res, c.flags) {
+                    return Poll::Ready(Ok(buf));
                 }
                 return this.after_cqe(driver, cx, c.result(), c.flags);
             }
@@ -140,15 +138,27 @@ impl RecvFuture<'_> {
         result: io::Result<u32>,
         flags: u32,
     ) -> Poll<io::Result<RecvBuf>> {
-        let out_of_buffers =
-            matches!(result, Err(ref e) if e.raw_os_error() == Some(libc::ENOBUFS));
-        if let Some(r) = received(pool_of(driver), result, flags) {
+        if let Some(r) = self.settle(driver, result, flags) {
             return Poll::Ready(r);
         }
-        if out_of_buffers {
+        self.poll_on(driver, cx)
+    }
+
+    /// What `recv()` returns for a receive's result, if anything; on `ENOBUFS` the future
+    /// waits for a buffer next.
+    fn settle(
+        &mut self,
+        driver: &Driver,
+        result: io::Result<u32>,
+        flags: u32,
+    ) -> Option<io::Result<RecvBuf>> {
+        let out_of_buffers =
+            matches!(result, Err(ref e) if e.raw_os_error() == Some(libc::ENOBUFS));
+        let r = received(pool_of(driver), result, flags);
+        if r.is_none() && out_of_buffers {
             *self.state = RecvState::NoBuffers;
         }
-        self.poll_on(driver, cx)
+        r
     }
 
     /// Every path: the stash, arming, the fallbacks of old kernels, an empty pool.
@@ -211,13 +221,8 @@ impl RecvFuture<'_> {
                     continue;
                 }
             };
-            let out_of_buffers =
-                matches!(result, Err(ref e) if e.raw_os_error() == Some(libc::ENOBUFS));
-            if let Some(r) = received(pool_of(driver), result, flags) {
+            if let Some(r) = self.settle(driver, result, flags) {
                 return Poll::Ready(r);
-            }
-            if out_of_buffers {
-                *self.state = RecvState::NoBuffers;
             }
         }
     }

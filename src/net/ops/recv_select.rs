@@ -26,13 +26,22 @@ pub(crate) struct RecvSelect {
     pub(crate) stash: Arc<Stash<Received>>,
 }
 
-/// [`received`] for a raw CQE result, with the common case (bytes in a picked buffer) inline.
+/// The common case of a receive's CQE: bytes in a buffer the kernel picked from the pool.
 #[inline]
-pub(crate) fn received_cqe(pool: &BufPool, res: i32, flags: u32) -> Option<Received> {
+pub(crate) fn filled_buffer(pool: &BufPool, res: i32, flags: u32) -> Option<RecvBuf> {
     if res > 0 {
         if let Some(bid) = cqueue::buffer_select(flags) {
-            return Some(Ok(pool.take(bid, res as u32)));
+            return Some(pool.take(bid, res as u32));
         }
+    }
+    None
+}
+
+/// [`received`] for a raw CQE result, with the common case ([`filled_buffer`]) inline.
+#[inline]
+pub(crate) fn received_cqe(pool: &BufPool, res: i32, flags: u32) -> Option<Received> {
+    if let Some(buf) = filled_buffer(pool, res, flags) {
+        return Some(Ok(buf));
     }
     received(pool, Completion { res, flags }.result(), flags)
 }
