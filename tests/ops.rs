@@ -11,53 +11,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringloop::__private::{nop, read};
-use ringloop::{time, yield_now, EventLoop, IoBuf, IoBufMut};
+use ringloop::{time, yield_now, EventLoop};
 
-/// A Vec that counts its drops, so a test can see exactly when the loop frees it.
-struct Tracked {
-    v: Vec<u8>,
-    drops: Arc<AtomicUsize>,
-}
+mod common;
+use common::Counted;
 
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        self.drops.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-// SAFETY: delegates to the inner Vec, whose heap block does not move with `Tracked`.
-unsafe impl IoBuf for Tracked {
-    fn stable_ptr(&self) -> *const u8 {
-        self.v.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.v.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.v.capacity()
-    }
-}
-
-// SAFETY: as above, for writes.
-unsafe impl IoBufMut for Tracked {
-    fn stable_mut_ptr(&mut self) -> *mut u8 {
-        self.v.as_mut_ptr()
-    }
-    unsafe fn set_init(&mut self, init: usize) {
-        // SAFETY: forwarded from the caller.
-        unsafe { self.v.set_init(init) }
-    }
-}
-
-fn tracked(cap: usize) -> (Tracked, Arc<AtomicUsize>) {
+/// An empty buffer of `cap` bytes that counts its drops.
+fn tracked(cap: usize) -> (Counted, Arc<AtomicUsize>) {
     let drops = Arc::new(AtomicUsize::new(0));
-    (
-        Tracked {
-            v: Vec::with_capacity(cap),
-            drops: drops.clone(),
-        },
-        drops,
-    )
+    (Counted::new(Vec::with_capacity(cap), &drops), drops)
 }
 
 fn pipe() -> (OwnedFd, OwnedFd) {

@@ -10,7 +10,10 @@ use std::task::Poll;
 use std::time::Duration;
 
 use ringloop::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use ringloop::{spawn, time, EventLoop, IoBuf};
+use ringloop::{spawn, time, EventLoop};
+
+mod common;
+use common::Counted;
 
 /// A connected TCP pair: (client, server side).
 async fn tcp_pair() -> (TcpStream, TcpStream) {
@@ -53,12 +56,16 @@ fn chunk(i: usize) -> Vec<u8> {
     (0..len).map(|j| (i * 31 + j) as u8).collect()
 }
 
-fn unix_pair_paths(tag: &str) -> std::path::PathBuf {
+/// A connected Unix stream pair: (client, server side); `tag` names the socket's directory.
+async fn unix_pair(tag: &str) -> (UnixStream, UnixStream) {
     let dir = std::env::temp_dir().join(format!("ringloop-queued-{tag}-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join("q.sock");
     let _ = std::fs::remove_file(&path);
-    path
+    let l = UnixListener::bind(&path).unwrap();
+    let c = UnixStream::connect(&path).await.unwrap();
+    let (s, _) = l.accept().await.unwrap();
+    (c, s)
 }
 
 /// Polls `f` once: whether it resolved at once.
@@ -74,11 +81,8 @@ async fn resolves_at_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
 fn queued_writes_arrive_in_order_with_awaited_writes_and_the_fin_after_them() {
     // 4 KiB socket buffers: nearly every send is short and is resumed by the queue, and the
     // writer outruns the reader, so the backlog bound is reached too.
-    let path = unix_pair_paths("order");
-    let l = UnixListener::bind(&path).unwrap();
-    let received = EventLoop::new().unwrap().block_on(async move {
-        let s = UnixStream::connect(&path).await.unwrap();
-        let (peer, _) = l.accept().await.unwrap();
+    let received = EventLoop::new().unwrap().block_on(async {
+        let (s, peer) = unix_pair("order").await;
         small_buffers(&s, 4096);
         small_buffers(&peer, 4096);
         let reader = spawn(async move { read_to_end(|b| peer.read(b)).await });
@@ -160,11 +164,8 @@ fn write_queued_waits_while_the_peer_does_not_read_and_resumes_when_it_does() {
 #[test]
 fn a_dropped_stream_still_sends_its_queued_writes_then_closes() {
     const WRITES: usize = 16;
-    let path = unix_pair_paths("drop");
-    let l = UnixListener::bind(&path).unwrap();
-    let received = EventLoop::new().unwrap().block_on(async move {
-        let s = UnixStream::connect(&path).await.unwrap();
-        let (peer, _) = l.accept().await.unwrap();
+    let received = EventLoop::new().unwrap().block_on(async {
+        let (s, peer) = unix_pair("drop").await;
         small_buffers(&s, 4096);
         small_buffers(&peer, 4096);
         // Under the queue's 256 KiB bound, so no write waits for a reader that has not started.
@@ -224,43 +225,6 @@ fn a_reset_peer_fails_the_queue_and_every_later_write() {
         assert_eq!(buf, [2, 2, 2], "an awaited write gives its buffer back");
         assert_eq!(c.shutdown(Shutdown::Write).await.unwrap_err().kind(), kind);
     });
-}
-
-/// A buffer that counts its drops; `PAD` words of padding make it too large to be kept
-/// inline by the queue (at 8).
-struct Counted<const PAD: usize> {
-    bytes: Vec<u8>,
-    drops: Arc<AtomicUsize>,
-    _pad: [usize; PAD],
-}
-
-impl<const PAD: usize> Counted<PAD> {
-    fn new(bytes: Vec<u8>, drops: &Arc<AtomicUsize>) -> Self {
-        Counted {
-            bytes,
-            drops: drops.clone(),
-            _pad: [0; PAD],
-        }
-    }
-}
-
-impl<const PAD: usize> Drop for Counted<PAD> {
-    fn drop(&mut self) {
-        self.drops.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-// SAFETY: the bytes live in the Vec's heap block, which moving a `Counted` does not move.
-unsafe impl<const PAD: usize> IoBuf for Counted<PAD> {
-    fn stable_ptr(&self) -> *const u8 {
-        self.bytes.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.bytes.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.bytes.capacity()
-    }
 }
 
 #[test]

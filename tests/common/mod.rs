@@ -1,0 +1,55 @@
+//! Helpers shared by the integration tests.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use ringloop::{IoBuf, IoBufMut};
+
+/// A `Vec` that counts its drops, so a test can see exactly when the loop frees it. `PAD`
+/// words of padding make it too large for a write queue to keep inline (at 8).
+pub struct Counted<const PAD: usize = 0> {
+    bytes: Vec<u8>,
+    drops: Arc<AtomicUsize>,
+    _pad: [usize; PAD],
+}
+
+impl<const PAD: usize> Counted<PAD> {
+    /// `bytes`, counting its drop in `drops`.
+    pub fn new(bytes: Vec<u8>, drops: &Arc<AtomicUsize>) -> Self {
+        Counted {
+            bytes,
+            drops: drops.clone(),
+            _pad: [0; PAD],
+        }
+    }
+}
+
+impl<const PAD: usize> Drop for Counted<PAD> {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+// SAFETY: the bytes live in the Vec's heap block, which moving a `Counted` does not move.
+unsafe impl<const PAD: usize> IoBuf for Counted<PAD> {
+    fn stable_ptr(&self) -> *const u8 {
+        self.bytes.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.bytes.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.bytes.capacity()
+    }
+}
+
+// SAFETY: as above, for writes into the Vec's spare capacity.
+unsafe impl<const PAD: usize> IoBufMut for Counted<PAD> {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.bytes.as_mut_ptr()
+    }
+    unsafe fn set_init(&mut self, init: usize) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.bytes.set_init(init) }
+    }
+}
