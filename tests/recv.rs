@@ -173,6 +173,96 @@ fn tiny_pool(b: ringloop::Builder) {
 }
 
 #[test]
+fn a_busy_connection_reuses_a_few_hot_buffers_not_the_whole_pool() {
+    // The ring offers the kernel a small window of the pool, refilled with the buffers
+    // returned last. Were the whole pool in the ring, each receive would take the buffer
+    // used longest ago, and 400 receives would land in 400 different buffers.
+    let mut lp = EventLoop::new().unwrap();
+    let (window, _) = lp.recv_buffer_window().unwrap();
+    let seen = lp.block_on(async {
+        let (c, s) = pair().await;
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..200u32 {
+            let (r, _) = c.write_all(i.to_le_bytes().to_vec()).await;
+            r.unwrap();
+            let got = s.recv().await.unwrap();
+            assert_eq!(&got[..], &i.to_le_bytes());
+            seen.insert(got.as_ptr() as usize);
+            // Echoed back from the same buffer, which the client receives into one of its own.
+            let (r, _) = s.write_all(got).await;
+            r.unwrap();
+            let back = c.recv().await.unwrap();
+            assert_eq!(&back[..], &i.to_le_bytes());
+            seen.insert(back.as_ptr() as usize);
+        }
+        seen
+    });
+    assert!(
+        seen.len() <= 2 * window,
+        "400 receives used {} buffers (window {window})",
+        seen.len()
+    );
+    assert_eq!(lp.recv_buffers_available(), Some(1024));
+}
+
+#[test]
+fn a_burst_wider_than_the_window_grows_it_and_loses_nothing() {
+    const CONNS: usize = 64;
+    const LEN: usize = 4096;
+    let mut lp = EventLoop::builder()
+        .recv_buffers(1024, LEN)
+        .build()
+        .unwrap();
+    let (start, _) = lp.recv_buffer_window().unwrap();
+    lp.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut pairs = Vec::new();
+        for _ in 0..CONNS {
+            let c = spawn(async move { TcpStream::connect(addr).await.unwrap() });
+            let (s, _) = l.accept().await.unwrap();
+            pairs.push((Rc::new(c.await.unwrap()), Rc::new(s)));
+        }
+        for round in 0..4u8 {
+            // Every server side waits in recv() first, then every client sends at once.
+            let mut receivers = Vec::new();
+            for (i, (_, s)) in pairs.iter().enumerate() {
+                let s = s.clone();
+                receivers.push(spawn(async move {
+                    let mut got = Vec::new();
+                    while got.len() < LEN {
+                        got.extend_from_slice(&s.recv().await.unwrap());
+                    }
+                    (i, got)
+                }));
+            }
+            ringloop::yield_now().await;
+            let senders: Vec<_> = pairs
+                .iter()
+                .enumerate()
+                .map(|(i, (c, _))| {
+                    let c = Rc::clone(c);
+                    spawn(async move { c.write_all(vec![i as u8 ^ round; LEN]).await.0 })
+                })
+                .collect();
+            for s in senders {
+                s.await.unwrap().unwrap();
+            }
+            for r in receivers {
+                let (i, got) = r.await.unwrap();
+                assert!(got.iter().all(|&b| b == i as u8 ^ round), "stream {i}");
+            }
+        }
+    });
+    let (grown, _) = lp.recv_buffer_window().unwrap();
+    assert!(
+        grown > start,
+        "{CONNS} receives at once left the window at {grown}"
+    );
+    assert_eq!(lp.recv_buffers_available(), Some(1024));
+}
+
+#[test]
 fn idle_connections_hold_no_recv_buffer() {
     let mut lp = EventLoop::builder()
         .recv_buffers(256, 4096)

@@ -128,6 +128,9 @@ struct Inner {
     batch: Option<Batch>,
     /// CQEs reaped so far (wrapping): how many a wait brought in.
     reaped: u32,
+    /// The receive-buffer pool, told after each reap how many buffers the kernel took from
+    /// its ring (see `BufPool::after_reap`). The same pool as `DriverCell::pool`.
+    pool: Option<BufPool>,
     /// CQEs other than detached ops' reaped since the last `park` began (see
     /// `Driver::woke_only_detached`).
     others_since_park: u32,
@@ -223,6 +226,7 @@ impl Driver {
             }
         };
         let multishot_recv = multishot && pool.is_some();
+        let reaper_pool = pool.clone();
         let send_zc_threshold = send_zc_threshold.filter(|_| kernel.is_some_and(|v| v >= (6, 0)));
         let d = Driver(Rc::new(DriverCell {
             id,
@@ -246,6 +250,7 @@ impl Driver {
                 no_iowait,
                 batch,
                 reaped: 0,
+                pool: reaper_pool,
                 others_since_park: 0,
                 empty_waits: 0,
                 closing: false,

@@ -221,12 +221,14 @@ impl Inner {
             wake_buf,
             owned,
             stray_cqes,
+            pool,
             ..
         } = self;
         let Some(ring) = ring.as_mut() else {
             return 0;
         };
         let mut n = 0;
+        let mut picked: u16 = 0;
         let detached_before = detached.len();
         // Streams that reached their cap; cancelled once the completion queue is released.
         let mut throttled: Vec<usize> = Vec::new();
@@ -240,6 +242,15 @@ impl Inner {
                 res: cqe.result(),
                 flags: cqe.flags(),
             };
+            // The kernel took this CQE's buffer from the ring. Counted at once, so that a
+            // buffer returned later in this reap sees the ring as it is (see
+            // `BufPool::picked_one`).
+            if c.has_buffer() {
+                if let Some(p) = pool {
+                    p.picked_one();
+                }
+                picked = picked.wrapping_add(1);
+            }
             let key = ud as usize;
             let Some(slot) = ops.get_mut(key) else {
                 *stray_cqes += 1;
@@ -286,6 +297,11 @@ impl Inner {
                     }
                     *wake_armed = false;
                 }
+            }
+        }
+        if picked != 0 {
+            if let Some(p) = pool {
+                p.after_reap(picked);
             }
         }
         let others = n - (detached.len() - detached_before);

@@ -46,6 +46,14 @@ impl Completion {
     pub(crate) fn more(&self) -> bool {
         io_uring::cqueue::more(self.flags)
     }
+
+    /// Whether the kernel picked a provided buffer for this CQE (`IORING_CQE_F_BUFFER`).
+    #[inline]
+    pub(crate) fn has_buffer(&self) -> bool {
+        /// `IORING_CQE_F_BUFFER`, bit 0 (the crate tests it only while extracting the id).
+        const F_BUFFER: u32 = 1;
+        self.flags & F_BUFFER != 0
+    }
 }
 
 /// Memory and resources an abandoned op keeps alive until its final CQE.

@@ -156,6 +156,7 @@ impl RecvFuture<'_> {
             matches!(result, Err(ref e) if e.raw_os_error() == Some(libc::ENOBUFS));
         let r = received(pool_of(driver), result, flags);
         if r.is_none() && out_of_buffers {
+            pool_of(driver).starved();
             *self.state = RecvState::NoBuffers;
         }
         r

@@ -61,9 +61,13 @@ impl Builder {
     /// 32768 (the kernel's rule for provided-buffer rings); otherwise [`build`](Self::build)
     /// fails with `InvalidInput`.
     ///
-    /// An idle connection holds no buffer, so the pool's size bounds memory, not connections:
-    /// the memory is touched as the kernel cycles through the buffers, up to `count × size`
-    /// (16 MiB by default) per loop under load. `size` is the most one receive returns, and
+    /// An idle connection holds no buffer, so the pool's size bounds memory, not connections.
+    /// The kernel is offered only a window of the free buffers at a time, refilled with the
+    /// ones returned last, and the window follows how many receives complete at once (16 at
+    /// first, doubling under bursts, halving after a quiet second). So the memory touched is
+    /// what the load needs, not `count × size` (16 MiB by default), and receives land in
+    /// cache-warm buffers; the rest of the pool absorbs bursts and buffers held by the
+    /// application. `size` is the most one receive returns, and
     /// each receive is usually echoed or forwarded as one send: with 4 KiB buffers a 64 KiB
     /// message costs 16 receives and 16 sends, and `bench/` measured about twice tokio's CPU
     /// per request; with 16 KiB, 0.7–0.8×. Lower it where memory is tight and messages small.

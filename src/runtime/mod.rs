@@ -280,11 +280,22 @@ impl EventLoop {
         self.core.driver.empty_waits()
     }
 
-    /// Receive buffers in the pool's ring, ready for the kernel (`None` without a pool). For
+    /// Free receive buffers in the pool: in its ring or spare (`None` without a pool). For
     /// tests and diagnostics: an idle connection holds none.
     #[doc(hidden)]
     pub fn recv_buffers_available(&self) -> Option<usize> {
         self.core.driver.pool().map(|p| p.available())
+    }
+
+    /// How many free receive buffers the pool's ring offers the kernel at a time (the rest
+    /// wait, hot ones first, to be topped up), and how many receives found the ring empty
+    /// (`ENOBUFS`) so far. `None` without a pool. For tests and diagnostics.
+    #[doc(hidden)]
+    pub fn recv_buffer_window(&self) -> Option<(usize, u64)> {
+        self.core.driver.pool().map(|p| {
+            let (window, starved) = p.window_stats();
+            (window.into(), starved)
+        })
     }
 
     /// Timers registered and not yet fired. For tests and diagnostics.
