@@ -170,6 +170,11 @@ fn tiny_pool(b: ringloop::Builder) {
         }
     });
     assert_eq!(lp.recv_buffers_available(), Some(2));
+    // Eight streams on two buffers held across yields: receives found the ring empty, and
+    // each such found its way back (the bytes above are all there).
+    let (window, starved) = lp.recv_buffer_window().unwrap();
+    assert!(starved > 0, "no receive ever found the ring empty");
+    assert_eq!(window, 2, "the window is the whole of a pool this small");
 }
 
 #[test]
