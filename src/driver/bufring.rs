@@ -16,8 +16,8 @@
 //!
 //! So the ring holds only a *window* of the free buffers; the rest wait on a LIFO stack (the
 //! spares). A returned buffer goes straight back into the ring while the ring holds less
-//! than the window, otherwise on top of the stack; a reap that leaves the ring down by a
-//! quarter refills it from the top of the stack, the buffers returned last. The bottom of
+//! than the window, otherwise on top of the stack; a reap that leaves the ring below half
+//! the window refills it from the top of the stack, the buffers returned last. The bottom of
 //! the stack stays untouched. The window adapts to how many buffers the kernel takes per
 //! enter (see [`Window`]), so a burst still finds buffers, and a receive that does find the
 //! ring empty (`ENOBUFS`) doubles it. To know how full the ring is, the driver's reaper
