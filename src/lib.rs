@@ -29,8 +29,10 @@
 //!
 //! - [`EventLoop`], [`Builder`], [`Handle`], [`spawn`], [`JoinHandle`]: the loop and its tasks.
 //! - [`net`]: TCP, UDP and Unix sockets. [`net::TcpStream::recv`] receives into a
-//!   [`RecvBuf`] from the loop's provided-buffer ring, so idle connections hold no buffer;
-//!   `accept` and `recv` are cancel-safe. [`net::TcpStream::write_queued`] hands a reply to
+//!   [`RecvBuf`] from the loop's provided-buffer ring, so idle connections hold no buffer,
+//!   and the kernel is offered only a window of the pool that follows the load, refilled
+//!   with the buffers returned last (see [`Builder::recv_buffers`]); `accept` and `recv` are
+//!   cancel-safe. [`net::TcpStream::write_queued`] hands a reply to
 //!   the loop without waiting for its completion: the loop sends it (in order, resuming short
 //!   sends) and drops it, and no task wakes for it.
 //! - [`fs`]: files (open, positioned reads and writes, sync, statx, close, path operations).
