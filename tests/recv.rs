@@ -216,6 +216,48 @@ fn a_busy_connection_reuses_a_few_hot_buffers_not_the_whole_pool() {
 }
 
 #[test]
+fn buffers_held_by_the_application_beyond_the_window_are_replaced_from_the_pool() {
+    // The reader keeps every buffer: the ring's window empties, and its refills must come
+    // from the rest of the pool, not from buffers coming back.
+    const LEN: usize = 64 * 300;
+    let mut lp = EventLoop::builder().recv_buffers(1024, 64).build().unwrap();
+    let (window, _) = lp.recv_buffer_window().unwrap();
+    let held = lp.block_on(async {
+        let (c, s) = pair().await;
+        let data: Vec<u8> = (0..LEN).map(|k| (k % 251) as u8).collect();
+        let sender = spawn(async move {
+            let (r, _) = c.write_all(data).await;
+            r.unwrap();
+            c
+        });
+        let mut held = Vec::new();
+        let mut got = 0;
+        while got < LEN {
+            // Bounded: a pool that failed to refill the ring would retry ENOBUFS forever.
+            let b = time::timeout(Duration::from_secs(10), s.recv())
+                .await
+                .expect("recv stalled with the window empty")
+                .unwrap();
+            assert!(
+                b.iter()
+                    .enumerate()
+                    .all(|(k, &x)| x == ((got + k) % 251) as u8),
+                "bytes out of order at {got}"
+            );
+            got += b.len();
+            held.push(b);
+        }
+        drop(sender.await.unwrap());
+        held
+    });
+    assert!(held.len() >= LEN / 64, "{} receives", held.len());
+    assert!(held.len() > 2 * window, "the test must outgrow the window");
+    assert_eq!(lp.recv_buffers_available(), Some(1024 - held.len()));
+    drop(held);
+    assert_eq!(lp.recv_buffers_available(), Some(1024));
+}
+
+#[test]
 fn a_burst_wider_than_the_window_grows_it_and_loses_nothing() {
     const CONNS: usize = 64;
     const LEN: usize = 4096;
