@@ -117,8 +117,8 @@ impl Window {
     }
 
     /// A reap saw the kernel take `taken` buffers (one or more), which left `level` in the
-    /// ring. Returns whether the ring should be filled back up now (it is below half). `now` is called only
-    /// when the window grows and every [`CLOCK_EVERY`] calls.
+    /// ring. Returns whether the ring should be filled back up now (it is below half).
+    /// `now` is called only when the window grows and every [`CLOCK_EVERY`] calls.
     #[inline]
     fn on_reap(&self, taken: u16, level: u16, now: impl FnOnce() -> Instant) -> bool {
         self.starved.set(false);
@@ -156,8 +156,8 @@ impl Window {
         self.since.set(now);
     }
 
-    /// A reap that left the ring low starts the quiet period again; one that has lasted
-    /// [`SHRINK_AFTER`] halves the window.
+    /// A reap that left the ring below three quarters starts the quiet period again; a quiet
+    /// period that has lasted [`SHRINK_AFTER`] halves the window.
     #[cold]
     fn review(&self, now: Instant) {
         self.turns.set(0);
