@@ -319,9 +319,9 @@ impl BufPool {
     }
 
     /// After a reap whose CQEs (`taken`, one or more) carried buffers: the kernel took that
-    /// many from the ring. Adapts the window, then fills the ring back up to it from the top
-    /// of the spares, ready for the next enter. Runs inside the driver's reap, so it touches
-    /// only the pool.
+    /// many from the ring. Adapts the window and, if the ring is below half of it, fills it
+    /// back up from the top of the spares, ready for the next enter. Runs inside the
+    /// driver's reap, so it touches only the pool.
     #[inline]
     pub(crate) fn after_reap(&self, taken: u16) {
         let p = &*self.0;
@@ -658,6 +658,14 @@ impl fmt::Debug for RecvBuf {
 mod tests {
     use super::*;
 
+    /// A window over a pool of 1024, set to `target`, and the instant it was made at.
+    fn window(target: u16) -> (Window, Instant) {
+        let t = Instant::now();
+        let w = Window::new(1024, t);
+        w.target.set(target);
+        (w, t)
+    }
+
     /// `n` reaps that each took `taken` buffers and left `level` in the ring, at `now`.
     fn reaps(w: &Window, n: usize, taken: u16, level: u16, now: Instant) {
         for _ in 0..n {
@@ -677,8 +685,7 @@ mod tests {
 
     #[test]
     fn an_enter_that_takes_more_than_half_doubles_it() {
-        let t = Instant::now();
-        let w = Window::new(1024, t);
+        let (w, t) = window(WINDOW_MIN);
         w.on_reap(WINDOW_MIN / 2, WINDOW_MIN / 2, || t);
         assert_eq!(w.target.get(), WINDOW_MIN, "half is not more than half");
         assert!(w.on_reap(WINDOW_MIN / 2 + 1, WINDOW_MIN / 2 - 1, || t));
@@ -687,9 +694,7 @@ mod tests {
 
     #[test]
     fn the_ring_is_filled_up_only_once_it_is_down_by_half() {
-        let t = Instant::now();
-        let w = Window::new(1024, t);
-        w.target.set(128);
+        let (w, t) = window(128);
         assert!(!w.on_reap(1, 127, || t));
         assert!(!w.on_reap(40, 64, || t));
         assert!(w.on_reap(1, 63, || t));
@@ -697,8 +702,7 @@ mod tests {
 
     #[test]
     fn running_dry_doubles_it_once_until_the_kernel_takes_buffers_again() {
-        let t = Instant::now();
-        let w = Window::new(1024, t);
+        let (w, t) = window(WINDOW_MIN);
         // However many receives found the ring empty after one reap: one doubling.
         w.on_starved(|| t);
         w.on_starved(|| t);
@@ -710,9 +714,7 @@ mod tests {
 
     #[test]
     fn it_halves_only_after_a_quiet_second() {
-        let t = Instant::now();
-        let w = Window::new(1024, t);
-        w.target.set(128);
+        let (w, t) = window(128);
         // Down by a quarter at most is quiet, but not for long enough yet.
         reaps(&w, 4 * CLOCK_EVERY as usize, 32, 96, t + SHRINK_AFTER / 2);
         assert_eq!(w.target.get(), 128);
@@ -727,9 +729,7 @@ mod tests {
 
     #[test]
     fn one_reap_that_leaves_the_ring_low_restarts_the_quiet_period() {
-        let t = Instant::now();
-        let w = Window::new(1024, t);
-        w.target.set(128);
+        let (w, t) = window(128);
         reaps(&w, CLOCK_EVERY as usize - 1, 1, 127, t);
         // Down by more than a quarter, not by more than half: no growth, but not quiet.
         w.on_reap(40, 88, || t + SHRINK_AFTER / 2);
@@ -742,8 +742,7 @@ mod tests {
 
     #[test]
     fn it_never_shrinks_below_the_minimum() {
-        let t = Instant::now();
-        let w = Window::new(1024, t);
+        let (w, t) = window(WINDOW_MIN);
         for k in 1..10u32 {
             reaps(
                 &w,

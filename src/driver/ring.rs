@@ -228,6 +228,8 @@ impl Inner {
             return 0;
         };
         let mut n = 0;
+        // Also derivable from the pool's own count (its rise over the reap), but reading that
+        // at both ends of every reap, buffers or not, cost 13 instructions per request more.
         let mut picked: u16 = 0;
         let detached_before = detached.len();
         // Streams that reached their cap; cancelled once the completion queue is released.

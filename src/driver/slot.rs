@@ -50,9 +50,7 @@ impl Completion {
     /// Whether the kernel picked a provided buffer for this CQE (`IORING_CQE_F_BUFFER`).
     #[inline]
     pub(crate) fn has_buffer(&self) -> bool {
-        /// `IORING_CQE_F_BUFFER`, bit 0 (the crate tests it only while extracting the id).
-        const F_BUFFER: u32 = 1;
-        self.flags & F_BUFFER != 0
+        io_uring::cqueue::buffer_select(self.flags).is_some()
     }
 }
 
