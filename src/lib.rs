@@ -34,7 +34,8 @@
 //!   with the buffers returned last (see [`Builder::recv_buffers`]); `accept` and `recv` are
 //!   cancel-safe. [`net::TcpStream::write_queued`] hands a reply to
 //!   the loop without waiting for its completion: the loop sends it (in order, resuming short
-//!   sends) and drops it, and no task wakes for it.
+//!   sends) and drops it, and no task wakes for it. On TCP the reply is tried as it is
+//!   submitted, so that the same `io_uring_enter` then sleeps until the next request.
 //! - [`fs`]: files (open, positioned reads and writes, sync, statx, close, path operations).
 //! - [`time`]: sleeps, timeouts and intervals on the loop's timer wheel.
 //! - [`signal`]: SIGINT and SIGTERM as futures.
@@ -76,7 +77,8 @@
 //!   starve I/O.
 //! - A loop makes one `io_uring_enter` per turn; it blocks only when no task is ready, bounded
 //!   by the next timer deadline. A wait that brings in only queued writes' completions
-//!   (which wake no task) is followed by another wait, not by a turn.
+//!   (which wake no task) is followed by another wait, not by a turn; one that submits
+//!   replies tried at submit waits past their completions for the next event.
 //! - Timers have 1 ms resolution and never fire early.
 //! - A wake from the loop's own thread costs no atomic operation for `wake_by_ref`.
 //!

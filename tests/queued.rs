@@ -10,7 +10,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use ringloop::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use ringloop::{spawn, time, EventLoop};
+use ringloop::{spawn, time, EventLoop, Handle};
 
 mod common;
 use common::Counted;
@@ -272,8 +272,13 @@ fn writes_queued_behind_one_in_flight_leave_together_in_one_op() {
     // another. Nothing else on the loop completes meanwhile (no receive is armed).
     let mut lp = EventLoop::new().unwrap();
     let (c, s) = lp.block_on(tcp_pair());
-    // The listener's accept, cancelled when it dropped, completes first.
-    lp.block_on(time::sleep(Duration::from_millis(20)));
+    // The listener's accept, cancelled when it dropped, completes first; so does the loop's
+    // room watcher's wake-up for the socket, which it is given on the first queued write.
+    lp.block_on(async {
+        c.write_queued(vec![255u8]).await.unwrap();
+        c.flush().await.unwrap();
+        time::sleep(Duration::from_millis(20)).await;
+    });
     let writes: Vec<Vec<u8>> = (0..11).map(|i| vec![i as u8; 100 + i]).collect();
     let before = lp.completions_reaped();
     lp.block_on(async {
@@ -291,7 +296,12 @@ fn writes_queued_behind_one_in_flight_leave_together_in_one_op() {
         c.shutdown(Shutdown::Write).await.unwrap();
         read_to_end(|b| s.read(b)).await
     });
-    assert_eq!(got, writes.concat(), "every byte, in the order queued");
+    assert_eq!(got[0], 255);
+    assert_eq!(
+        &got[1..],
+        writes.concat(),
+        "every byte, in the order queued"
+    );
 }
 
 #[test]
@@ -385,4 +395,236 @@ fn a_queue_used_from_another_loop_panics_instead_of_waiting_forever() {
         .or_else(|| msg.downcast_ref::<String>().cloned())
         .unwrap_or_default();
     assert!(msg.contains("another event loop"), "{msg}");
+}
+
+/// Reads from `c` until end of stream, each read bounded by `limit`: the bytes, and whether a
+/// read ran out of time (then `unstick` is called once and reading goes on, up to one more
+/// time-out).
+fn read_all_std(mut c: std::net::TcpStream, limit: Duration, unstick: impl Fn()) -> (usize, bool) {
+    use std::io::Read;
+    c.set_read_timeout(Some(limit)).unwrap();
+    let (mut n, mut stalled) = (0, false);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return (n, stalled),
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && !stalled => {
+                stalled = true;
+                unstick();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return (n, stalled),
+            Err(e) => panic!("reading: {e}"),
+        }
+    }
+}
+
+/// Reads `want` bytes (or to end of stream) from `c`, a peer of a stream served by the loop
+/// `handle` reaches. Should no byte come for 5 s the loop is stuck: it is woken from here (a
+/// task spawned from this thread rings its doorbell), and every 50 ms from then on, so that a
+/// test fails rather than hangs. Returns the bytes and whether that happened.
+fn read_unstuck(c: &mut std::net::TcpStream, want: usize, handle: &Handle) -> (Vec<u8>, bool) {
+    use std::io::Read;
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (mut got, mut stalled) = (Vec::new(), false);
+    let mut buf = vec![0u8; 64 * 1024];
+    while got.len() < want {
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                stalled = true;
+                c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                drop(handle.spawn(async {}));
+            }
+            Err(e) => panic!("reading: {e}"),
+        }
+    }
+    (got, stalled)
+}
+
+/// Queues `writes` back to back on a stream of an otherwise idle loop, whose peer is a thread
+/// that starts reading after 300 ms: nothing but the loop's own bookkeeping can get them all
+/// out, since no task waits for them (the loop's task waits for the peer's word). With
+/// `fill`, the socket's buffer is filled first, outside the loop, so that the first write
+/// finds it full. Returns the bytes the peer got of `writes` and whether it stalled for 5 s
+/// (then it woke the loop from outside, so that the test fails rather than hangs).
+fn queue_on_an_idle_loop(fill: bool, writes: Vec<Vec<u8>>) -> (Vec<u8>, bool) {
+    use std::sync::Mutex;
+    use std::task::Waker;
+    let total: usize = writes.iter().map(Vec::len).sum();
+    let mut lp = EventLoop::new().unwrap();
+    let handle = lp.handle();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let done: Arc<Mutex<(bool, Option<Waker>)>> = Arc::default();
+    let done2 = done.clone();
+    // Bytes sent to fill the socket, known before the peer starts reading.
+    let filled_at = Arc::new(AtomicUsize::new(usize::MAX));
+    let filled2 = filled_at.clone();
+    let client = std::thread::spawn(move || {
+        // Its buffers stay as they are: a receive buffer under loopback's segment size (64 KiB)
+        // makes the kernel hold back window updates, and the transfer crawls on probes.
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let filled = filled2.load(Ordering::SeqCst);
+        assert_ne!(
+            filled,
+            usize::MAX,
+            "the loop had not filled the socket in 300 ms"
+        );
+        let (got, stalled) = read_unstuck(&mut c, 1 + filled + total, &handle);
+        let mut d = done2.lock().unwrap();
+        d.0 = true;
+        if let Some(w) = d.1.take() {
+            w.wake();
+        }
+        (got, stalled)
+    });
+    lp.block_on(async {
+        let (s, _) = l.accept().await.unwrap();
+        small_buffers(&s, 16 * 1024);
+        // A first write and its flush: what a stream does before the loop runs quiet.
+        s.write_queued(vec![0u8]).await.unwrap();
+        s.flush().await.unwrap();
+        let mut filled = 0;
+        let junk = [3u8; 4096];
+        // SAFETY: sends from a live local buffer on a live socket, without blocking.
+        let send = || unsafe {
+            libc::send(
+                s.as_raw_fd(),
+                junk.as_ptr().cast(),
+                junk.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if fill {
+            loop {
+                let n = send();
+                if n <= 0 {
+                    break;
+                }
+                filled += n as usize;
+            }
+        }
+        filled_at.store(filled, Ordering::SeqCst);
+        for w in writes {
+            s.write_queued(w).await.unwrap();
+        }
+        std::future::poll_fn(|cx| {
+            let mut d = done.lock().unwrap();
+            if d.0 {
+                return Poll::Ready(());
+            }
+            d.1 = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+    });
+    let (got, stalled) = client.join().unwrap();
+    let filled = filled_at.load(Ordering::SeqCst);
+    assert!(got.len() > filled && got[1..1 + filled].iter().all(|&b| b == 3));
+    (got[1 + filled..].to_vec(), stalled)
+}
+
+#[test]
+fn a_queued_write_that_finds_the_socket_full_goes_on_with_the_loop_otherwise_idle() {
+    // The socket's buffer is full: tried at submit, the write comes back with nothing sent,
+    // and only the loop's room watcher (see `driver::room`) wakes the loop once the peer has
+    // read.
+    let write = vec![2u8; 4096];
+    let (got, stalled) = queue_on_an_idle_loop(true, vec![write.clone()]);
+    assert!(
+        !stalled,
+        "the write stalled until the loop was woken from outside"
+    );
+    assert!(
+        got == write,
+        "{} of {} bytes arrived",
+        got.len(),
+        write.len()
+    );
+}
+
+#[test]
+fn a_write_queued_behind_a_tried_one_goes_out_with_the_loop_otherwise_idle() {
+    // The first is tried at submit; the second waits behind it, so the loop must see the
+    // first one's completion at once, not when it next wakes.
+    let writes = vec![chunk(1), chunk(2)];
+    let (got, stalled) = queue_on_an_idle_loop(false, writes.clone());
+    assert!(
+        !stalled,
+        "the second write waited until the loop was woken from outside"
+    );
+    assert!(got == writes.concat(), "{} bytes arrived", got.len());
+}
+
+#[test]
+fn dropping_a_tcp_stream_with_queued_writes_sends_them_and_then_end_of_stream() {
+    // Its writes were tried at submit and its socket is watched for room: neither may keep
+    // the socket open once the stream and its writes are gone.
+    let mut lp = EventLoop::new().unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let client = std::thread::spawn(move || {
+        let c = std::net::TcpStream::connect(addr).unwrap();
+        let r = read_all_std(c, Duration::from_secs(5), || {});
+        tx.send(()).unwrap();
+        r
+    });
+    lp.block_on(async {
+        let (s, _) = l.accept().await.unwrap();
+        for i in 0..3 {
+            s.write_queued(chunk(i)).await.unwrap();
+            s.flush().await.unwrap();
+        }
+        s.write_queued(chunk(3)).await.unwrap();
+        drop(s);
+        // The loop keeps running (reaping the cancel) until the peer is done.
+        while rx.try_recv().is_err() {
+            time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let (got, stalled) = client.join().unwrap();
+    assert_eq!(got, (0..4).map(|i| chunk(i).len()).sum::<usize>());
+    assert!(!stalled, "no end of stream within 5 s of the last byte");
+}
+
+#[test]
+fn an_echo_through_a_one_buffer_pool_keeps_going_with_the_peer_outside_the_loop() {
+    // Each reply holds the pool's only buffer until it is sent, and the next receive waits
+    // for it: the loop must see each tried reply's completion at once, since that is what
+    // gives the buffer back, with nothing else to wake it (the peer waits for the echo).
+    use std::io::Write;
+    const LEN: usize = 4096;
+    let mut lp = EventLoop::builder().recv_buffers(1, 64).build().unwrap();
+    let handle = lp.handle();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let client = std::thread::spawn(move || {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        let sent: Vec<u8> = (0..LEN).map(|i| (i * 13) as u8).collect();
+        c.write_all(&sent).unwrap();
+        let (got, stalled) = read_unstuck(&mut c, LEN, &handle);
+        c.shutdown(Shutdown::Write).unwrap();
+        (got == sent, stalled)
+    });
+    lp.block_on(async {
+        let (s, _) = l.accept().await.unwrap();
+        loop {
+            let b = s.recv().await.unwrap();
+            if b.is_empty() {
+                break;
+            }
+            s.write_queued(b).await.unwrap();
+        }
+        s.flush().await.unwrap();
+    });
+    let (same, stalled) = client.join().unwrap();
+    assert!(
+        !stalled,
+        "the echo stalled until the loop was woken from outside"
+    );
+    assert!(same, "the echo differs from what was sent");
 }

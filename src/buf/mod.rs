@@ -41,6 +41,15 @@ pub unsafe trait IoBuf: 'static {
     /// Total number of bytes: what a read may fill.
     fn bytes_total(&self) -> usize;
 
+    /// Whether dropping this buffer frees memory and nothing more: it wakes no task on the
+    /// loop, directly or through anything it signals. A queued write (`write_queued`) of such
+    /// a buffer may be tried at submit and its completion seen only when the loop next
+    /// wakes; one whose drop could wake a task (a pool that hands buffers on to waiters, say)
+    /// is seen at once. `false` unless a type says otherwise; this crate's owned byte buffers
+    /// and static bytes say `true`.
+    #[doc(hidden)]
+    const DROP_WAKES_NOTHING: bool = false;
+
     /// A view of `range` of this buffer, which owns the buffer and gives it back with
     /// [`Slice::into_inner`].
     ///
@@ -138,6 +147,7 @@ where
 // SAFETY: a Vec's heap block does not move when the Vec moves and is only reallocated through
 // `&mut`; `as_ptr` is valid for `capacity` bytes of which `len` are initialised.
 unsafe impl IoBuf for Vec<u8> {
+    const DROP_WAKES_NOTHING: bool = true;
     fn stable_ptr(&self) -> *const u8 {
         self.as_ptr()
     }
@@ -164,6 +174,7 @@ unsafe impl IoBufMut for Vec<u8> {
 // SAFETY: a boxed slice's heap block does not move when the box moves; all of it is
 // initialised.
 unsafe impl IoBuf for Box<[u8]> {
+    const DROP_WAKES_NOTHING: bool = true;
     fn stable_ptr(&self) -> *const u8 {
         self.as_ptr()
     }
@@ -185,6 +196,7 @@ unsafe impl IoBufMut for Box<[u8]> {
 
 // SAFETY: 'static data never moves and is never freed.
 unsafe impl IoBuf for &'static [u8] {
+    const DROP_WAKES_NOTHING: bool = true;
     fn stable_ptr(&self) -> *const u8 {
         self.as_ptr()
     }
@@ -198,6 +210,7 @@ unsafe impl IoBuf for &'static [u8] {
 
 // SAFETY: 'static data never moves and is never freed. (Byte-string literals: `b"ping"`.)
 unsafe impl<const N: usize> IoBuf for &'static [u8; N] {
+    const DROP_WAKES_NOTHING: bool = true;
     fn stable_ptr(&self) -> *const u8 {
         self.as_ptr()
     }
@@ -211,6 +224,7 @@ unsafe impl<const N: usize> IoBuf for &'static [u8; N] {
 
 // SAFETY: 'static data never moves and is never freed.
 unsafe impl IoBuf for &'static str {
+    const DROP_WAKES_NOTHING: bool = true;
     fn stable_ptr(&self) -> *const u8 {
         self.as_ptr()
     }
@@ -225,6 +239,7 @@ unsafe impl IoBuf for &'static str {
 // SAFETY: a String's heap block does not move when it moves and is only reallocated through
 // `&mut`. Not IoBufMut: the kernel could write bytes that are not UTF-8.
 unsafe impl IoBuf for String {
+    const DROP_WAKES_NOTHING: bool = true;
     fn stable_ptr(&self) -> *const u8 {
         self.as_ptr()
     }

@@ -64,6 +64,7 @@ impl<B: IoBufMut> DerefMut for Slice<B> {
 // SAFETY: the pointer is the underlying buffer's stable pointer offset by `begin`, which
 // `IoBuf::slice` checked is within `bytes_total`; it moves only if the buffer's does.
 unsafe impl<B: IoBuf> IoBuf for Slice<B> {
+    const DROP_WAKES_NOTHING: bool = B::DROP_WAKES_NOTHING;
     fn stable_ptr(&self) -> *const u8 {
         self.buf.stable_ptr().wrapping_add(self.begin)
     }

@@ -348,6 +348,12 @@ impl BufPool {
         (self.0.window.target.get(), self.0.starvations.get())
     }
 
+    /// Whether tasks wait for a buffer to come back (see `wait_for_buffer`).
+    #[inline]
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.0.has_waiters.get()
+    }
+
     /// Registers `waker` to be woken when a buffer goes back into the ring.
     pub(crate) fn wait_for_buffer(&self, waker: &Waker) {
         let mut w = self.0.waiters.borrow_mut();
@@ -598,6 +604,9 @@ impl DerefMut for RecvBuf {
 // reserved for this RecvBuf until it drops; an owned one is a Vec's heap block. Neither moves
 // when the RecvBuf moves.
 unsafe impl IoBuf for RecvBuf {
+    // Its return to the pool wakes the tasks that wait for a buffer, if any: the loop checks
+    // for those before it lets a write's completion go unseen (`Inner::enter`).
+    const DROP_WAKES_NOTHING: bool = true;
     fn stable_ptr(&self) -> *const u8 {
         self.ptr()
     }

@@ -29,6 +29,7 @@ pub(crate) mod op;
 pub(crate) mod ops;
 mod registry;
 mod ring;
+mod room;
 pub(crate) mod slot;
 mod stream;
 mod table;
@@ -78,6 +79,9 @@ pub(crate) struct DriverCell {
     multishot_accept: bool,
     /// Writes of at least this many bytes use SEND_ZC (`None`: never).
     send_zc_threshold: Option<usize>,
+    /// Wakes the loop when a watched socket has room again; tries settle unseen only while
+    /// it is armed (see [`Driver::submit_detached_tried`]).
+    room: Option<Arc<room::RoomWatch>>,
 }
 
 /// How the receive-buffer pool is set up.
@@ -94,6 +98,8 @@ pub(crate) struct PoolConfig {
     pub(crate) iowait: bool,
     /// Bound of a batch wait (`Builder::batch_wait`), where the kernel has min-wait (6.12+).
     pub(crate) batch_wait: Option<Duration>,
+    /// Try queued sends at submit where the kernel allows (see `Driver::trial_sends`).
+    pub(crate) trial_sends: bool,
     pub(crate) count: u16,
     pub(crate) size: usize,
     /// Wakes the loop from another thread (a buffer dropped there was queued for return).
@@ -138,6 +144,12 @@ struct Inner {
     empty_waits: u64,
     /// `close` has begun: no detached op is accepted any more.
     closing: bool,
+    /// Tried sends in the SQ (see [`Driver::submit_detached_tried`]): the kernel posts each
+    /// one's CQE while it submits it, so the next wait asks for that many more.
+    trials: u32,
+    /// The room watcher, whose being armed a wait checks before it counts tries. The same as
+    /// `DriverCell::room`.
+    room: Option<Arc<room::RoomWatch>>,
     /// Wakes a waker while the driver is borrowed if that is known to be harmless, else hands
     /// it back to be woken after the borrow (see [`PoolConfig::wake_inline`]).
     wake_inline: fn(Waker) -> Result<(), Waker>,
@@ -196,6 +208,11 @@ impl Driver {
         let wake_loop = pool.wake_loop;
         let wake_inline = pool.wake_inline;
         let no_iowait = !pool.iowait && ring.params().is_feature_no_iowait();
+        // The room watcher needs multishot poll (5.13+); 6.1 (DEFER_TASKRUN's) is the oldest
+        // kernel the tries are reasoned about on, rather than older completion paths.
+        let room = (pool.trial_sends && kernel.is_some_and(|v| v >= (6, 1)))
+            .then(room::RoomWatch::new)
+            .flatten();
         let batch = pool
             .batch_wait
             .filter(|_| ring.params().is_feature_min_timeout())
@@ -236,6 +253,7 @@ impl Driver {
             multishot_recv,
             multishot_accept,
             send_zc_threshold,
+            room: room.clone(),
             inner: RefCell::new(Inner {
                 enter_fd: EnterFd::register(ring.as_raw_fd()),
                 ring: Some(ring),
@@ -254,6 +272,8 @@ impl Driver {
                 others_since_park: 0,
                 empty_waits: 0,
                 closing: false,
+                trials: 0,
+                room,
                 wake_inline,
             }),
         }));
@@ -548,6 +568,19 @@ impl Driver {
         sqe: squeue::Entry,
         owner: Arc<dyn Detached>,
     ) -> io::Result<usize> {
+        self.push_detached(sqe, owner, false)
+    }
+
+    /// [`submit_detached`](Self::submit_detached); with `tried`, the op is a *try* (see
+    /// [`submit_detached_tried`](Self::submit_detached_tried)). One body for both, inlined
+    /// into each caller: a write queue's every reply goes through it.
+    #[inline(always)]
+    fn push_detached(
+        &self,
+        sqe: squeue::Entry,
+        owner: Arc<dyn Detached>,
+        tried: bool,
+    ) -> io::Result<usize> {
         let mut inner = self.0.inner.borrow_mut();
         if inner.ring.is_none() || inner.closing {
             return Err(closed_error());
@@ -562,7 +595,49 @@ impl Driver {
             drop(gone);
             return Err(e);
         }
+        if tried {
+            inner.trials += 1;
+        }
         Ok(key)
+    }
+
+    /// Has the room watcher (see `room`) wake the loop when `fd` becomes writable after a
+    /// send found its buffer full, arming the watcher if need be; false if it cannot (then
+    /// `fd`'s sends must not be tried). Should the watcher end later (at close, or ended by
+    /// the kernel), waits stop letting tries settle unseen until it is armed again.
+    pub(crate) fn watch_writable(&self, fd: RawFd) -> bool {
+        self.0.room.as_ref().is_some_and(|r| r.watch(self, fd))
+    }
+
+    /// [`submit_detached`](Self::submit_detached) for, with `tried`, a send *tried at
+    /// submit*: one with `MSG_DONTWAIT`, which the kernel never parks on the socket. It ends
+    /// while the enter that submits it runs (sent, short, or `EAGAIN`), and its CQE is posted
+    /// before that enter waits, so a wait that submits `k` of them asks for `k` more
+    /// completions (see `Inner::enter`): a server's replies settle in the same call that then
+    /// sleeps until the next request, one `io_uring_enter` per batch instead of two.
+    ///
+    /// A try that comes back short is resumed by its owner once the wait ends, which the
+    /// room watcher (see `room`) brings about when the socket has room again: only for a
+    /// descriptor given to [`watch_writable`](Self::watch_writable). While the watcher is not
+    /// armed, waits count no tries.
+    #[inline]
+    pub(crate) fn submit_detached_tried(
+        &self,
+        sqe: squeue::Entry,
+        owner: Arc<dyn Detached>,
+        tried: bool,
+    ) -> io::Result<usize> {
+        self.push_detached(sqe, owner, tried)
+    }
+
+    /// A task now waits for a try's completion: the next wait must end at it, not count it
+    /// among the tries that settle unseen. The count may already be 0 (the try went in an
+    /// enter since) or belong to other tries: counting one too few only costs a wake-up,
+    /// counting one too many could sleep through the completion that task waits for.
+    #[inline]
+    pub(crate) fn uncount_trial(&self) {
+        let mut inner = self.0.inner.borrow_mut();
+        inner.trials = inner.trials.saturating_sub(1);
     }
 
     /// Queues `sqe` (already carrying its `user_data`) for `data`'s op; returns its key.

@@ -146,47 +146,49 @@ impl Inner {
     /// returns after that long if at least one completion is in, short of `want`. `EINTR` and
     /// an expired timeout are not errors; `EBUSY`/`EAGAIN`/`ENOMEM` (completions backed up,
     /// or the kernel short of memory) reap first and retry.
+    ///
+    /// A wait that submits tried sends (see `Driver::submit_detached_tried`) asks for one more
+    /// completion per try: the kernel posts a try's CQE while it submits it, before it waits,
+    /// so the wait still ends at the `want`th other completion.
     pub(super) fn enter(
         &mut self,
         want: u32,
         timeout: Option<Duration>,
         min_wait_us: u32,
     ) -> io::Result<()> {
-        // What the wait needs beyond its count, worked out once: a plain enter when nothing.
-        let extended = if want == 0 {
-            None
-        } else {
-            match timeout {
-                // The kernel's overall timeout starts only after the min-wait: a min-wait
-                // longer than `t` would delay the timer due at `t`.
-                Some(t) => Some(WaitArgs {
-                    timeout: Some(t),
-                    min_wait_us: min_wait_us.min(u32::try_from(t.as_micros()).unwrap_or(u32::MAX)),
-                }),
-                // A batch wait with no timer due still needs an overall timeout: without one
-                // the kernel ends the wait when the min-wait runs out, with completions or
-                // without, so the loop would wake empty every min-wait until the first one
-                // came. Given one, the kernel waits on past the min-wait for the first
-                // completion, as a plain wait does.
-                None if min_wait_us > 0 => Some(WaitArgs {
-                    timeout: Some(Duration::from_secs(BATCH_IDLE_TIMEOUT_SECS)),
-                    min_wait_us,
-                }),
-                // A wait without a timeout still goes through the extended argument where the
-                // kernel can be told not to count it as iowait (see `wait_flags`).
-                None if self.no_iowait => Some(WaitArgs::default()),
-                None => None,
-            }
-        };
+        // Every SQE in the SQ goes in this call, or the kernel does not wait (it returns
+        // when it submits fewer): the tries count on the first attempt only. A retry after
+        // `EBUSY` (say) may follow their reap, and asking for them again could outwait the
+        // completion the caller wants.
+        let mut trials = std::mem::take(&mut self.trials);
+        // A try that comes back short is resumed only once the loop sees it, which the room
+        // watcher guarantees: without it, every completion is seen at once. So too while
+        // receives wait for a pool buffer, which a try's `RecvBuf` would hand on when dropped.
+        if trials > 0
+            && (!self.room.as_ref().is_some_and(|r| r.is_armed())
+                || self.pool.as_ref().is_some_and(|p| p.has_waiters()))
+        {
+            trials = 0;
+        }
+        // A min-wait matters only to a wait for more than one: the first completion ends a
+        // wait for one whatever the min-wait, which would only arm a timer in the kernel.
+        let min_wait_us = if want > 1 { min_wait_us } else { 0 };
+        let args = self.wait_args(want, timeout, min_wait_us);
         let flags = wait_flags(self.no_iowait);
+        let mut ask = if want > 0 {
+            want.saturating_add(trials)
+        } else {
+            0
+        };
         let mut tries = 0;
         loop {
             let ring = self.ring()?;
             let to_submit = ring.submission().len() as u32;
-            let res = match extended {
-                None => self.enter_fd.enter(to_submit, want),
-                Some(args) => self.enter_fd.enter_with(to_submit, want, flags, args),
+            let res = match args {
+                None => self.enter_fd.enter(to_submit, ask),
+                Some(args) => self.enter_fd.enter_with(to_submit, ask, flags, args),
             };
+            ask = want;
             match res {
                 Ok(_) => break,
                 Err(e) => match e.raw_os_error() {
@@ -207,6 +209,40 @@ impl Inner {
         }
         self.reap();
         Ok(())
+    }
+
+    /// What a wait for `want` completions needs beyond its count: `None` for a plain enter.
+    #[inline]
+    fn wait_args(
+        &self,
+        want: u32,
+        timeout: Option<Duration>,
+        min_wait_us: u32,
+    ) -> Option<WaitArgs> {
+        if want == 0 {
+            return None;
+        }
+        match timeout {
+            // The kernel's overall timeout starts only after the min-wait: a min-wait
+            // longer than `t` would delay the timer due at `t`.
+            Some(t) => Some(WaitArgs {
+                timeout: Some(t),
+                min_wait_us: min_wait_us.min(u32::try_from(t.as_micros()).unwrap_or(u32::MAX)),
+            }),
+            // A wait with a min-wait and no timer due still needs an overall timeout: without
+            // one the kernel ends the wait when the min-wait runs out, with completions or
+            // without, so the loop would wake empty every min-wait until the first one
+            // came. Given one, the kernel waits on past the min-wait for the first
+            // completion, as a plain wait does.
+            None if min_wait_us > 0 => Some(WaitArgs {
+                timeout: Some(Duration::from_secs(BATCH_IDLE_TIMEOUT_SECS)),
+                min_wait_us,
+            }),
+            // A wait without a timeout still goes through the extended argument where the
+            // kernel can be told not to count it as iowait (see `wait_flags`).
+            None if self.no_iowait => Some(WaitArgs::default()),
+            None => None,
+        }
     }
 
     /// Applies every available CQE to its slot. Returns how many were reaped.

@@ -19,6 +19,26 @@
 //! The first failure is kept: the writes still waiting are dropped unsent (the byte stream
 //! has a hole from there on), and every later write, queued or not, flush and shutdown of
 //! the stream returns it.
+//!
+//! Tries (TCP, Linux 6.1+): a write submitted with nothing in flight goes as a SEND with
+//! `MSG_DONTWAIT`, which the kernel ends while it submits it: sent, short, or `EAGAIN`,
+//! never parked on the socket. The wait that submits it then asks for one completion more
+//! (`Driver::submit_detached_tried`), so a server's reply and the sleep until the next
+//! request are one `io_uring_enter`, not two (the second only to reap the reply's
+//! completion). That completion is seen when the loop next wakes, which is harmless only
+//! while nothing waits for it, so a try is not counted, or stops being counted, when:
+//! - a task waits on the queue (`flush`, room, an awaited write, `shutdown`);
+//! - a write is queued behind it (its submission waits for the try's completion);
+//! - the buffer's drop could wake a task (`IoBuf::DROP_WAKES_NOTHING` is false), or tasks
+//!   wait for a buffer of the receive pool, which a `RecvBuf`'s drop would hand on.
+//!
+//! A try that comes back short (the socket's buffer full) has its rest sent once the loop
+//! sees its completion, and the loop may be asleep with nothing else to wake it: the
+//! loop's room watcher (`driver::room`) wakes it once the socket has room again. A socket
+//! is added to it with the stream's first try; one it cannot take is sent plainly, as are
+//! Unix streams, whose sockets wake POLLOUT waiters on every read of the peer. After a
+//! short try the next 16 fresh writes are sent plainly: where the peer is slow to read,
+//! tries would mostly cost an op more.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -46,14 +66,35 @@ pub(crate) const BACKLOG_WRITES: usize = 64;
 #[derive(Default)]
 pub(crate) struct Sender {
     queue: OnceLock<Arc<WriteQueue>>,
+    /// Queued writes may be tried at submit (TCP; see the module doc).
+    tries: bool,
 }
 
 impl Sender {
+    /// The write side of a TCP stream, whose queued writes may be tried at submit.
+    pub(crate) fn tcp() -> Sender {
+        Sender {
+            queue: OnceLock::new(),
+            tries: true,
+        }
+    }
+
     /// The queue, made for `driver`'s loop on the first queued write.
+    #[inline]
     fn queue(&self, fd: &SharedFd, driver: &Driver) -> &Arc<WriteQueue> {
+        match self.queue.get() {
+            Some(q) => q,
+            None => self.make_queue(fd, driver),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn make_queue(&self, fd: &SharedFd, driver: &Driver) -> &Arc<WriteQueue> {
         self.queue.get_or_init(|| {
             Arc::new(WriteQueue {
                 fd: fd.clone(),
+                tries: self.tries,
                 clear: AtomicBool::new(true),
                 state: LoopCell::new(driver, State::default()),
             })
@@ -98,6 +139,8 @@ impl Sender {
 pub(crate) struct WriteQueue {
     /// A clone: the descriptor stays open until the last queued write is done.
     fd: SharedFd,
+    /// Writes may be tried at submit, once the loop's room watcher watches `fd`.
+    tries: bool,
     /// Mirrors "nothing waiting or in flight, no failure" for [`Sender::clear`].
     clear: AtomicBool,
     /// Touched only on the thread of the loop serving the stream: no lock on the path of
@@ -120,6 +163,14 @@ struct State {
     vectors: Option<Box<Vectors>>,
     /// Bytes of `inflight` and `waiting` not yet sent.
     backlog: usize,
+    /// Whether the op in the kernel is a send tried at submit, and counted.
+    trial: Trial,
+    /// The loop's room watcher watches the socket (see `Driver::watch_writable`): asked on
+    /// the first try, which does not go if it cannot (nor any on a Unix stream).
+    watched: Option<bool>,
+    /// Fresh writes left to send plainly, after a try came back short: where the peer is
+    /// slow to read, tries would mostly cost an op more.
+    untried: u8,
     failed: Option<Failure>,
     /// Tasks waiting for room in the queue or for it to drain.
     wakers: Vec<Waker>,
@@ -160,11 +211,47 @@ struct Vectors {
 // moves no memory they point at.
 unsafe impl Send for Vectors {}
 
+/// Larger writes are never tried. A try saves one `io_uring_enter` per batch of replies,
+/// which only small replies notice, while one that comes back short costs the loop a round
+/// trip for the rest; a large write is the likelier to find the socket's buffer full. At
+/// 16 KiB (16 connections echoing 64 KiB in 16 KiB buffers) tries cost 0.94x the requests
+/// per second on the machine `bench/` runs on.
+const TRY_MAX: usize = 8 * 1024;
+
+/// What the op in flight is, as to tries (see the module doc).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum Trial {
+    /// A plain send (or SENDMSG): `EAGAIN` is a failure.
+    #[default]
+    No,
+    /// A send tried at submit (`MSG_DONTWAIT`), whose `EAGAIN` means the socket's buffer was
+    /// full; counted among those the next wait lets settle unseen.
+    Counted,
+    /// A try no longer counted: something waits for its completion (see
+    /// [`uncount`](State::uncount)).
+    Uncounted,
+}
+
+/// Fresh writes sent plainly after a try came back short, before the next try.
+const UNTRIED_AFTER_SHORT: u8 = 16;
+
 /// At most this many writes go in one SENDMSG (far below the kernel's `UIO_MAXIOV`).
 const MAX_BATCH: usize = BACKLOG_WRITES;
 
 impl State {
-    fn register(&mut self, waker: &Waker) {
+    /// Something now waits for the op in flight to complete (a task, or a write queued
+    /// behind it): if that op is a counted try, the next wait must end at its completion,
+    /// not let it settle unseen (see `Driver::uncount_trial`).
+    fn uncount(&mut self, driver: &Driver) {
+        if self.trial == Trial::Counted {
+            self.trial = Trial::Uncounted;
+            driver.uncount_trial();
+        }
+    }
+
+    /// Registers a task that waits for the op in flight to complete.
+    fn register(&mut self, waker: &Waker, driver: &Driver) {
+        self.uncount(driver);
         if !self.wakers.iter().any(|w| w.will_wake(waker)) {
             self.wakers.push(waker.clone());
         }
@@ -221,10 +308,17 @@ impl WriteQueue {
         self.state.borrow(driver)
     }
 
-    /// Submits `buf[sent..]` as a SEND owned by this queue. The caller stores `buf` as
-    /// `inflight` right after, where it stays until the SEND's CQE.
+    /// Submits `buf[sent..]` as a SEND owned by this queue, tried at submit with `trial` (see
+    /// `Driver::submit_detached_tried`). The caller stores `buf` as `inflight` right after,
+    /// where it stays until the SEND's CQE.
     #[inline]
-    fn submit(self: &Arc<Self>, driver: &Driver, buf: &KeptBuf, sent: usize) -> io::Result<()> {
+    fn submit(
+        self: &Arc<Self>,
+        driver: &Driver,
+        buf: &KeptBuf,
+        sent: usize,
+        trial: bool,
+    ) -> io::Result<()> {
         let sent = sent.min(buf.len());
         let len = u32::try_from(buf.len() - sent).unwrap_or(u32::MAX);
         // SAFETY: `sent <= len()`, so the pointer is inside (or one past) the buffer's bytes,
@@ -232,10 +326,18 @@ impl WriteQueue {
         // this op's CQE, and the slot keeps the queue alive until then.
         let ptr = unsafe { buf.ptr().add(sent) };
         // MSG_NOSIGNAL: a closed peer is an EPIPE error, never a process-killing SIGPIPE.
+        // MSG_DONTWAIT: a try, which the kernel ends at submit rather than park.
+        let flags = if trial {
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT
+        } else {
+            libc::MSG_NOSIGNAL
+        };
         let sqe = opcode::Send::new(types::Fd(self.fd.raw()), ptr, len)
-            .flags(libc::MSG_NOSIGNAL)
+            .flags(flags)
             .build();
-        driver.submit_detached(sqe, self.clone()).map(drop)
+        driver
+            .submit_detached_tried(sqe, self.clone(), trial)
+            .map(drop)
     }
 
     /// Submits the queue's front, with nothing in flight: a SEND of the oldest write's rest,
@@ -247,15 +349,17 @@ impl WriteQueue {
             waiting,
             batched,
             vectors,
+            trial,
             ..
         } = st;
         let Some((head, sent)) = inflight.as_ref() else {
             return Ok(());
         };
         let sent = (*sent).min(head.len());
+        *trial = Trial::No;
         if waiting.is_empty() {
             *batched = 0;
-            return self.submit(driver, head, sent);
+            return self.submit(driver, head, sent, false);
         }
         let v = vectors.get_or_insert_with(|| {
             Box::new(Vectors {
@@ -311,13 +415,23 @@ impl WriteQueue {
         }
         if st.full() {
             *buf = Some(b);
-            st.register(cx.waker());
+            st.register(cx.waker(), driver);
             return Poll::Pending;
         }
         let kept = KeptBuf::new(b);
         let len = kept.len();
         if st.inflight.is_none() {
-            if let Err(e) = self.submit(driver, &kept, 0) {
+            let trial = if st.untried == 0 {
+                B::DROP_WAKES_NOTHING
+                    && len <= TRY_MAX
+                    && *st
+                        .watched
+                        .get_or_insert_with(|| self.tries && driver.watch_writable(self.fd.raw()))
+            } else {
+                st.untried -= 1;
+                false
+            };
+            if let Err(e) = self.submit(driver, &kept, 0, trial) {
                 // Refused (the loop is closed, say): nothing of it was sent, the stream is
                 // intact, and the buffer is dropped once the borrow has ended.
                 drop(st);
@@ -325,8 +439,13 @@ impl WriteQueue {
                 return Poll::Ready(Err(e));
             }
             set_inflight(&mut st, kept, 0);
+            // A stale `Counted` (left by a try completed on the fast path below) is
+            // overwritten here, and never read before: only an op in flight is asked.
+            st.trial = if trial { Trial::Counted } else { Trial::No };
             self.clear.store(false, Ordering::Release);
         } else {
+            // Its submission waits for the op in flight's completion.
+            st.uncount(driver);
             st.waiting.push_back(kept);
         }
         st.backlog += len;
@@ -343,7 +462,7 @@ impl WriteQueue {
         if st.inflight.is_none() {
             return Poll::Ready(Ok(()));
         }
-        st.register(cx.waker());
+        st.register(cx.waker(), driver);
         Poll::Pending
     }
 }
@@ -377,13 +496,25 @@ impl Detached for WriteQueue {
         // user's. The kernel has finished with every buffer the op carried: this was its
         // only CQE.
         let mut done = Done::default();
+        let tried = std::mem::replace(&mut st.trial, Trial::No) != Trial::No;
         // Why the queue stops, if it does.
         let mut failure = match c.result() {
+            // A try found the socket's buffer full: the rest goes plainly, parked on the
+            // socket by the kernel until there is room.
+            Err(e) if tried && e.raw_os_error() == Some(libc::EAGAIN) => {
+                st.untried = UNTRIED_AFTER_SHORT;
+                st.batched = 0;
+                None
+            }
             Ok(0) => Some(io::Error::new(
                 io::ErrorKind::WriteZero,
                 "a queued write could send no more bytes",
             )),
             Ok(n) => {
+                let rest = st.inflight.as_ref().map_or(0, |(b, sent)| b.len() - sent);
+                if tried && (n as usize) < rest {
+                    st.untried = UNTRIED_AFTER_SHORT;
+                }
                 st.consume(n as usize, &mut done);
                 None
             }

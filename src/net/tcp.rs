@@ -127,7 +127,7 @@ impl TcpStream {
         TcpStream {
             fd: SharedFd::new(fd),
             receiver: stream::Receiver::default(),
-            sender: Sender::default(),
+            sender: Sender::tcp(),
         }
     }
 
@@ -190,6 +190,13 @@ impl TcpStream {
     /// request, [`write_all`](Self::write_all) holds one (the echo demo uses it for that).
     /// Dropping the stream does not discard queued writes: the loop still sends them, then
     /// closes the socket. Closing the loop cancels those not yet sent.
+    ///
+    /// A write queued with nothing in flight is tried at once, while the loop submits it
+    /// (Linux 6.1+): the `io_uring_enter` that sends a reply also sleeps until the next
+    /// request, rather than waking once more for the reply's completion. For that the loop
+    /// adds the socket, on its first such write, to an epoll instance it polls, which wakes
+    /// it if a try found the socket's buffer full once there is room again (an entry in the
+    /// kernel, gone with the socket).
     ///
     /// # Errors
     ///

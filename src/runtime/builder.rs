@@ -28,6 +28,7 @@ pub struct Builder {
     pub(crate) send_zc_threshold: Option<usize>,
     pub(crate) iowait: bool,
     pub(crate) batch_wait: Option<Duration>,
+    pub(crate) trial_sends: bool,
 }
 
 impl Default for Builder {
@@ -43,6 +44,7 @@ impl Default for Builder {
             send_zc_threshold: None,
             iowait: true,
             batch_wait: None,
+            trial_sends: true,
         }
     }
 }
@@ -167,6 +169,16 @@ impl Builder {
     /// [`Features::batch_wait`](crate::Features::batch_wait) says whether it is in effect.
     pub fn batch_wait(mut self, wait: Option<Duration>) -> Self {
         self.batch_wait = wait.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Whether queued writes (`write_queued`) on TCP streams are tried at submit, with
+    /// `MSG_DONTWAIT`, so that the wait that submits them sleeps until the next request rather
+    /// than waking for their completions (Linux 6.1+; default true). For comparisons and
+    /// tests.
+    #[doc(hidden)]
+    pub fn trial_sends(mut self, on: bool) -> Self {
+        self.trial_sends = on;
         self
     }
 

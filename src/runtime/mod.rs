@@ -108,6 +108,7 @@ impl EventLoop {
                 send_zc_threshold: b.send_zc_threshold,
                 iowait: b.iowait,
                 batch_wait: b.batch_wait,
+                trial_sends: b.trial_sends,
                 count: b.recv_buffers.0,
                 size: b.recv_buffers.1,
                 wake_loop: std::sync::Arc::new(move || wake_remote.notifier().notify()),

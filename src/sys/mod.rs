@@ -4,15 +4,18 @@
 //! - every raw call becomes an `io::Result` here; nothing above calls `libc` for a syscall;
 //! - [`setup`] builds a ring or returns an error that names the cause and the remedy;
 //! - [`EventFd`] is the loop's cross-thread doorbell;
-//! - [`EnterFd`] makes the loop's `io_uring_enter` calls.
+//! - [`EnterFd`] makes the loop's `io_uring_enter` calls;
+//! - [`Epoll`] is a wake-up source for descriptors becoming writable.
 //!
 //! Nothing here knows about tasks, ops or sockets.
 
 mod enter;
+mod epoll;
 mod eventfd;
 mod setup;
 
 pub(crate) use enter::{EnterFd, WaitArgs, ENTER_NO_IOWAIT};
+pub(crate) use epoll::Epoll;
 pub(crate) use eventfd::EventFd;
 pub(crate) use setup::{setup, RingConfig};
 pub use setup::{Features, SetupMode};
