@@ -407,10 +407,8 @@ impl Driver {
         };
         let cap = (inner.owned / 4).max(1) as u32;
         let want = batch.target.min(cap);
-        // Waiting for one completion ends at the first whatever the min-wait, so a min-wait
-        // there would only arm a timer in the kernel: such a wait is a plain one.
-        let min_wait = if want > 1 { batch.wait_us } else { 0 };
-        let r = inner.enter(want, timeout, min_wait);
+        // A wait for one drops the min-wait (see `Inner::enter`).
+        let r = inner.enter(want, timeout, batch.wait_us);
         let got = inner.reaped.wrapping_sub(before);
         if got == 0 {
             inner.empty_waits += 1;
