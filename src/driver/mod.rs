@@ -79,9 +79,6 @@ pub(crate) struct DriverCell {
     multishot_accept: bool,
     /// Writes of at least this many bytes use SEND_ZC (`None`: never).
     send_zc_threshold: Option<usize>,
-    /// Wakes the loop when a watched socket has room again; tries settle unseen only while
-    /// it is armed (see [`Driver::submit_detached_tried`]).
-    room: Option<Arc<room::RoomWatch>>,
 }
 
 /// How the receive-buffer pool is set up.
@@ -147,8 +144,8 @@ struct Inner {
     /// Tried sends in the SQ (see [`Driver::submit_detached_tried`]): the kernel posts each
     /// one's CQE while it submits it, so the next wait asks for that many more.
     trials: u32,
-    /// The room watcher, whose being armed a wait checks before it counts tries. The same as
-    /// `DriverCell::room`.
+    /// Wakes the loop when a watched socket has room again; a wait counts tries only while
+    /// it is armed (see [`Driver::submit_detached_tried`]).
     room: Option<Arc<room::RoomWatch>>,
     /// Wakes a waker while the driver is borrowed if that is known to be harmless, else hands
     /// it back to be woken after the borrow (see [`PoolConfig::wake_inline`]).
@@ -253,7 +250,6 @@ impl Driver {
             multishot_recv,
             multishot_accept,
             send_zc_threshold,
-            room: room.clone(),
             inner: RefCell::new(Inner {
                 enter_fd: EnterFd::register(ring.as_raw_fd()),
                 ring: Some(ring),
@@ -566,14 +562,24 @@ impl Driver {
         sqe: squeue::Entry,
         owner: Arc<dyn Detached>,
     ) -> io::Result<usize> {
-        self.push_detached(sqe, owner, false)
+        self.submit_detached_tried(sqe, owner, false)
     }
 
-    /// [`submit_detached`](Self::submit_detached); with `tried`, the op is a *try* (see
-    /// [`submit_detached_tried`](Self::submit_detached_tried)). One body for both, inlined
-    /// into each caller: a write queue's every reply goes through it.
+    /// [`submit_detached`](Self::submit_detached); with `tried`, for a send *tried at
+    /// submit*: one with `MSG_DONTWAIT`, which the kernel never parks on the socket. It ends
+    /// while the enter that submits it runs (sent, short, or `EAGAIN`), and its CQE is posted
+    /// before that enter waits, so a wait that submits `k` of them asks for `k` more
+    /// completions (see `Inner::enter`): a server's replies settle in the same call that then
+    /// sleeps until the next request, one `io_uring_enter` per batch instead of two.
+    ///
+    /// A try that comes back short is resumed by its owner once the wait ends, which the
+    /// room watcher (see `room`) brings about when the socket has room again: only for a
+    /// descriptor given to [`watch_writable`](Self::watch_writable). While the watcher is not
+    /// armed, waits count no tries.
+    ///
+    /// Inlined into each caller: a write queue's every reply goes through it.
     #[inline(always)]
-    fn push_detached(
+    pub(crate) fn submit_detached_tried(
         &self,
         sqe: squeue::Entry,
         owner: Arc<dyn Detached>,
@@ -604,28 +610,9 @@ impl Driver {
     /// `fd`'s sends must not be tried). Should the watcher end later (at close, or ended by
     /// the kernel), waits stop letting tries settle unseen until it is armed again.
     pub(crate) fn watch_writable(&self, fd: RawFd) -> bool {
-        self.0.room.as_ref().is_some_and(|r| r.watch(self, fd))
-    }
-
-    /// [`submit_detached`](Self::submit_detached) for, with `tried`, a send *tried at
-    /// submit*: one with `MSG_DONTWAIT`, which the kernel never parks on the socket. It ends
-    /// while the enter that submits it runs (sent, short, or `EAGAIN`), and its CQE is posted
-    /// before that enter waits, so a wait that submits `k` of them asks for `k` more
-    /// completions (see `Inner::enter`): a server's replies settle in the same call that then
-    /// sleeps until the next request, one `io_uring_enter` per batch instead of two.
-    ///
-    /// A try that comes back short is resumed by its owner once the wait ends, which the
-    /// room watcher (see `room`) brings about when the socket has room again: only for a
-    /// descriptor given to [`watch_writable`](Self::watch_writable). While the watcher is not
-    /// armed, waits count no tries.
-    #[inline]
-    pub(crate) fn submit_detached_tried(
-        &self,
-        sqe: squeue::Entry,
-        owner: Arc<dyn Detached>,
-        tried: bool,
-    ) -> io::Result<usize> {
-        self.push_detached(sqe, owner, tried)
+        // Taken out of the borrow: arming the watcher submits an op.
+        let room = self.0.inner.borrow().room.clone();
+        room.is_some_and(|r| r.watch(self, fd))
     }
 
     /// A task now waits for a try's completion: the next wait must end at it, not count it

@@ -24,7 +24,7 @@ pub(crate) struct RoomWatch {
     epoll: Epoll,
     /// The poll is in the kernel. Armed with the first socket to watch, so that a loop that
     /// never tries a send has none; cleared by its final CQE (cancelled at close, or ended by
-    /// the kernel), after which the next [`armed`](RoomWatch::armed) arms it again.
+    /// the kernel), after which the next [`watch`](RoomWatch::watch) arms it again.
     armed: AtomicBool,
 }
 
@@ -38,19 +38,14 @@ impl RoomWatch {
         }))
     }
 
-    /// Whether the poll is in the kernel, arming it on `driver`'s ring (as an op the watcher
-    /// owns) if it is not; false if it cannot be (the loop is closing, say).
-    #[inline]
-    pub(super) fn armed(self: &Arc<Self>, driver: &Driver) -> bool {
-        self.armed.load(Ordering::Relaxed) || self.arm(driver)
-    }
-
     /// Whether the poll is in the kernel.
     #[inline]
     pub(super) fn is_armed(&self) -> bool {
         self.armed.load(Ordering::Relaxed)
     }
 
+    /// Arms the poll on `driver`'s ring, as an op the watcher owns; false if it cannot be
+    /// (the loop is closing, say).
     #[cold]
     fn arm(self: &Arc<Self>, driver: &Driver) -> bool {
         let sqe = opcode::PollAdd::new(types::Fd(self.epoll.as_raw_fd()), libc::POLLIN as u32)
@@ -61,9 +56,10 @@ impl RoomWatch {
         armed
     }
 
-    /// Adds `fd` to what the watcher wakes the loop for; false if it cannot.
+    /// Adds `fd` to what the watcher wakes the loop for, arming the watcher if it is not;
+    /// false if it cannot.
     pub(super) fn watch(self: &Arc<Self>, driver: &Driver, fd: RawFd) -> bool {
-        self.armed(driver) && self.epoll.watch_writable(fd).is_ok()
+        (self.is_armed() || self.arm(driver)) && self.epoll.watch_writable(fd).is_ok()
     }
 }
 

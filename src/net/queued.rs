@@ -94,9 +94,15 @@ impl Sender {
         self.queue.get_or_init(|| {
             Arc::new(WriteQueue {
                 fd: fd.clone(),
-                tries: self.tries,
                 clear: AtomicBool::new(true),
-                state: LoopCell::new(driver, State::default()),
+                state: LoopCell::new(
+                    driver,
+                    State {
+                        // A stream whose writes are never tried is known as such at once.
+                        watched: (!self.tries).then_some(false),
+                        ..State::default()
+                    },
+                ),
             })
         })
     }
@@ -139,8 +145,6 @@ impl Sender {
 pub(crate) struct WriteQueue {
     /// A clone: the descriptor stays open until the last queued write is done.
     fd: SharedFd,
-    /// Writes may be tried at submit, once the loop's room watcher watches `fd`.
-    tries: bool,
     /// Mirrors "nothing waiting or in flight, no failure" for [`Sender::clear`].
     clear: AtomicBool,
     /// Touched only on the thread of the loop serving the stream: no lock on the path of
@@ -166,7 +170,8 @@ struct State {
     /// Whether the op in the kernel is a send tried at submit, and counted.
     trial: Trial,
     /// The loop's room watcher watches the socket (see `Driver::watch_writable`): asked on
-    /// the first try, which does not go if it cannot (nor any on a Unix stream).
+    /// the first try, which does not go if it cannot; `Some(false)` from the start on a Unix
+    /// stream.
     watched: Option<bool>,
     /// Fresh writes left to send plainly, after a try came back short: where the peer is
     /// slow to read, tries would mostly cost an op more.
@@ -426,7 +431,7 @@ impl WriteQueue {
                     && len <= TRY_MAX
                     && *st
                         .watched
-                        .get_or_insert_with(|| self.tries && driver.watch_writable(self.fd.raw()))
+                        .get_or_insert_with(|| driver.watch_writable(self.fd.raw()))
             } else {
                 st.untried -= 1;
                 false
