@@ -156,10 +156,11 @@ impl Builder {
     /// per request and 1.08–1.10× the requests per second. With large messages it costs CPU:
     /// 1.06× at 16 × 64 KiB, and 1.3× at 64 connections × 4 KiB, where it halves system
     /// calls and context switches. The cost there tracks the kernel timer each batch wait
-    /// arms for its min-wait: it grows as `wait` shrinks (1.4–1.5× at 1 µs, 1.1× at 100 µs),
-    /// and that machine is a virtual machine on which sleeping is dear (a 1 µs `nanosleep`
-    /// costs 31 µs of CPU, a pipe sleep and wake-up 30 µs). On bare metal a timer costs a
-    /// microsecond or two; measure there. (Before the target needed two bunches in a
+    /// arms for its min-wait: it grows as `wait` shrinks (1.4–1.5× at 1 µs, 1.1× at 100 µs).
+    /// That machine is a virtual machine whose hypervisor traps the timer device: a 20 µs
+    /// timer armed and cancelled costs 17.7 µs there, as much as 63 system calls, against
+    /// 1.6 µs for one due after the next tick (`bench-micro` prints both). On bare metal a
+    /// timer costs a microsecond or two; measure there. (Before the target needed two bunches in a
     /// row to grow, it swung, the loop slept twice per request at 16 × 64 KiB instead of once,
     /// and that point paid 1.3–2.2×.)
     ///

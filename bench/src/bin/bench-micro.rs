@@ -2,7 +2,8 @@
 //! executor and timers, a bare io-uring crate loop for NOP round trips, and tokio for a
 //! cross-thread wake ping-pong (twice: with timers only, when it parks on a futex, and with
 //! its I/O driver, when it parks in epoll as a network service's runtime does). Prints a
-//! markdown table; `--quick` shrinks the counts.
+//! markdown table; `--quick` shrinks the counts. A second table gives what this machine
+//! charges for the kernel calls an event loop is made of (no peer: a fact of the machine).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -215,6 +216,67 @@ fn pingpong(rounds: u64, who: Side) -> Duration {
     t0.elapsed()
 }
 
+/// Wall time of `n` calls of `f`, per call, in ns: the best of `runs` tries.
+fn per_call(runs: usize, n: usize, mut f: impl FnMut()) -> f64 {
+    (0..runs)
+        .map(|_| {
+            let t0 = Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            t0.elapsed().as_nanos() as f64 / n as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// A timer armed for `after` and disarmed before it fires (a `timerfd`, two
+/// `timerfd_settime` calls): a bounded wait that ends early arms and cancels one the same
+/// way. Arming a timer that becomes the next to expire reprograms the CPU's timer device,
+/// which a hypervisor may trap; one due after the next tick is only queued.
+fn timer_pair(runs: usize, n: usize, after: Duration) -> f64 {
+    // SAFETY: plain system calls on a descriptor this function owns and closes.
+    unsafe {
+        let fd = libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC);
+        assert!(
+            fd >= 0,
+            "timerfd_create: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut on: libc::itimerspec = std::mem::zeroed();
+        on.it_value.tv_sec = after.as_secs() as libc::time_t;
+        on.it_value.tv_nsec = after.subsec_nanos() as libc::c_long;
+        let off: libc::itimerspec = std::mem::zeroed();
+        let ns = per_call(runs, n, || {
+            libc::timerfd_settime(fd, 0, &on, std::ptr::null_mut());
+            libc::timerfd_settime(fd, 0, &off, std::ptr::null_mut());
+        });
+        libc::close(fd);
+        ns
+    }
+}
+
+/// What this machine charges for the calls under an event loop, as a markdown table.
+fn machine_table(runs: usize, n: usize) {
+    println!("\n### What this machine charges\n");
+    println!("Wall time per call, best of {runs} run(s) of {n}. A wait with a bound (`Builder::batch_wait`'s min-wait, a timeout) arms a short timer and mostly cancels it; where the second row costs many system calls, as in VMs that trap the timer device, bounding waits to save system calls costs more than it saves.\n");
+    println!("| call | ns each |");
+    println!("|---|---:|");
+    // SAFETY: getppid has no preconditions.
+    let syscall = per_call(runs, n, || unsafe {
+        libc::getppid();
+    });
+    println!("| a system call (`getppid`) | {syscall:.0} |");
+    let short = timer_pair(runs, n / 10, Duration::from_micros(20));
+    println!("| a 20 µs timer armed and cancelled (two `timerfd_settime`) | {short:.0} |");
+    let far = timer_pair(runs, n / 10, Duration::from_secs(1));
+    println!("| a 1 s timer armed and cancelled (never the next to expire) | {far:.0} |");
+    let ring = IoUring::new(8).expect("io_uring_setup");
+    let enter = per_call(runs, n / 10, || {
+        ring.submit().expect("io_uring_enter");
+    });
+    println!("| an `io_uring_enter` with nothing to submit or wait for | {enter:.0} |");
+}
+
 fn best_of(runs: usize, f: impl Fn() -> Duration) -> Duration {
     (0..runs).map(|_| f()).min().unwrap()
 }
@@ -274,4 +336,5 @@ fn main() {
         "tokio current_thread with I/O (parks in epoll)",
         best_of(runs, || pingpong(pp_rounds, Side::TokioIo)),
     );
+    machine_table(runs, n / 10);
 }
