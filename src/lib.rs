@@ -22,8 +22,9 @@
 //! through a [`Handle`] (stop it, spawn onto it), which rings the loop's eventfd only if the
 //! loop is asleep.
 //!
-//! **Timers cost no SQE.** Sleeps and timeouts live in a per-loop timer wheel; the loop bounds
-//! its wait in `io_uring_enter` by the earliest deadline.
+//! **Timers cost no SQE each.** Sleeps and timeouts live in a per-loop timer wheel; one
+//! kernel timeout per loop, kept armed at the earliest deadline (moved only when an earlier
+//! one comes), ends the loop's wait in `io_uring_enter` when a timer is due.
 //!
 //! ## The pieces
 //!
@@ -75,8 +76,8 @@
 //!
 //! - A turn polls at most 128 ready tasks before it reaps completions, so a busy task cannot
 //!   starve I/O.
-//! - A loop makes one `io_uring_enter` per turn; it blocks only when no task is ready, bounded
-//!   by the next timer deadline. A wait that brings in only queued writes' completions
+//! - A loop makes one `io_uring_enter` per turn; it blocks only when no task is ready, until a
+//!   completion arrives (the loop's timer's, when a timer is due). A wait that brings in only queued writes' completions
 //!   (which wake no task) is followed by another wait, not by a turn; one that submits
 //!   replies tried at submit waits past their completions for the next event.
 //! - Timers have 1 ms resolution and never fire early.

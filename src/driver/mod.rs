@@ -10,6 +10,8 @@
 //!   no future waits on ([`Driver::submit_detached`]) is owned by its [`slot::Detached`] owner,
 //!   which the slot keeps alive until the final CQE.
 //! - Cancel SQEs carry [`CANCEL_USER_DATA`]; their CQEs are ignored.
+//! - The loop's one timer is a TIMEOUT carrying [`TIMER_USER_DATA`] (see
+//!   [`Driver::arm_timer`]); it holds no memory of ours once submitted.
 //! - Wakers are never woken, and user values never dropped, while the driver is borrowed:
 //!   the reaper collects them into [`Released`], which the runtime drains after the borrow ends.
 //!   The one exception is a waker the runtime's `wake_inline` hook vouches for (its own task
@@ -40,7 +42,7 @@ pub(crate) use stream::ForeignDrops;
 
 use ring::Batch;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -48,7 +50,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use io_uring::{squeue, IoUring};
+use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::sys::EnterFd;
 
@@ -59,6 +61,9 @@ use table::OpTable;
 /// `user_data` of cancel SQEs; their CQEs are ignored. Never a slot index: the table cannot
 /// hold `u64::MAX` entries.
 pub(crate) const CANCEL_USER_DATA: u64 = u64::MAX;
+
+/// `user_data` of the loop's timer (see [`Driver::arm_timer`]). Never a slot index either.
+pub(crate) const TIMER_USER_DATA: u64 = u64::MAX - 1;
 
 /// A loop's driver: cheap to clone, `!Send`.
 #[derive(Clone)]
@@ -79,7 +84,25 @@ pub(crate) struct DriverCell {
     multishot_accept: bool,
     /// Writes of at least this many bytes use SEND_ZC (`None`: never).
     send_zc_threshold: Option<usize>,
+    /// The loop's timer, readable without borrowing the driver (shared with `Inner`).
+    timer: Rc<TimerState>,
 }
+
+/// The loop's timer (see [`Driver::arm_timer`]), shared by the reaper, which ends it, and
+/// the turn, which checks it on every pass without borrowing the driver.
+pub(crate) struct TimerState {
+    /// It expired (its CQE was reaped) and the turn has not yet looked.
+    fired: Cell<bool>,
+    /// Its deadline (`CLOCK_MONOTONIC` ns) while it is in the kernel; `NOT_ARMED` otherwise.
+    armed: Cell<u64>,
+    /// Not used: each wait is given the next deadline instead, and the turn looks at the
+    /// wheel every time. So with batch waits (whose min-wait must be bounded by that deadline
+    /// anyway), with `Builder::kernel_timer(false)`, and once the kernel refused the timer (a
+    /// CQE with an error other than `ETIME`).
+    per_wait: Cell<bool>,
+}
+
+const NOT_ARMED: u64 = u64::MAX;
 
 /// How the receive-buffer pool is set up.
 pub(crate) struct PoolConfig {
@@ -97,6 +120,9 @@ pub(crate) struct PoolConfig {
     pub(crate) batch_wait: Option<Duration>,
     /// Try queued sends at submit where the kernel allows (see `Driver::trial_sends`).
     pub(crate) trial_sends: bool,
+    /// Serve timers with one kernel timeout (see `Driver::arm_timer`); false: give every
+    /// wait the next deadline.
+    pub(crate) kernel_timer: bool,
     pub(crate) count: u16,
     pub(crate) size: usize,
     /// Wakes the loop from another thread (a buffer dropped there was queued for return).
@@ -147,6 +173,11 @@ struct Inner {
     /// Wakes the loop when a watched socket has room again; a wait counts tries only while
     /// it is armed (see [`Driver::submit_detached_tried`]).
     room: Option<Arc<room::RoomWatch>>,
+    /// The loop's timer: the same as `DriverCell::timer`.
+    timer: Rc<TimerState>,
+    /// What the timer's SQEs point at. The kernel copies it when it prepares them, in the
+    /// `io_uring_enter` that submits them; it lives as long as the ring, in this cell.
+    timer_ts: types::Timespec,
     /// Wakes a waker while the driver is borrowed if that is known to be harmless, else hands
     /// it back to be woken after the borrow (see [`PoolConfig::wake_inline`]).
     wake_inline: fn(Waker) -> Result<(), Waker>,
@@ -204,6 +235,7 @@ impl Driver {
         // Shared by the pool (buffers returned from other threads) and `ForeignDrops`.
         let wake_loop = pool.wake_loop;
         let wake_inline = pool.wake_inline;
+        let kernel_timer = pool.kernel_timer;
         let no_iowait = !pool.iowait && ring.params().is_feature_no_iowait();
         // The room watcher needs multishot poll (5.13+); 6.1 (DEFER_TASKRUN's) is the oldest
         // kernel the tries are reasoned about on, rather than older completion paths.
@@ -242,8 +274,14 @@ impl Driver {
         let multishot_recv = multishot && pool.is_some();
         let reaper_pool = pool.clone();
         let send_zc_threshold = send_zc_threshold.filter(|_| kernel.is_some_and(|v| v >= (6, 0)));
+        let timer = Rc::new(TimerState {
+            fired: Cell::new(false),
+            armed: Cell::new(NOT_ARMED),
+            per_wait: Cell::new(!kernel_timer || batch.is_some()),
+        });
         let d = Driver(Rc::new(DriverCell {
             id,
+            timer: timer.clone(),
             pool,
             foreign_drops: Arc::new(ForeignDrops::new(wake_loop)),
             recv_size,
@@ -270,6 +308,8 @@ impl Driver {
                 closing: false,
                 trials: 0,
                 room,
+                timer,
+                timer_ts: types::Timespec::new(),
                 wake_inline,
             }),
         }));
@@ -363,12 +403,15 @@ impl Driver {
         !self.0.inner.borrow().released.is_empty()
     }
 
-    /// Whether SQEs wait to be submitted, or completions may wait to be reaped.
+    /// Whether SQEs wait to be submitted, or completions may wait to be reaped: those of
+    /// ops a future waits for, and the loop's timer's (without an enter a busy loop would
+    /// never see it expire).
     pub(crate) fn needs_enter(&self) -> bool {
+        let timer = self.0.timer.armed.get() != NOT_ARMED;
         let mut inner = self.0.inner.borrow_mut();
         let owned = inner.owned;
         match inner.ring.as_mut() {
-            Some(ring) => !ring.submission().is_empty() || owned > 0,
+            Some(ring) => !ring.submission().is_empty() || owned > 0 || timer,
             None => false,
         }
     }
@@ -383,6 +426,68 @@ impl Driver {
         inner.arm_wake()
     }
 
+    /// Makes the loop's timer expire no later than `deadline_ns` (`CLOCK_MONOTONIC`): armed
+    /// if it is not in the kernel, moved earlier (`IORING_TIMEOUT_UPDATE`) if it is and is
+    /// due later, left alone if it is due no later. It is never moved later: one that fires
+    /// early for nothing costs a turn, one moved later could sleep through a deadline. Its
+    /// expiry is an absolute `CLOCK_MONOTONIC` time, so it never drifts; see
+    /// [`Driver::take_timer_fired`].
+    #[inline]
+    pub(crate) fn arm_timer(&self, deadline_ns: u64) -> io::Result<()> {
+        let armed = self.0.timer.armed.get();
+        if armed <= deadline_ns || self.0.timer.per_wait.get() {
+            return Ok(()); // the common case: a later timeout than the one in the kernel
+        }
+        self.arm_timer_at(deadline_ns, armed != NOT_ARMED)
+    }
+
+    #[inline(never)]
+    fn arm_timer_at(&self, deadline_ns: u64, update: bool) -> io::Result<()> {
+        let mut inner = self.0.inner.borrow_mut();
+        if inner.ring.is_none() || inner.closing {
+            return Ok(());
+        }
+        inner.timer_ts = types::Timespec::new()
+            .sec(deadline_ns / 1_000_000_000)
+            .nsec((deadline_ns % 1_000_000_000) as u32);
+        let ts: *const types::Timespec = &inner.timer_ts;
+        // The SQEs point at `timer_ts`, which the kernel copies while it submits them (see
+        // the field). Two in the SQ at once read the same, latest value: the earliest.
+        let sqe = if update {
+            // Its CQE says only whether the timer was still there (`ENOENT` if it has just
+            // expired, whose own CQE then follows): nothing to act on.
+            opcode::TimeoutUpdate::new(TIMER_USER_DATA, ts)
+                .flags(types::TimeoutFlags::ABS)
+                .build()
+                .user_data(CANCEL_USER_DATA)
+        } else {
+            opcode::Timeout::new(ts)
+                .flags(types::TimeoutFlags::ABS)
+                .build()
+                .user_data(TIMER_USER_DATA)
+        };
+        inner.push(sqe)?;
+        self.0.timer.armed.set(deadline_ns);
+        Ok(())
+    }
+
+    /// Whether the loop's timer expired since the last call (its CQE was reaped): then the
+    /// timer wheel has work, and the timer is no longer in the kernel. Always true once the
+    /// timer is not used (see `TimerState::per_wait`).
+    #[inline]
+    pub(crate) fn take_timer_fired(&self) -> bool {
+        // Without the timer the wheel is looked at on every turn, as each wait takes the
+        // next deadline.
+        self.0.timer.fired.replace(false) || self.0.timer.per_wait.get()
+    }
+
+    /// Whether each wait must be given the next timer's deadline: where the loop's timer is
+    /// not used (see `TimerState::per_wait`).
+    #[inline]
+    pub(crate) fn waits_need_deadline(&self) -> bool {
+        self.0.timer.per_wait.get()
+    }
+
     /// Submits what is queued and reaps what completed, without blocking.
     pub(crate) fn submit(&self) -> io::Result<()> {
         self.0.inner.borrow_mut().enter(0, None, 0)
@@ -394,6 +499,12 @@ impl Driver {
         let mut inner = self.0.inner.borrow_mut();
         let before = inner.reaped;
         inner.others_since_park = 0;
+        if inner.timer.fired.get() {
+            // Reaped since the turn looked (by a submit that made room in the SQ, say):
+            // timers are due, and waiting could sleep past them.
+            inner.others_since_park = 1;
+            return Ok(());
+        }
         let Some(batch) = inner.batch else {
             let r = inner.enter(1, timeout, 0);
             if inner.reaped == before {

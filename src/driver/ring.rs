@@ -11,7 +11,7 @@ use io_uring::{opcode, squeue, types, IoUring};
 use crate::sys::{WaitArgs, ENTER_NO_IOWAIT};
 
 use super::slot::{Completion, Lifecycle, OnCqe};
-use super::{closed_error, Inner, CANCEL_USER_DATA};
+use super::{closed_error, Inner, CANCEL_USER_DATA, TIMER_USER_DATA};
 
 /// Batch waits: when completions come in bunches, a blocking wait asks for `target` of them
 /// and gives them `wait_us` to arrive (the kernel's min-wait: past it, one is enough), so one
@@ -258,6 +258,7 @@ impl Inner {
             owned,
             stray_cqes,
             pool,
+            timer,
             ..
         } = self;
         let Some(ring) = ring.as_mut() else {
@@ -273,8 +274,20 @@ impl Inner {
         for cqe in ring.completion() {
             n += 1;
             let ud = cqe.user_data();
-            if ud == CANCEL_USER_DATA {
-                continue;
+            if ud >= TIMER_USER_DATA {
+                if ud == TIMER_USER_DATA {
+                    // The loop's timer: expired (`ETIME`) or ended otherwise; either way
+                    // it is out of the kernel, and the wheel is to be looked at. Refused
+                    // (an error other than `ETIME`, or `ECANCELED` from the ring's exit), it
+                    // is not armed again: the waits take the deadline instead.
+                    let res = cqe.result();
+                    if res < 0 && res != -libc::ETIME && res != -libc::ECANCELED {
+                        timer.per_wait.set(true);
+                    }
+                    timer.armed.set(super::NOT_ARMED);
+                    timer.fired.set(true);
+                }
+                continue; // CANCEL_USER_DATA: a cancel's or an update's own CQE
             }
             let c = Completion {
                 res: cqe.result(),

@@ -29,6 +29,7 @@ pub struct Builder {
     pub(crate) iowait: bool,
     pub(crate) batch_wait: Option<Duration>,
     pub(crate) trial_sends: bool,
+    pub(crate) kernel_timer: bool,
 }
 
 impl Default for Builder {
@@ -45,6 +46,7 @@ impl Default for Builder {
             iowait: true,
             batch_wait: None,
             trial_sends: true,
+            kernel_timer: true,
         }
     }
 }
@@ -180,6 +182,16 @@ impl Builder {
     #[doc(hidden)]
     pub fn trial_sends(mut self, on: bool) -> Self {
         self.trial_sends = on;
+        self
+    }
+
+    /// Whether the loop's timers are served by one kernel timeout, kept armed at the earliest
+    /// deadline (default true), rather than by giving every wait the next deadline. For
+    /// comparisons and tests (the latter is also the loop's fallback should the kernel refuse
+    /// that timeout).
+    #[doc(hidden)]
+    pub fn kernel_timer(mut self, on: bool) -> Self {
+        self.kernel_timer = on;
         self
     }
 

@@ -109,6 +109,7 @@ impl EventLoop {
                 iowait: b.iowait,
                 batch_wait: b.batch_wait,
                 trial_sends: b.trial_sends,
+                kernel_timer: b.kernel_timer,
                 count: b.recv_buffers.0,
                 size: b.recv_buffers.1,
                 wake_loop: std::sync::Arc::new(move || wake_remote.notifier().notify()),
@@ -333,12 +334,13 @@ impl Core {
     }
 
     /// One turn: take in remote work, poll ready tasks, fire timers, then one
-    /// `io_uring_enter` — blocking (bounded by the next timer) only if nothing is ready.
+    /// `io_uring_enter` — blocking only if nothing is ready (the loop's timer ends the wait when
+    /// a timer is due).
     fn turn(&self, extra_ready: impl Fn() -> bool) -> io::Result<()> {
         self.sched.drain_remote();
         self.driver.drain_foreign();
         self.sched.run(TASK_BUDGET);
-        self.fire_timers();
+        self.fire_timers()?;
         self.run_released();
         let idle = !self.sched.has_ready() && !extra_ready();
         if idle {
@@ -365,12 +367,18 @@ impl Core {
     fn park(&self, extra_ready: &impl Fn() -> bool) -> io::Result<()> {
         let mut again = false;
         loop {
-            let timeout = self
-                .timers
-                .wheel
-                .borrow()
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(Instant::now()));
+            // The loop's kernel timer ends the wait when a timer is due (see `fire_timers`).
+            // Only a batch wait is also given the next deadline (its min-wait must not pass
+            // it), and every wait where that timer is not used.
+            let timeout = if self.driver.waits_need_deadline() {
+                self.timers
+                    .wheel
+                    .borrow()
+                    .next_deadline()
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+            } else {
+                None
+            };
             if again && timeout == Some(Duration::ZERO) {
                 return Ok(()); // a timer is due: the turn fires it
             }
@@ -386,20 +394,39 @@ impl Core {
         }
     }
 
+    /// Fires the timers that are due once the loop's kernel timer expired, and keeps that
+    /// timer armed no later than the earliest tick the wheel needs. Neither reads the clock
+    /// otherwise: a turn with timers pending and none due costs a check of the wheel's
+    /// earliest new deadline, and a wait no timer of its own.
     #[inline]
-    fn fire_timers(&self) {
-        if self.timers.wheel.borrow().pending() == 0 {
-            return;
+    fn fire_timers(&self) -> io::Result<()> {
+        let fired = self.driver.take_timer_fired();
+        if !fired && !self.timers.inserted.replace(false) {
+            return Ok(());
         }
-        let mut wakers = self.timer_wakers.borrow_mut();
-        self.timers
-            .wheel
-            .borrow_mut()
-            .process(Instant::now(), &mut wakers);
-        // Wake with no borrow of the wheel held; `wakers` is this loop's own scratch vector and
-        // wakers only push onto run queues.
-        for w in wakers.drain(..) {
-            w.wake();
+        let mut wheel = self.timers.wheel.borrow_mut();
+        let arm_at = if fired {
+            self.timers.inserted.set(false); // `next_expiry_ns` covers what was inserted
+            let mut wakers = self.timer_wakers.borrow_mut();
+            if wheel.pending() > 0 {
+                wheel.process(Instant::now(), &mut wakers);
+            }
+            let next = wheel.next_expiry_ns();
+            drop(wheel);
+            // Wake with no borrow of the wheel held; `wakers` is this loop's own scratch
+            // vector and wakers only push onto run queues.
+            for w in wakers.drain(..) {
+                w.wake();
+            }
+            next
+        } else {
+            let earliest = wheel.take_earliest();
+            drop(wheel);
+            earliest
+        };
+        match arm_at {
+            Some(ns) => self.driver.arm_timer(ns),
+            None => Ok(()),
         }
     }
 

@@ -32,6 +32,18 @@ pub(crate) fn cvt(res: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 /// The kernel's release string (`uname -r`), or `"unknown"`.
+/// `CLOCK_MONOTONIC` (the clock of `std::time::Instant` and of io_uring's absolute
+/// timeouts) in ns.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
 pub(crate) fn kernel_release() -> String {
     // SAFETY: utsname is plain old data; all-zero is a valid value.
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };

@@ -1,9 +1,12 @@
 //! Timers: [`sleep`], [`sleep_until`], [`timeout`], [`interval`].
 //!
-//! Timers cost no SQE. Each loop keeps a timer wheel (O(1) insert and cancel, 1 ms
-//! resolution, never early) and bounds its `io_uring_enter` wait by the earliest deadline, so a
-//! million pending sleeps cost memory (about 50 bytes each in the wheel) and nothing per loop
-//! iteration.
+//! Timers cost no SQE each. Each loop keeps a timer wheel (O(1) insert and cancel, 1 ms
+//! resolution, never early) and one kernel timeout (an absolute `IORING_OP_TIMEOUT`) armed no
+//! later than the earliest deadline: moved earlier when an earlier timer is registered, never
+//! later, re-armed after it expires. So a million pending sleeps cost memory (about 50 bytes
+//! each in the wheel) and nothing per loop iteration: no clock read, and no timer armed in the
+//! kernel for each wait, as a wait bounded by a timeout would. A server's per-request timeout
+//! (registered, then cancelled when the request comes in) costs a wheel insert and removal.
 //!
 //! A timer future belongs to the loop that first polls it; it can be created anywhere.
 //!
@@ -23,7 +26,7 @@ mod wheel;
 
 pub(crate) use wheel::Wheel;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -37,6 +40,9 @@ use crate::util::registry::{Current, Entered, LoopPart, Registry};
 pub(crate) struct Timers {
     id: u64,
     pub(crate) wheel: RefCell<Wheel>,
+    /// A timer was registered since the loop last looked (see `Wheel::take_earliest`):
+    /// checked on every turn without borrowing the wheel.
+    pub(crate) inserted: Cell<bool>,
 }
 
 impl LoopPart for Timers {
@@ -55,6 +61,7 @@ impl Timers {
         let t = Rc::new(Timers {
             id,
             wheel: RefCell::new(Wheel::new(start)),
+            inserted: Cell::new(false),
         });
         TIMERS.with(|r| r.register(&t));
         t
@@ -147,6 +154,7 @@ impl Future for Sleep {
                         None => true,
                         Some(key) => {
                             this.timer = Some((t.id, key));
+                            t.inserted.set(true);
                             false
                         }
                     },

@@ -13,6 +13,11 @@
 //!
 //! Resolution is 1 ms: a deadline is rounded up to the next millisecond tick, so a timer never
 //! fires early.
+//!
+//! The wheel reads no clock of its own between firings. The loop keeps one kernel timeout
+//! armed at the earliest tick the wheel needs ([`Wheel::take_earliest`] says when that moved
+//! earlier), and calls [`Wheel::process`] only when it expires: a pending timer costs a loop
+//! turn nothing, and a wait no timer of its own.
 
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -25,6 +30,8 @@ const SLOTS: usize = 1 << SLOT_BITS;
 /// Ticks the wheel spans.
 const SPAN: u64 = 1 << (SLOT_BITS as usize * LEVELS);
 const NIL: u32 = u32::MAX;
+/// No tick: nothing inserted, or nothing pending.
+const NO_TICK: u64 = u64::MAX;
 
 struct Entry {
     /// Deadline in ticks since `start`.
@@ -46,6 +53,12 @@ struct Level {
 /// The timers of one loop.
 pub(crate) struct Wheel {
     start: Instant,
+    /// `start` on `CLOCK_MONOTONIC`, in ns, read just after it: never earlier than `start`,
+    /// so a kernel timeout at `start_ns + tick` never ends before the tick.
+    start_ns: u64,
+    /// The earliest deadline (in ticks) inserted since [`Wheel::take_earliest`] last ran, or
+    /// `NO_TICK`.
+    earliest_new: u64,
     /// Ticks processed: every entry due at or before `elapsed` has fired.
     elapsed: u64,
     levels: [Level; LEVELS],
@@ -56,8 +69,15 @@ pub(crate) struct Wheel {
 
 impl Wheel {
     pub(crate) fn new(start: Instant) -> Wheel {
+        // Read after `start` (and after `Instant::now`, which is the same clock), so that
+        // `start_ns` is no earlier than `start`.
+        let since_start = Instant::now().saturating_duration_since(start);
+        let now_ns = crate::sys::monotonic_ns();
+        let start_ns = now_ns.saturating_sub(u64::try_from(since_start.as_nanos()).unwrap_or(0));
         Wheel {
             start,
+            start_ns,
+            earliest_new: NO_TICK,
             elapsed: 0,
             levels: [Level {
                 occupied: 0,
@@ -106,7 +126,35 @@ impl Wheel {
         });
         self.link(key);
         self.pending += 1;
+        self.earliest_new = self.earliest_new.min(when);
         Some(key)
+    }
+
+    /// The earliest deadline inserted since the last call, as `CLOCK_MONOTONIC` ns (`None`:
+    /// nothing was). A kernel timeout armed no later than every such deadline, and re-armed
+    /// at [`Wheel::next_expiry_ns`] after each [`Wheel::process`], is never late: a slot of a
+    /// higher level whose cascade is woken for late still has all its deadlines ahead, and
+    /// `process` handles every slot that is due, in order.
+    #[inline]
+    pub(crate) fn take_earliest(&mut self) -> Option<u64> {
+        let t = std::mem::replace(&mut self.earliest_new, NO_TICK);
+        (t != NO_TICK).then(|| self.tick_ns(t))
+    }
+
+    /// When [`Wheel::process`] next has work (a timer to fire or a slot to cascade), as
+    /// `CLOCK_MONOTONIC` ns; `None` with no timer pending. Covers what [`Wheel::take_earliest`]
+    /// would have said, which it resets.
+    pub(crate) fn next_expiry_ns(&mut self) -> Option<u64> {
+        self.earliest_new = NO_TICK;
+        if self.pending == 0 {
+            return None;
+        }
+        let (_, _, tick) = self.next_expiration()?;
+        Some(self.tick_ns(tick))
+    }
+
+    fn tick_ns(&self, tick: u64) -> u64 {
+        self.start_ns.saturating_add(tick.saturating_mul(1_000_000))
     }
 
     /// Whether timer `key` fired; if not, records `waker` for it.

@@ -27,6 +27,17 @@ pub(crate) fn conn_closed() {
 /// ringloop receives into its pool's buffers (16 KiB by default), bare into 4 KiB ones.
 const READ_BUF: usize = 8 * 1024;
 
+/// `--idle-timeout-ms N`: the ringloop and tokio servers give each receive N ms (a server's
+/// idle timeout: one timer armed and cancelled per request). 0: no timeout.
+static IDLE_TIMEOUT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn idle_timeout() -> Option<std::time::Duration> {
+    match IDLE_TIMEOUT_MS.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => None,
+        ms => Some(std::time::Duration::from_millis(ms)),
+    }
+}
+
 /// The batch wait of the `ringloop-batch` server.
 const BATCH_WAIT_US: u64 = 20;
 
@@ -69,8 +80,16 @@ fn ringloop_server(
             };
             let _ = conn.set_nodelay(true);
             ringloop::spawn(async move {
+                let idle = idle_timeout();
                 loop {
-                    let Ok(buf) = conn.recv().await else { break };
+                    let got = match idle {
+                        None => conn.recv().await,
+                        Some(d) => match ringloop::time::timeout(d, conn.recv()).await {
+                            Ok(r) => r,
+                            Err(_) => break, // idle too long: close
+                        },
+                    };
+                    let Ok(buf) = got else { break };
                     if buf.is_empty() {
                         break;
                     }
@@ -93,10 +112,12 @@ fn ringloop_server(
 
 fn tokio_server(addr: SocketAddr) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .unwrap();
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    b.enable_io();
+    if idle_timeout().is_some() {
+        b.enable_time(); // only then: tokio's time driver changes how it parks
+    }
+    let rt = b.build().unwrap();
     rt.block_on(async move {
         let l = tokio::net::TcpListener::bind(addr).await.unwrap();
         announce(l.local_addr().unwrap());
@@ -107,8 +128,16 @@ fn tokio_server(addr: SocketAddr) {
             let _ = conn.set_nodelay(true);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; READ_BUF];
+                let idle = idle_timeout();
                 loop {
-                    let n = match conn.read(&mut buf).await {
+                    let got = match idle {
+                        None => conn.read(&mut buf).await,
+                        Some(d) => match tokio::time::timeout(d, conn.read(&mut buf)).await {
+                            Ok(r) => r,
+                            Err(_) => break, // idle too long: close
+                        },
+                    };
+                    let n = match got {
                         Ok(0) | Err(_) => break,
                         Ok(n) => n,
                     };
@@ -167,6 +196,10 @@ fn main() {
     let addr: SocketAddr = args.get("addr", "127.0.0.1:0".parse().unwrap());
     EXIT_AFTER.store(
         args.get("exit-after", 0),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    IDLE_TIMEOUT_MS.store(
+        args.get("idle-timeout-ms", 0),
         std::sync::atomic::Ordering::Relaxed,
     );
     match args.str("server").unwrap_or("") {
