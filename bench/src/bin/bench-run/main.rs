@@ -359,7 +359,14 @@ fn idle_bytes(cfg: &Cfg, server: &str, n: usize) -> f64 {
 /// User-space instructions per request under callgrind, over `conns` connections: the
 /// difference between a run of `n2` and one of `n1` requests, divided by `n2 - n1`, so
 /// start-up cancels out.
-fn callgrind_per_request(cfg: &Cfg, server: &str, conns: usize, n1: u64, n2: u64) -> Option<f64> {
+fn callgrind_per_request(
+    cfg: &Cfg,
+    server: &str,
+    conns: usize,
+    n1: u64,
+    n2: u64,
+    extra: &[&str],
+) -> Option<f64> {
     let mut totals = Vec::new();
     let conns = conns.to_string();
     for n in [n1, n2] {
@@ -369,7 +376,11 @@ fn callgrind_per_request(cfg: &Cfg, server: &str, conns: usize, n1: u64, n2: u64
             "--tool=callgrind".into(),
             format!("--callgrind-out-file={}", out.display()),
         ];
-        let (srv, addr) = spawn_server(cfg, server, &wrapper, &["--exit-after", &conns]);
+        let args: Vec<&str> = ["--exit-after", conns.as_str()]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        let (srv, addr) = spawn_server(cfg, server, &wrapper, &args);
         let status = Command::new(cfg.bin.join("bench-load"))
             .args([
                 "--addr",
@@ -414,14 +425,15 @@ fn callgrind_rows(
     servers: &[&'static str],
     n1: u64,
     n2: u64,
+    extra: &[&str],
 ) -> Vec<(&'static str, Option<f64>, Option<f64>)> {
-    distinct(servers)
+    servers
         .iter()
         .map(|s| {
             (
                 *s,
-                callgrind_per_request(cfg, s, 16, n1, n2),
-                callgrind_per_request(cfg, s, 1, n1, n2),
+                callgrind_per_request(cfg, s, 16, n1, n2, extra),
+                callgrind_per_request(cfg, s, 1, n1, n2, extra),
             )
         })
         .collect()
@@ -650,7 +662,19 @@ fn main() {
             .is_ok_and(|s| s.success());
     let (n1, n2) = if quick { (1000, 3000) } else { (5000, 25000) };
     let callgrind = if valgrind {
-        callgrind_rows(&cfg, &servers, n1, n2)
+        callgrind_rows(&cfg, &distinct(&servers), n1, n2, &[])
+    } else {
+        Vec::new()
+    };
+    // With a timer per request (a server's idle timeout), for the servers that take one. Not
+    // in quick mode.
+    let timed: Vec<&'static str> = servers
+        .iter()
+        .copied()
+        .filter(|s| matches!(*s, "ringloop" | "tokio"))
+        .collect();
+    let callgrind_timeout = if valgrind && !quick {
+        callgrind_rows(&cfg, &timed, n1, n2, &["--idle-timeout-ms", "30000"])
     } else {
         Vec::new()
     };
@@ -658,7 +682,7 @@ fn main() {
     // servers' costs by different amounts. Not in quick mode (a minute-long smoke run).
     let callgrind_lto = match (valgrind && !quick && !args.flag("no-lto")).then(|| build_lto(&cfg))
     {
-        Some(Some(lto)) => callgrind_rows(&lto, &servers, n1, n2),
+        Some(Some(lto)) => callgrind_rows(&lto, &distinct(&servers), n1, n2, &[]),
         _ => Vec::new(),
     };
 
@@ -699,6 +723,7 @@ fn main() {
         idle,
         callgrind,
         callgrind_lto,
+        callgrind_timeout,
         micro,
     };
     let name = if quick {

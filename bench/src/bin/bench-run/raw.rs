@@ -13,6 +13,7 @@
 //!   `-` where a count failed;
 //! - `callgrind-lto SERVER MANY ONE`: the same, with the servers built by the `release-lto`
 //!   profile (fat LTO, one codegen unit);
+//! - `callgrind-timeout SERVER MANY ONE`: the same, each receive under a 30 s timeout;
 //! - `micro LINE`: the microbenchmarks' markdown table, a line each.
 
 use std::collections::BTreeMap;
@@ -53,6 +54,8 @@ pub(crate) struct Results {
     pub(crate) callgrind: Vec<(&'static str, Option<f64>, Option<f64>)>,
     /// The same, built with fat LTO (empty when not measured).
     pub(crate) callgrind_lto: Vec<(&'static str, Option<f64>, Option<f64>)>,
+    /// The same, each receive under a 30 s timeout (empty when not measured).
+    pub(crate) callgrind_timeout: Vec<(&'static str, Option<f64>, Option<f64>)>,
     pub(crate) micro: String,
 }
 
@@ -130,6 +133,9 @@ impl Results {
         for (s, many, one) in &self.callgrind_lto {
             let _ = writeln!(t, "callgrind-lto\t{s}\t{}\t{}", opt(many), opt(one));
         }
+        for (s, many, one) in &self.callgrind_timeout {
+            let _ = writeln!(t, "callgrind-timeout\t{s}\t{}\t{}", opt(many), opt(one));
+        }
         for line in self.micro.lines() {
             let _ = writeln!(t, "micro\t{line}");
         }
@@ -146,6 +152,7 @@ impl Results {
         let mut idle = Vec::new();
         let mut callgrind = Vec::new();
         let mut callgrind_lto = Vec::new();
+        let mut callgrind_timeout = Vec::new();
         let mut micro = String::new();
         for (n, line) in text.lines().enumerate() {
             let bad = |what: &str| format!("line {}: {what}: {line:?}", n + 1);
@@ -201,7 +208,7 @@ impl Results {
                     syscalls.insert((point(1, &points)?, server(2)?), num(3)?);
                 }
                 ("idle", 3) => idle.push((server(1)?, num(2)?)),
-                (kind @ ("callgrind" | "callgrind-lto"), 4) => {
+                (kind @ ("callgrind" | "callgrind-lto" | "callgrind-timeout"), 4) => {
                     let opt = |i: usize| {
                         if f[i] == "-" {
                             Ok(None)
@@ -210,10 +217,10 @@ impl Results {
                         }
                     };
                     let row = (server(1)?, opt(2)?, opt(3)?);
-                    if kind == "callgrind" {
-                        callgrind.push(row);
-                    } else {
-                        callgrind_lto.push(row);
+                    match kind {
+                        "callgrind" => callgrind.push(row),
+                        "callgrind-lto" => callgrind_lto.push(row),
+                        _ => callgrind_timeout.push(row),
                     }
                 }
                 ("micro", _) => {
@@ -265,6 +272,7 @@ impl Results {
             idle,
             callgrind,
             callgrind_lto,
+            callgrind_timeout,
             micro,
         })
     }
@@ -323,6 +331,7 @@ mod tests {
                 ("ringloop", Some(1129.1), Some(1790.0)),
                 ("tokio", None, Some(1210.0)),
             ],
+            callgrind_timeout: vec![("ringloop", Some(1362.0), Some(1715.0))],
             micro: "| a | b |\n|---|---|\n".into(),
         }
     }

@@ -166,12 +166,16 @@ pub(crate) fn report(r: &Results, name: &str) -> String {
         }
     }
     if !callgrind.is_empty() {
-        let _ = writeln!(md, "\n## User-space instructions per request (callgrind)\n\n64 B echo over 16 connections and over 1; (instructions at {n2} requests − at {n1}) ÷ {}. Free of the machine's noise: exact over one connection, within a few percent over 16 (how many requests share a loop turn varies from run to run). Over one connection an io_uring server turns its loop twice per request (the receive's completion, then the send's), so per-turn costs weigh double there.\n", n2 - n1);
+        let _ = writeln!(md, "\n## User-space instructions per request (callgrind)\n\n64 B echo over 16 connections and over 1; (instructions at {n2} requests − at {n1}) ÷ {}. Free of the machine's noise: exact over one connection, within a few percent over 16 (how many requests share a loop turn varies from run to run). Over one connection a server turns its loop once per request, so per-turn costs weigh fully there; over 16, several requests share a turn.\n", n2 - n1);
         callgrind_table(&mut md, callgrind);
     }
     if !r.callgrind_lto.is_empty() {
         let _ = writeln!(md, "\nThe same servers built with `--profile release-lto` (fat LTO, one codegen unit), as a production build may be. LTO inlines across crates, which the default release build does only for generic and `#[inline]` code, so it changes each server's cost by a different amount.\n");
         callgrind_table(&mut md, &r.callgrind_lto);
+    }
+    if !r.callgrind_timeout.is_empty() {
+        let _ = writeln!(md, "\nThe same echo with each receive under a 30 s timeout (`--idle-timeout-ms 30000`: `ringloop::time::timeout`, `tokio::time::timeout`), as a server's idle timeout is: a timer registered and cancelled per request.\n");
+        callgrind_table(&mut md, &r.callgrind_timeout);
     }
     if !micro.trim().is_empty() {
         let _ = writeln!(md, "\n## Microbenchmarks\n\n{}", micro.trim());
