@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use ringloop_bench::{pin, raise_nofile, Args};
 
@@ -31,10 +32,10 @@ const READ_BUF: usize = 8 * 1024;
 /// idle timeout: one timer armed and cancelled per request). 0: no timeout.
 static IDLE_TIMEOUT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-fn idle_timeout() -> Option<std::time::Duration> {
+fn idle_timeout() -> Option<Duration> {
     match IDLE_TIMEOUT_MS.load(std::sync::atomic::Ordering::Relaxed) {
         0 => None,
-        ms => Some(std::time::Duration::from_millis(ms)),
+        ms => Some(Duration::from_millis(ms)),
     }
 }
 
@@ -79,39 +80,59 @@ fn ringloop_server(
                 continue;
             };
             let _ = conn.set_nodelay(true);
-            ringloop::spawn(async move {
-                let idle = idle_timeout();
-                loop {
-                    let got = match idle {
-                        None => conn.recv().await,
-                        Some(d) => match ringloop::time::timeout(d, conn.recv()).await {
-                            Ok(r) => r,
-                            Err(_) => break, // idle too long: close
-                        },
-                    };
-                    let Ok(buf) = got else { break };
-                    if buf.is_empty() {
-                        break;
-                    }
-                    // Queued: the reply's completion is the loop's business, not the task's.
-                    let sent = if awaited {
-                        conn.write_all(buf).await.0
-                    } else {
-                        conn.write_queued(buf).await
-                    };
-                    if sent.is_err() {
-                        break;
-                    }
-                }
-                drop(conn);
-                conn_closed();
-            });
+            // Two task bodies, so that the untimed one is the same future as without the
+            // option (its size shows in the memory per idle connection).
+            match idle_timeout() {
+                None => drop(ringloop::spawn(ringloop_echo(conn, awaited))),
+                Some(d) => drop(ringloop::spawn(ringloop_echo_timed(conn, awaited, d))),
+            }
         }
     });
 }
 
+async fn ringloop_echo(conn: ringloop::net::TcpStream, awaited: bool) {
+    loop {
+        let Ok(buf) = conn.recv().await else { break };
+        if buf.is_empty() {
+            break;
+        }
+        // Queued: the reply's completion is the loop's business, not the task's.
+        let sent = if awaited {
+            conn.write_all(buf).await.0
+        } else {
+            conn.write_queued(buf).await
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    drop(conn);
+    conn_closed();
+}
+
+/// `ringloop_echo` with each receive under `idle` (closed when it runs out).
+async fn ringloop_echo_timed(conn: ringloop::net::TcpStream, awaited: bool, idle: Duration) {
+    loop {
+        let Ok(Ok(buf)) = ringloop::time::timeout(idle, conn.recv()).await else {
+            break;
+        };
+        if buf.is_empty() {
+            break;
+        }
+        let sent = if awaited {
+            conn.write_all(buf).await.0
+        } else {
+            conn.write_queued(buf).await
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    drop(conn);
+    conn_closed();
+}
+
 fn tokio_server(addr: SocketAddr) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut b = tokio::runtime::Builder::new_current_thread();
     b.enable_io();
     if idle_timeout().is_some() {
@@ -122,34 +143,49 @@ fn tokio_server(addr: SocketAddr) {
         let l = tokio::net::TcpListener::bind(addr).await.unwrap();
         announce(l.local_addr().unwrap());
         loop {
-            let Ok((mut conn, _)) = l.accept().await else {
+            let Ok((conn, _)) = l.accept().await else {
                 continue;
             };
             let _ = conn.set_nodelay(true);
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; READ_BUF];
-                let idle = idle_timeout();
-                loop {
-                    let got = match idle {
-                        None => conn.read(&mut buf).await,
-                        Some(d) => match tokio::time::timeout(d, conn.read(&mut buf)).await {
-                            Ok(r) => r,
-                            Err(_) => break, // idle too long: close
-                        },
-                    };
-                    let n = match got {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    if conn.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-                drop(conn);
-                conn_closed();
-            });
+            match idle_timeout() {
+                None => drop(tokio::spawn(tokio_echo(conn))),
+                Some(d) => drop(tokio::spawn(tokio_echo_timed(conn, d))),
+            }
         }
     });
+}
+
+async fn tokio_echo(mut conn: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; READ_BUF];
+    loop {
+        let n = match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if conn.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    drop(conn);
+    conn_closed();
+}
+
+/// `tokio_echo` with each read under `idle` (closed when it runs out).
+async fn tokio_echo_timed(mut conn: tokio::net::TcpStream, idle: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; READ_BUF];
+    loop {
+        let n = match tokio::time::timeout(idle, conn.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => n,
+        };
+        if conn.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    drop(conn);
+    conn_closed();
 }
 
 fn monoio_server(addr: SocketAddr) {
