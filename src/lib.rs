@@ -77,10 +77,12 @@
 //! - A turn polls at most 128 ready tasks before it reaps completions, so a busy task cannot
 //!   starve I/O.
 //! - A loop makes one `io_uring_enter` per turn; it blocks only when no task is ready, until a
-//!   completion arrives (the loop's timer's, when a timer is due). A wait that brings in only queued writes' completions
-//!   (which wake no task) is followed by another wait, not by a turn; one that submits
-//!   replies tried at submit waits past their completions for the next event.
-//! - Timers have 1 ms resolution and never fire early.
+//!   completion arrives (the loop's timer's, when a timer is due). A wait that brings in
+//!   only queued writes' completions (which wake no task) is followed by another wait, not by
+//!   a turn; one that submits replies tried at submit waits past their completions for the
+//!   next event.
+//! - Timers have 1 ms resolution and never fire early. Registering and cancelling one (a
+//!   per-request timeout) touches only the wheel, unless it is earlier than every other.
 //! - A wake from the loop's own thread costs no atomic operation for `wake_by_ref`.
 //!
 //! ## Requirements
