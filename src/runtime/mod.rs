@@ -401,17 +401,19 @@ impl Core {
     #[inline]
     fn fire_timers(&self) -> io::Result<()> {
         let fired = self.driver.take_timer_fired();
-        if !fired && !self.timers.inserted.replace(false) {
-            return Ok(());
-        }
-        let mut wheel = self.timers.wheel.borrow_mut();
+        let new = self.timers.earliest_new.replace(u64::MAX);
         let arm_at = if fired {
-            self.timers.inserted.set(false); // `next_expiry_ns` covers what was inserted
+            let mut wheel = self.timers.wheel.borrow_mut();
             let mut wakers = self.timer_wakers.borrow_mut();
             if wheel.pending() > 0 {
                 wheel.process(Instant::now(), &mut wakers);
             }
-            let next = wheel.next_expiry_ns();
+            // Covers the new timers too. Not needed where each wait takes the deadline.
+            let next = if self.driver.waits_need_deadline() {
+                None
+            } else {
+                wheel.next_expiry_ns()
+            };
             drop(wheel);
             // Wake with no borrow of the wheel held; `wakers` is this loop's own scratch
             // vector and wakers only push onto run queues.
@@ -419,10 +421,10 @@ impl Core {
                 w.wake();
             }
             next
+        } else if new != u64::MAX {
+            Some(new)
         } else {
-            let earliest = wheel.take_earliest();
-            drop(wheel);
-            earliest
+            return Ok(());
         };
         match arm_at {
             Some(ns) => self.driver.arm_timer(ns),

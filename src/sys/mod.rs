@@ -31,7 +31,6 @@ pub(crate) fn cvt(res: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// The kernel's release string (`uname -r`), or `"unknown"`.
 /// `CLOCK_MONOTONIC` (the clock of `std::time::Instant` and of io_uring's absolute
 /// timeouts) in ns.
 pub(crate) fn monotonic_ns() -> u64 {
@@ -44,6 +43,7 @@ pub(crate) fn monotonic_ns() -> u64 {
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
+/// The kernel's release string (`uname -r`), or `"unknown"`.
 pub(crate) fn kernel_release() -> String {
     // SAFETY: utsname is plain old data; all-zero is a valid value.
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };

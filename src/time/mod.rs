@@ -40,9 +40,10 @@ use crate::util::registry::{Current, Entered, LoopPart, Registry};
 pub(crate) struct Timers {
     id: u64,
     pub(crate) wheel: RefCell<Wheel>,
-    /// A timer was registered since the loop last looked (see `Wheel::take_earliest`):
-    /// checked on every turn without borrowing the wheel.
-    pub(crate) inserted: Cell<bool>,
+    /// The earliest deadline (`CLOCK_MONOTONIC` ns, from `Wheel::insert`) of the timers
+    /// registered since the loop last looked, `u64::MAX` if none: checked on every turn
+    /// without borrowing the wheel.
+    pub(crate) earliest_new: Cell<u64>,
 }
 
 impl LoopPart for Timers {
@@ -61,7 +62,7 @@ impl Timers {
         let t = Rc::new(Timers {
             id,
             wheel: RefCell::new(Wheel::new(start)),
-            inserted: Cell::new(false),
+            earliest_new: Cell::new(u64::MAX),
         });
         TIMERS.with(|r| r.register(&t));
         t
@@ -152,9 +153,9 @@ impl Future for Sleep {
                 match this.timer {
                     None => match wheel.insert(this.deadline, cx.waker().clone()) {
                         None => true,
-                        Some(key) => {
+                        Some((key, ns)) => {
                             this.timer = Some((t.id, key));
-                            t.inserted.set(true);
+                            t.earliest_new.set(t.earliest_new.get().min(ns));
                             false
                         }
                     },

@@ -15,9 +15,11 @@
 //! fires early.
 //!
 //! The wheel reads no clock of its own between firings. The loop keeps one kernel timeout
-//! armed at the earliest tick the wheel needs ([`Wheel::take_earliest`] says when that moved
-//! earlier), and calls [`Wheel::process`] only when it expires: a pending timer costs a loop
-//! turn nothing, and a wait no timer of its own.
+//! armed no later than every deadline [`Wheel::insert`] returned, and calls
+//! [`Wheel::process`] only when it expires, then re-arms it at [`Wheel::next_expiry_ns`]: a
+//! pending timer costs a loop turn nothing, and a wait no timer of its own. That is never
+//! late: a slot of a higher level whose cascade is woken for late still has all its
+//! deadlines ahead, and `process` handles every slot that is due, in order.
 
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -30,8 +32,6 @@ const SLOTS: usize = 1 << SLOT_BITS;
 /// Ticks the wheel spans.
 const SPAN: u64 = 1 << (SLOT_BITS as usize * LEVELS);
 const NIL: u32 = u32::MAX;
-/// No tick: nothing inserted, or nothing pending.
-const NO_TICK: u64 = u64::MAX;
 
 struct Entry {
     /// Deadline in ticks since `start`.
@@ -56,9 +56,6 @@ pub(crate) struct Wheel {
     /// `start` on `CLOCK_MONOTONIC`, in ns, read just after it: never earlier than `start`,
     /// so a kernel timeout at `start_ns + tick` never ends before the tick.
     start_ns: u64,
-    /// The earliest deadline (in ticks) inserted since [`Wheel::take_earliest`] last ran, or
-    /// `NO_TICK`.
-    earliest_new: u64,
     /// Ticks processed: every entry due at or before `elapsed` has fired.
     elapsed: u64,
     levels: [Level; LEVELS],
@@ -77,7 +74,6 @@ impl Wheel {
         Wheel {
             start,
             start_ns,
-            earliest_new: NO_TICK,
             elapsed: 0,
             levels: [Level {
                 occupied: 0,
@@ -108,8 +104,10 @@ impl Wheel {
         u64::try_from(t.saturating_duration_since(self.start).as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Registers a timer; `None` if the deadline has already passed for the wheel.
-    pub(crate) fn insert(&mut self, deadline: Instant, waker: Waker) -> Option<usize> {
+    /// Registers a timer: its key, and its deadline rounded up to the wheel's tick as
+    /// `CLOCK_MONOTONIC` ns (for the loop's kernel timer); `None` if the deadline has already
+    /// passed for the wheel.
+    pub(crate) fn insert(&mut self, deadline: Instant, waker: Waker) -> Option<(usize, u64)> {
         let when = self.tick_ceil(deadline);
         if when <= self.elapsed {
             return None;
@@ -126,26 +124,13 @@ impl Wheel {
         });
         self.link(key);
         self.pending += 1;
-        self.earliest_new = self.earliest_new.min(when);
-        Some(key)
-    }
-
-    /// The earliest deadline inserted since the last call, as `CLOCK_MONOTONIC` ns (`None`:
-    /// nothing was). A kernel timeout armed no later than every such deadline, and re-armed
-    /// at [`Wheel::next_expiry_ns`] after each [`Wheel::process`], is never late: a slot of a
-    /// higher level whose cascade is woken for late still has all its deadlines ahead, and
-    /// `process` handles every slot that is due, in order.
-    #[inline]
-    pub(crate) fn take_earliest(&mut self) -> Option<u64> {
-        let t = std::mem::replace(&mut self.earliest_new, NO_TICK);
-        (t != NO_TICK).then(|| self.tick_ns(t))
+        Some((key, self.tick_ns(when)))
     }
 
     /// When [`Wheel::process`] next has work (a timer to fire or a slot to cascade), as
-    /// `CLOCK_MONOTONIC` ns; `None` with no timer pending. Covers what [`Wheel::take_earliest`]
-    /// would have said, which it resets.
-    pub(crate) fn next_expiry_ns(&mut self) -> Option<u64> {
-        self.earliest_new = NO_TICK;
+    /// `CLOCK_MONOTONIC` ns; `None` with no timer pending. Never later than any pending
+    /// deadline.
+    pub(crate) fn next_expiry_ns(&self) -> Option<u64> {
         if self.pending == 0 {
             return None;
         }
@@ -313,7 +298,7 @@ mod tests {
         let t0 = Instant::now();
         let mut w = Wheel::new(t0);
         for d in [1u64, 5, 63, 64, 65, 100, 4095, 4096, 5000, 300_000] {
-            let key = w.insert(t0 + ms(d), Waker::noop().clone()).unwrap();
+            let (key, _) = w.insert(t0 + ms(d), Waker::noop().clone()).unwrap();
             assert_eq!(fire(&mut w, t0 + ms(d - 1)), 0, "deadline {d} fired early");
             assert_eq!(fire(&mut w, t0 + ms(d)), 1, "deadline {d} did not fire");
             assert!(w.poll(key, Waker::noop()));
@@ -358,7 +343,7 @@ mod tests {
     fn removed_timer_never_fires() {
         let t0 = Instant::now();
         let mut w = Wheel::new(t0);
-        let a = w.insert(t0 + ms(10), Waker::noop().clone()).unwrap();
+        let (a, _) = w.insert(t0 + ms(10), Waker::noop().clone()).unwrap();
         let _b = w.insert(t0 + ms(10), Waker::noop().clone()).unwrap();
         w.remove(a);
         assert_eq!(fire(&mut w, t0 + ms(10)), 1);
