@@ -11,7 +11,8 @@
 //!   which the slot keeps alive until the final CQE.
 //! - Cancel SQEs carry [`CANCEL_USER_DATA`]; their CQEs are ignored.
 //! - The loop's one timer is a TIMEOUT carrying [`TIMER_USER_DATA`] (see
-//!   [`Driver::arm_timer`]); it holds no memory of ours once submitted.
+//!   [`Driver::arm_timer`]), moved earlier by updates carrying [`TIMER_UPDATE_USER_DATA`];
+//!   neither holds memory of ours once submitted.
 //! - Wakers are never woken, and user values never dropped, while the driver is borrowed:
 //!   the reaper collects them into [`Released`], which the runtime drains after the borrow ends.
 //!   The one exception is a waker the runtime's `wake_inline` hook vouches for (its own task
@@ -65,6 +66,10 @@ pub(crate) const CANCEL_USER_DATA: u64 = u64::MAX;
 /// `user_data` of the loop's timer (see [`Driver::arm_timer`]). Never a slot index either.
 pub(crate) const TIMER_USER_DATA: u64 = u64::MAX - 1;
 
+/// `user_data` of the updates that move the loop's timer earlier. Their CQEs matter only
+/// when the kernel refuses the update (see `Inner::reap`). Never a slot index either.
+pub(crate) const TIMER_UPDATE_USER_DATA: u64 = u64::MAX - 2;
+
 /// A loop's driver: cheap to clone, `!Send`.
 #[derive(Clone)]
 pub(crate) struct Driver(Rc<DriverCell>);
@@ -97,9 +102,12 @@ pub(crate) struct TimerState {
     armed: Cell<u64>,
     /// Not used: each wait is given the next deadline instead, and the turn looks at the
     /// wheel every time. So with batch waits (whose min-wait must be bounded by that deadline
-    /// anyway), with `Builder::kernel_timer(false)`, and once the kernel refused the timer (a
-    /// CQE with an error other than `ETIME`).
+    /// anyway), with `Builder::kernel_timer(false)`, and once the kernel refused the timer or
+    /// an update of it (a CQE with an error that does not mean "already ended").
     per_wait: Cell<bool>,
+    /// Tests: make the kernel refuse every update (an invalid deadline).
+    #[cfg(test)]
+    refuse_updates: Cell<bool>,
 }
 
 const NOT_ARMED: u64 = u64::MAX;
@@ -278,6 +286,8 @@ impl Driver {
             fired: Cell::new(false),
             armed: Cell::new(NOT_ARMED),
             per_wait: Cell::new(!kernel_timer || batch.is_some()),
+            #[cfg(test)]
+            refuse_updates: Cell::new(false),
         });
         let d = Driver(Rc::new(DriverCell {
             id,
@@ -453,13 +463,18 @@ impl Driver {
         let ts: *const types::Timespec = &inner.timer_ts;
         // The SQEs point at `timer_ts`, which the kernel copies while it submits them (see
         // the field). Two in the SQ at once read the same, latest value: the earliest.
+        #[cfg(test)]
+        if update && self.0.timer.refuse_updates.get() {
+            // A negative `tv_sec`, which `io_timeout_remove_prep` answers with `EINVAL`.
+            inner.timer_ts = types::Timespec::new().sec(u64::MAX);
+        }
         let sqe = if update {
-            // Its CQE says only whether the timer was still there (`ENOENT` if it has just
-            // expired, whose own CQE then follows): nothing to act on.
+            // Its CQE says whether the timer was still there (`ENOENT` if it has just expired,
+            // whose own CQE then follows), or that the kernel refused the update.
             opcode::TimeoutUpdate::new(TIMER_USER_DATA, ts)
                 .flags(types::TimeoutFlags::ABS)
                 .build()
-                .user_data(CANCEL_USER_DATA)
+                .user_data(TIMER_UPDATE_USER_DATA)
         } else {
             opcode::Timeout::new(ts)
                 .flags(types::TimeoutFlags::ABS)
@@ -479,6 +494,12 @@ impl Driver {
         // Without the timer the wheel is looked at on every turn, as each wait takes the
         // next deadline.
         self.0.timer.fired.replace(false) || self.0.timer.per_wait.get()
+    }
+
+    /// Tests: from now on the kernel refuses every update of the loop's timer.
+    #[cfg(test)]
+    pub(crate) fn refuse_timer_updates(&self) {
+        self.0.timer.refuse_updates.set(true);
     }
 
     /// Whether each wait must be given the next timer's deadline: where the loop's timer is

@@ -11,7 +11,7 @@ use io_uring::{opcode, squeue, types, IoUring};
 use crate::sys::{WaitArgs, ENTER_NO_IOWAIT};
 
 use super::slot::{Completion, Lifecycle, OnCqe};
-use super::{closed_error, Inner, CANCEL_USER_DATA, TIMER_USER_DATA};
+use super::{closed_error, Inner, CANCEL_USER_DATA, TIMER_UPDATE_USER_DATA, TIMER_USER_DATA};
 
 /// Batch waits: when completions come in bunches, a blocking wait asks for `target` of them
 /// and gives them `wait_us` to arrive (the kernel's min-wait: past it, one is enough), so one
@@ -274,20 +274,29 @@ impl Inner {
         for cqe in ring.completion() {
             n += 1;
             let ud = cqe.user_data();
-            if ud >= TIMER_USER_DATA {
+            if ud >= TIMER_UPDATE_USER_DATA {
+                let res = cqe.result();
                 if ud == TIMER_USER_DATA {
                     // The loop's timer: expired (`ETIME`) or ended otherwise; either way
                     // it is out of the kernel, and the wheel is to be looked at. Refused
                     // (an error other than `ETIME`, or `ECANCELED` from the ring's exit), it
                     // is not armed again: the waits take the deadline instead.
-                    let res = cqe.result();
                     if res < 0 && res != -libc::ETIME && res != -libc::ECANCELED {
                         timer.per_wait.set(true);
                     }
                     timer.armed.set(super::NOT_ARMED);
                     timer.fired.set(true);
+                } else if ud == TIMER_UPDATE_USER_DATA
+                    && res < 0
+                    && ![libc::ENOENT, libc::EALREADY, libc::ECANCELED].contains(&-res)
+                {
+                    // An update refused (not one that found the timer ended or ending, whose
+                    // own CQE follows): the timer is still due at its later deadline, and an
+                    // earlier timer would wait for it. From now on every wait takes the next
+                    // deadline, and the turn looks at the wheel every time.
+                    timer.per_wait.set(true);
                 }
-                continue; // CANCEL_USER_DATA: a cancel's or an update's own CQE
+                continue; // CANCEL_USER_DATA: a cancel's own CQE, ignored
             }
             let c = Completion {
                 res: cqe.result(),

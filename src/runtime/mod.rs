@@ -517,3 +517,48 @@ pub async fn yield_now() {
 pub fn spawn<F: Future + 'static>(fut: F) -> JoinHandle<F::Output> {
     crate::executor::spawn_current(fut)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use super::{spawn, yield_now, EventLoop};
+    use crate::time::sleep;
+
+    #[test]
+    fn a_refused_timer_update_falls_back_to_per_wait_deadlines() {
+        // On its own thread with a watchdog: without the fallback the earlier timer waits
+        // for the 60 s one and the test would hang.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lp = EventLoop::new().expect("the default loop builds");
+            let driver = lp.core.driver.clone();
+            let waited = lp.block_on(async move {
+                // Armed first: the kernel timer is set for 60 s from now.
+                let far = spawn(sleep(Duration::from_secs(60)));
+                yield_now().await;
+                yield_now().await;
+                // The update that would move it to the 30 ms timer is refused (`EINVAL`).
+                driver.refuse_timer_updates();
+                let t0 = Instant::now();
+                sleep(Duration::from_millis(30)).await;
+                far.abort();
+                t0.elapsed()
+            });
+            let _ = tx.send((waited, lp.core.driver.waits_need_deadline()));
+        });
+        let (waited, per_wait) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the 30 ms timer did not fire within 10 s");
+        assert!(
+            per_wait,
+            "the refused update did not switch to per-wait deadlines"
+        );
+        assert!(
+            waited >= Duration::from_millis(30),
+            "fired early: {waited:?}"
+        );
+        assert!(waited < Duration::from_secs(5), "fired late: {waited:?}");
+    }
+}
