@@ -2,6 +2,12 @@
 //! each keeping `--depth` requests of `--size` bytes in flight (closed loop: a new request
 //! goes out when a response is complete). Every byte echoed is checked against what was sent.
 //!
+//! `--churn`: every request on a connection of its own (connect, send, read the echo, close),
+//! `--conns` of them at a time: what a server pays to accept and close, as short-lived
+//! clients make it. The client closes with an RST (`SO_LINGER` 0), so that tens of
+//! thousands of connections a second leave no `TIME_WAIT` sockets to run out of ports on;
+//! the latency then includes the connect.
+//!
 //! Timed mode (`--warmup S --duration S`) prints `measure start` and `measure end` lines
 //! around the measured window, so a runner can sample the server exactly then; fixed mode
 //! (`--requests N`) sends N requests in all and stops. The last line is the result:
@@ -18,7 +24,8 @@ use ringloop_bench::{pattern, pin, raise_nofile, Args, Histogram};
 
 struct Conn {
     id: usize,
-    s: TcpStream,
+    /// `None` once closed for good (`--churn` with nothing left to send).
+    s: Option<TcpStream>,
     /// Bytes of the request stream sent / echoed back and verified.
     sent: u64,
     recvd: u64,
@@ -57,8 +64,11 @@ impl Conn {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
+        let Some(s) = self.s.as_mut() else {
+            return Ok(());
+        };
         while self.out_pos < self.out.len() {
-            match self.s.write(&self.out[self.out_pos..]) {
+            match s.write(&self.out[self.out_pos..]) {
                 Ok(n) => self.out_pos += n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),
@@ -72,11 +82,47 @@ impl Conn {
     }
 }
 
+/// A connected, non-blocking socket with no Nagle delay; with `rst_on_close`, closed with an
+/// RST rather than a FIN (`SO_LINGER` 0: no `TIME_WAIT` left behind).
+fn connect(addr: SocketAddr, rst_on_close: bool) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect to the server");
+    s.set_nodelay(true).unwrap();
+    if rst_on_close {
+        let l = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: `l` is a valid `linger` for the call; the fd is open.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&l as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    }
+    s.set_nonblocking(true).unwrap();
+    s
+}
+
+/// Adds connection `i` to the epoll set `ep`.
+fn watch(ep: i32, i: usize, s: &TcpStream) {
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET) as u32,
+        u64: i as u64,
+    };
+    // SAFETY: `ev` is valid for the call; the fd is open.
+    let r = unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev) };
+    assert_eq!(r, 0, "epoll_ctl: {}", std::io::Error::last_os_error());
+}
+
 fn worker(
     addr: SocketAddr,
     ids: std::ops::Range<usize>,
-    size: usize,
-    depth: usize,
+    (size, depth, churn): (usize, usize, bool),
     sh: Arc<Shared>,
     ready: Arc<Barrier>,
 ) -> (u64, Histogram) {
@@ -84,28 +130,18 @@ fn worker(
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     assert!(ep >= 0);
     let mut conns: Vec<Conn> = ids
-        .map(|id| {
-            let s = TcpStream::connect(addr).expect("connect to the server");
-            s.set_nodelay(true).unwrap();
-            s.set_nonblocking(true).unwrap();
-            Conn {
-                id,
-                s,
-                sent: 0,
-                recvd: 0,
-                inflight: Default::default(),
-                out: Vec::new(),
-                out_pos: 0,
-            }
+        .map(|id| Conn {
+            id,
+            s: Some(connect(addr, churn)),
+            sent: 0,
+            recvd: 0,
+            inflight: Default::default(),
+            out: Vec::new(),
+            out_pos: 0,
         })
         .collect();
     for (i, c) in conns.iter().enumerate() {
-        let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET) as u32,
-            u64: i as u64,
-        };
-        // SAFETY: `ev` is valid for the call; the fd is open.
-        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, c.s.as_raw_fd(), &mut ev) };
+        watch(ep, i, c.s.as_ref().expect("just connected"));
     }
     ready.wait();
     for c in conns.iter_mut() {
@@ -136,8 +172,8 @@ fn worker(
         }
         for ev in &events[..n as usize] {
             let c = &mut conns[ev.u64 as usize];
-            loop {
-                match c.s.read(&mut buf) {
+            while let Some(s) = c.s.as_mut() {
+                match s.read(&mut buf) {
                     Ok(0) => panic!("the server closed connection {}", c.id),
                     Ok(k) => {
                         for (i, &b) in buf[..k].iter().enumerate() {
@@ -153,9 +189,30 @@ fn worker(
                                 hist.record(t.elapsed());
                                 done += 1;
                             }
+                            if churn {
+                                break;
+                            }
                             if take_budget(&sh) {
                                 c.queue_request(size);
                             }
+                        }
+                        if churn && c.recvd == size as u64 {
+                            // Answered: this connection is done, and the next request goes
+                            // out on a new one (closing removes the old one from `ep`).
+                            if take_budget(&sh) {
+                                let t = Instant::now();
+                                c.s = None;
+                                let s = connect(addr, true);
+                                watch(ep, ev.u64 as usize, &s);
+                                c.s = Some(s);
+                                c.sent = 0;
+                                c.recvd = 0;
+                                c.queue_request(size);
+                                *c.inflight.back_mut().expect("just queued") = t;
+                            } else {
+                                c.s = None;
+                            }
+                            break;
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -181,6 +238,11 @@ fn main() {
     let threads: usize = args.get::<usize>("threads", 1).clamp(1, conns.max(1));
     let size: usize = args.get("size", 64);
     let depth: usize = args.get("depth", 1);
+    let churn = args.flag("churn");
+    assert!(
+        !churn || depth == 1,
+        "--churn sends one request per connection: no --depth"
+    );
     let requests: u64 = args.get("requests", 0);
     let warmup = Duration::from_secs_f64(args.get("warmup", 1.0));
     let duration = Duration::from_secs_f64(args.get("duration", 5.0));
@@ -198,7 +260,7 @@ fn main() {
         .map(|t| {
             let ids = t * per..((t + 1) * per).min(conns);
             let (sh, ready) = (sh.clone(), ready.clone());
-            std::thread::spawn(move || worker(addr, ids, size, depth, sh, ready))
+            std::thread::spawn(move || worker(addr, ids, (size, depth, churn), sh, ready))
         })
         .collect();
     ready.wait();

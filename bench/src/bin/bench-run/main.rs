@@ -1,6 +1,7 @@
 //! The runner: every echo server against the same load generator, pinned to different cores,
 //! in interleaved, shuffled rounds; then memory per idle connection, callgrind instructions
-//! per request, and the microbenchmarks. Writes `bench/results/latest.md`, `latest.svg` and
+//! per request (and per connection, with a connection per request), and the
+//! microbenchmarks. Writes `bench/results/latest.md`, `latest.svg` and
 //! `latest.raw.tsv` (every sample).
 //!
 //! Layout: this file measures; `report` makes the markdown and the chart from the
@@ -367,55 +368,79 @@ fn callgrind_per_request(
     n2: u64,
     extra: &[&str],
 ) -> Option<f64> {
-    let mut totals = Vec::new();
     let conns = conns.to_string();
-    for n in [n1, n2] {
-        let out = std::env::temp_dir().join(format!("ringloop-cg-{server}-{conns}-{n}.out"));
-        let wrapper: Vec<String> = vec![
-            "valgrind".into(),
-            "--tool=callgrind".into(),
-            format!("--callgrind-out-file={}", out.display()),
-        ];
-        let args: Vec<&str> = ["--exit-after", conns.as_str()]
-            .into_iter()
-            .chain(extra.iter().copied())
-            .collect();
-        let (srv, addr) = spawn_server(cfg, server, &wrapper, &args);
-        let status = Command::new(cfg.bin.join("bench-load"))
-            .args([
-                "--addr",
-                &addr.to_string(),
-                "--conns",
-                &conns,
-                "--size",
-                "64",
-            ])
-            .args(["--requests", &n.to_string()])
-            .args(["--cpu", &cfg.client_cpu.to_string()])
-            .stdout(Stdio::null())
-            .status()
-            .ok()?;
-        // The server exits by itself once the connections closed (--exit-after), so
-        // valgrind writes its output; signals cannot stop it while it waits in io_uring_enter.
-        let exited = wait_for_exit(srv, Duration::from_secs(120));
-        if !status.success() || !exited {
-            return None;
-        }
-        let text = std::fs::read_to_string(&out).ok()?;
-        let _ = std::fs::remove_file(&out);
-        let total: f64 = text
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("summary:")
-                    .or_else(|| l.strip_prefix("totals:"))
-            })?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()?;
-        totals.push(total);
+    let a = callgrind_total(cfg, server, &conns, &conns, n1, extra, false)?;
+    let b = callgrind_total(cfg, server, &conns, &conns, n2, extra, false)?;
+    Some((b - a) / (n2 - n1) as f64)
+}
+
+/// User-space instructions per connection under callgrind, when every 64 B request comes on
+/// a connection of its own (`bench-load --churn`), 16 at a time: accept, receive, send,
+/// close. The difference between runs of `n2` and `n1` connections, as above.
+fn callgrind_per_conn(cfg: &Cfg, server: &str, n1: u64, n2: u64) -> Option<f64> {
+    let a = callgrind_total(cfg, server, "16", &n1.to_string(), n1, &[], true)?;
+    let b = callgrind_total(cfg, server, "16", &n2.to_string(), n2, &[], true)?;
+    Some((b - a) / (n2 - n1) as f64)
+}
+
+/// The instructions `server` ran under callgrind while serving `n` requests over `conns`
+/// connections (`churn`: each on a new connection), exiting once `exit_after` connections
+/// closed.
+fn callgrind_total(
+    cfg: &Cfg,
+    server: &str,
+    conns: &str,
+    exit_after: &str,
+    n: u64,
+    extra: &[&str],
+    churn: bool,
+) -> Option<f64> {
+    let out = std::env::temp_dir().join(format!(
+        "ringloop-cg-{server}-{conns}-{n}{}.out",
+        if churn { "-churn" } else { "" }
+    ));
+    let wrapper: Vec<String> = vec![
+        "valgrind".into(),
+        "--tool=callgrind".into(),
+        format!("--callgrind-out-file={}", out.display()),
+    ];
+    let args: Vec<&str> = ["--exit-after", exit_after]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let (srv, addr) = spawn_server(cfg, server, &wrapper, &args);
+    let status = Command::new(cfg.bin.join("bench-load"))
+        .args([
+            "--addr",
+            &addr.to_string(),
+            "--conns",
+            conns,
+            "--size",
+            "64",
+        ])
+        .args(if churn { &["--churn"][..] } else { &[] })
+        .args(["--requests", &n.to_string()])
+        .args(["--cpu", &cfg.client_cpu.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .ok()?;
+    // The server exits by itself once the connections closed (--exit-after), so
+    // valgrind writes its output; signals cannot stop it while it waits in io_uring_enter.
+    let exited = wait_for_exit(srv, Duration::from_secs(120));
+    if !status.success() || !exited {
+        return None;
     }
-    Some((totals[1] - totals[0]) / (n2 - n1) as f64)
+    let text = std::fs::read_to_string(&out).ok()?;
+    let _ = std::fs::remove_file(&out);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Each server's instructions per request over 16 connections and over one, with the
@@ -678,6 +703,18 @@ fn main() {
     } else {
         Vec::new()
     };
+    // A connection per request: what accepting and closing cost. In quick mode for ringloop
+    // and tokio only, over fewer connections, to keep `--churn` from rotting.
+    let callgrind_churn: Vec<(&'static str, Option<f64>)> = if valgrind {
+        let (c1, c2) = if quick { (300, 900) } else { (2000, 6000) };
+        distinct(&servers)
+            .into_iter()
+            .filter(|s| !quick || matches!(*s, "ringloop" | "tokio"))
+            .map(|s| (s, callgrind_per_conn(&cfg, s, c1, c2)))
+            .collect()
+    } else {
+        Vec::new()
+    };
     // The same under a production-style build, which inlines across crates: it changes the
     // servers' costs by different amounts. Not in quick mode (a minute-long smoke run).
     let callgrind_lto = match (valgrind && !quick && !args.flag("no-lto")).then(|| build_lto(&cfg))
@@ -724,6 +761,7 @@ fn main() {
         callgrind,
         callgrind_lto,
         callgrind_timeout,
+        callgrind_churn,
         micro,
     };
     let name = if quick {

@@ -14,6 +14,8 @@
 //! - `callgrind-lto SERVER MANY ONE`: the same, with the servers built by the `release-lto`
 //!   profile (fat LTO, one codegen unit);
 //! - `callgrind-timeout SERVER MANY ONE`: the same, each receive under a 30 s timeout;
+//! - `callgrind-churn SERVER PER_CONN`: instructions per connection when each request comes
+//!   on a connection of its own, `-` where the count failed;
 //! - `micro LINE`: the microbenchmarks' markdown table, a line each.
 
 use std::collections::BTreeMap;
@@ -56,6 +58,8 @@ pub(crate) struct Results {
     pub(crate) callgrind_lto: Vec<(&'static str, Option<f64>, Option<f64>)>,
     /// The same, each receive under a 30 s timeout (empty when not measured).
     pub(crate) callgrind_timeout: Vec<(&'static str, Option<f64>, Option<f64>)>,
+    /// Instructions per connection, a request per connection (empty when not measured).
+    pub(crate) callgrind_churn: Vec<(&'static str, Option<f64>)>,
     pub(crate) micro: String,
 }
 
@@ -136,6 +140,9 @@ impl Results {
         for (s, many, one) in &self.callgrind_timeout {
             let _ = writeln!(t, "callgrind-timeout\t{s}\t{}\t{}", opt(many), opt(one));
         }
+        for (s, per_conn) in &self.callgrind_churn {
+            let _ = writeln!(t, "callgrind-churn\t{s}\t{}", opt(per_conn));
+        }
         for line in self.micro.lines() {
             let _ = writeln!(t, "micro\t{line}");
         }
@@ -153,6 +160,7 @@ impl Results {
         let mut callgrind = Vec::new();
         let mut callgrind_lto = Vec::new();
         let mut callgrind_timeout = Vec::new();
+        let mut callgrind_churn = Vec::new();
         let mut micro = String::new();
         for (n, line) in text.lines().enumerate() {
             let bad = |what: &str| format!("line {}: {what}: {line:?}", n + 1);
@@ -223,6 +231,10 @@ impl Results {
                         _ => callgrind_timeout.push(row),
                     }
                 }
+                ("callgrind-churn", 3) => {
+                    let per_conn = if f[2] == "-" { None } else { Some(num(2)?) };
+                    callgrind_churn.push((server(1)?, per_conn));
+                }
                 ("micro", _) => {
                     micro.push_str(line.strip_prefix("micro\t").unwrap_or(""));
                     micro.push('\n');
@@ -273,6 +285,7 @@ impl Results {
             callgrind,
             callgrind_lto,
             callgrind_timeout,
+            callgrind_churn,
             micro,
         })
     }
@@ -332,6 +345,7 @@ mod tests {
                 ("tokio", None, Some(1210.0)),
             ],
             callgrind_timeout: vec![("ringloop", Some(1362.0), Some(1715.0))],
+            callgrind_churn: vec![("ringloop", Some(4199.0)), ("tokio", None)],
             micro: "| a | b |\n|---|---|\n".into(),
         }
     }

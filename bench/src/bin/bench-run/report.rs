@@ -177,6 +177,22 @@ pub(crate) fn report(r: &Results, name: &str) -> String {
         let _ = writeln!(md, "\nThe same echo with each receive under a 30 s timeout (`--idle-timeout-ms 30000`: `ringloop::time::timeout`, `tokio::time::timeout`), as a server's idle timeout is: a timer registered and cancelled per request.\n");
         callgrind_table(&mut md, &r.callgrind_timeout);
     }
+    if !r.callgrind_churn.is_empty() {
+        let _ = writeln!(md, "\nEvery 64 B request on a connection of its own (`bench-load --churn`: connect, send, read the echo, close), 16 connections at a time: what accepting, setting up and closing a connection cost, as short-lived clients make a server pay. Instructions per connection, the difference between two runs as above.\n\n| server | instructions/connection | ringloop ÷ this |\n|---|---:|---:|");
+        let ours = r
+            .callgrind_churn
+            .iter()
+            .find_map(|(s, v)| (*s == "ringloop").then_some(*v))
+            .flatten();
+        for (s, v) in &r.callgrind_churn {
+            let ratio = match (ours, v) {
+                (Some(o), Some(v)) if *s != "ringloop" => format!("{:.2}", o / v),
+                _ => "—".into(),
+            };
+            let v = v.map_or("failed".into(), |v| format!("{v:.0}"));
+            let _ = writeln!(md, "| {s} | {v} | {ratio} |");
+        }
+    }
     if !micro.trim().is_empty() {
         let _ = writeln!(md, "\n## Microbenchmarks\n\n{}", micro.trim());
     }
