@@ -529,4 +529,45 @@ mod tests {
         assert!(dropped.get());
         assert!(jh.is_finished());
     }
+
+    #[test]
+    fn a_future_that_panics_while_dropped_is_dropped_once_and_reports_the_panic() {
+        struct Counted(Rc<Cell<u32>>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() + 1);
+            }
+        }
+        struct PanicsOnDrop;
+        impl Drop for PanicsOnDrop {
+            fn drop(&mut self) {
+                panic!("dropped");
+            }
+        }
+        let s = sched();
+        let _g = s.enter();
+        let drops = Rc::new(Cell::new(0));
+        let (c, p) = (Counted(drops.clone()), PanicsOnDrop);
+        let mut jh = s.spawn(async move {
+            let _p = p;
+            let _c = c;
+            std::future::pending::<()>().await
+        });
+        s.run(16);
+        jh.abort();
+        s.run(16);
+        // The panic stopped neither the rest of the future's drop nor the task's completion,
+        // and nothing was dropped twice.
+        assert_eq!(drops.get(), 1);
+        assert!(jh.is_finished());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::Pin::new(&mut jh).poll(&mut cx) {
+            Poll::Ready(Err(e)) => assert!(e.is_panic(), "{e:?}"),
+            other => panic!(
+                "expected the drop's panic, got {:?}",
+                other.map(|r| r.is_ok())
+            ),
+        }
+        assert_eq!(s.live_tasks(), 0);
+    }
 }
