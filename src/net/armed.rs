@@ -4,11 +4,11 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use crate::driver::slot::Completion;
 use crate::driver::{Driver, ForeignDrops};
+use crate::util::once_arc::OnceArc;
 
 #[derive(Default)]
 pub(crate) struct Armed {
@@ -17,7 +17,7 @@ pub(crate) struct Armed {
     /// The loop the slot belongs to.
     loop_id: AtomicU64,
     /// Where to hand the slot back if the owner is dropped on another thread.
-    foreign: OnceLock<Arc<ForeignDrops>>,
+    foreign: OnceArc<ForeignDrops>,
 }
 
 impl Armed {

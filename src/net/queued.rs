@@ -45,7 +45,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use io_uring::{opcode, types};
@@ -56,6 +56,7 @@ use crate::driver::loop_cell::{LoopCell, LoopRef};
 use crate::driver::slot::{Completion, Detached};
 use crate::driver::Driver;
 use crate::fd::SharedFd;
+use crate::util::once_arc::{ArcRef, OnceArc};
 
 /// A `write_queued` waits while this many bytes are queued and not yet sent...
 pub(crate) const BACKLOG_BYTES: usize = 256 * 1024;
@@ -65,7 +66,7 @@ pub(crate) const BACKLOG_WRITES: usize = 64;
 /// The write side of a stream socket: its queue, made on the first queued write.
 #[derive(Default)]
 pub(crate) struct Sender {
-    queue: OnceLock<Arc<WriteQueue>>,
+    queue: OnceArc<WriteQueue>,
     /// Queued writes may be tried at submit (TCP; see the module doc).
     tries: bool,
 }
@@ -74,14 +75,14 @@ impl Sender {
     /// The write side of a TCP stream, whose queued writes may be tried at submit.
     pub(crate) fn tcp() -> Sender {
         Sender {
-            queue: OnceLock::new(),
+            queue: OnceArc::new(),
             tries: true,
         }
     }
 
     /// The queue, made for `driver`'s loop on the first queued write.
     #[inline]
-    fn queue(&self, fd: &SharedFd, driver: &Driver) -> &Arc<WriteQueue> {
+    fn queue(&self, fd: &SharedFd, driver: &Driver) -> ArcRef<'_, WriteQueue> {
         match self.queue.get() {
             Some(q) => q,
             None => self.make_queue(fd, driver),
@@ -90,7 +91,7 @@ impl Sender {
 
     #[cold]
     #[inline(never)]
-    fn make_queue(&self, fd: &SharedFd, driver: &Driver) -> &Arc<WriteQueue> {
+    fn make_queue(&self, fd: &SharedFd, driver: &Driver) -> ArcRef<'_, WriteQueue> {
         self.queue.get_or_init(|| {
             Arc::new(WriteQueue {
                 fd: fd.clone(),

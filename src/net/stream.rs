@@ -19,6 +19,16 @@ use crate::driver::{Driver, Op};
 use crate::fd::SharedFd;
 use crate::net::armed::Armed;
 use crate::net::queued::Sender;
+use crate::util::once_arc::OnceArc;
+
+impl Receiver {
+    /// The stash, made if this is the first op to need one.
+    fn stash_for_op(&self) -> Arc<Stash<io::Result<RecvBuf>>> {
+        self.stash
+            .get_or_init(|| Arc::new(Stash::default()))
+            .clone()
+    }
+}
 
 pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
     let out = Op::new(Recv {
@@ -33,7 +43,9 @@ pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, buf: B) -> BufResult<usize,
 /// and results kept for dropped `recv()` futures on the single-shot paths.
 #[derive(Default)]
 pub(crate) struct Receiver {
-    stash: Arc<Stash<io::Result<RecvBuf>>>,
+    /// Made by the first single-shot receive: a multishot receive keeps its CQEs in the op
+    /// table instead, so most streams never need one (an allocation per connection saved).
+    stash: OnceArc<Stash<io::Result<RecvBuf>>>,
     /// The armed multishot receive.
     armed: Armed,
 }
@@ -99,7 +111,7 @@ impl Future for RecvFuture<'_> {
             // it stays small: the armed multishot receive's next CQE, bytes in a pool buffer.
             if let (RecvState::Idle, false, Some(key)) = (
                 &*this.state,
-                this.rx.stash.maybe_nonempty(),
+                this.rx.stash.get().is_some_and(|s| s.maybe_nonempty()),
                 this.rx.armed.key(),
             ) {
                 let c = ready!(this.rx.armed.poll_next_on(driver, key, cx));
@@ -168,7 +180,7 @@ impl RecvFuture<'_> {
         loop {
             let (result, flags) = match &mut *self.state {
                 RecvState::Idle => {
-                    if let Some(r) = self.rx.stash.pop() {
+                    if let Some(r) = self.rx.stash.get().and_then(|s| s.pop()) {
                         return Poll::Ready(r);
                     }
                     match plan_on(driver, self.fd, self.rx) {
@@ -184,7 +196,7 @@ impl RecvFuture<'_> {
                             *self.state = RecvState::Owned(Op::new(RecvOwned {
                                 fd: self.fd.clone(),
                                 buf: Vec::with_capacity(size),
-                                stash: self.rx.stash.clone(),
+                                stash: self.rx.stash_for_op(),
                             }));
                             continue;
                         }
@@ -193,7 +205,7 @@ impl RecvFuture<'_> {
                                 fd: self.fd.clone(),
                                 pool,
                                 len,
-                                stash: self.rx.stash.clone(),
+                                stash: self.rx.stash_for_op(),
                             }));
                             continue;
                         }
