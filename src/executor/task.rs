@@ -314,12 +314,13 @@ unsafe fn dealloc<F: Future>(ptr: NonNull<Header>) {
     let cell = ptr.cast::<TaskCell<F>>();
     // SAFETY: the last reference is gone, so nobody else can reach the cell.
     let mut cell = unsafe { Box::from_raw(cell.as_ptr()) };
-    if let Stage::Running(fut) = std::mem::replace(cell.stage.get_mut(), Stage::Consumed) {
+    // Looked at in place: moving the stage out to look would copy the whole future.
+    if let Stage::Running(_) = cell.stage.get_mut() {
         // Unreachable by the ownership rules (futures are dropped on the owner thread before
         // the last reference goes); if it ever happens, leaking beats dropping a `!Send`
         // future on the wrong thread.
         debug_assert!(false, "task freed with its future still alive");
-        std::mem::forget(fut);
+        std::mem::forget(std::mem::replace(cell.stage.get_mut(), Stage::Consumed));
     }
 }
 
