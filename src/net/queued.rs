@@ -35,7 +35,9 @@
 //! A try that comes back short (the socket's buffer full) has its rest sent once the loop
 //! sees its completion, and the loop may be asleep with nothing else to wake it: the
 //! loop's room watcher (`driver::room`) wakes it once the socket has room again. A socket
-//! is added to it with the stream's first try; one it cannot take is sent plainly, as are
+//! is added to it with the stream's first try, at its second write: the first goes
+//! plainly, so that a connection that writes once (a short-lived client's) costs no
+//! `epoll_ctl` and no epoll entry. One the watcher cannot take is sent plainly, as are
 //! Unix streams, whose sockets wake POLLOUT waiters on every read of the peer. After a
 //! short try the next 16 fresh writes are sent plainly: where the peer is slow to read,
 //! tries would mostly cost an op more.
@@ -101,6 +103,11 @@ impl Sender {
                     State {
                         // A stream whose writes are never tried is known as such at once.
                         watched: (!self.tries).then_some(false),
+                        // The first write goes plainly, so that a connection that writes
+                        // once (a short-lived client's) never joins the room watcher: that
+                        // is an `epoll_ctl` per connection, and an epoll entry to remove at
+                        // its close. Tries, and the watcher, start with the second.
+                        untried: 1,
                         ..State::default()
                     },
                 ),
@@ -174,8 +181,8 @@ struct State {
     /// the first try, which does not go if it cannot; `Some(false)` from the start on a Unix
     /// stream.
     watched: Option<bool>,
-    /// Fresh writes left to send plainly, after a try came back short: where the peer is
-    /// slow to read, tries would mostly cost an op more.
+    /// Fresh writes left to send plainly: the stream's first, and the next 16 after a try
+    /// came back short (where the peer is slow to read, tries would mostly cost an op more).
     untried: u8,
     failed: Option<Failure>,
     /// Tasks waiting for room in the queue or for it to drain.

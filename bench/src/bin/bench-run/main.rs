@@ -13,7 +13,7 @@
 //! about speed).
 //!
 //! For a targeted comparison, `--servers ringloop,tokio` and `--points 1x64,64x4k` (point
-//! names: 1x64, 64x64, 256x64, 64x4k, 16x64k, 64x64d16) narrow the run, which then writes
+//! names: 1x64, 64x64, 256x64, 64x4k, 16x64k, 64x64d16, 16x64churn) narrow the run, which then writes
 //! `partial.md`; `--no-idle`, `--no-callgrind` and `--no-micro` skip those parts, and
 //! `--syscall-runs N` sets how many counted runs give the syscall median (0: none).
 //!
@@ -68,39 +68,54 @@ struct Point {
     conns: usize,
     size: usize,
     depth: usize,
+    /// Every request on a connection of its own (`bench-load --churn`).
+    churn: bool,
 }
 
 /// Every point of a full run.
-const POINTS: [Point; 6] = [
+const POINTS: [Point; 7] = [
     Point {
         conns: 1,
         size: 64,
         depth: 1,
+        churn: false,
     },
     Point {
         conns: 64,
         size: 64,
         depth: 1,
+        churn: false,
     },
     Point {
         conns: 256,
         size: 64,
         depth: 1,
+        churn: false,
     },
     Point {
         conns: 64,
         size: 4096,
         depth: 1,
+        churn: false,
     },
     Point {
         conns: 16,
         size: 65536,
         depth: 1,
+        churn: false,
     },
     Point {
         conns: 64,
         size: 64,
         depth: 16,
+        churn: false,
+    },
+    // Not among the points: what accepting and closing cost.
+    Point {
+        conns: 16,
+        size: 64,
+        depth: 1,
+        churn: true,
     },
 ];
 
@@ -112,7 +127,9 @@ impl Point {
         } else {
             self.size.to_string()
         };
-        if self.depth > 1 {
+        if self.churn {
+            format!("{}x{size}churn", self.conns)
+        } else if self.depth > 1 {
             format!("{}x{size}d{}", self.conns, self.depth)
         } else {
             format!("{}x{size}", self.conns)
@@ -125,7 +142,9 @@ impl Point {
         } else {
             format!("{} B", self.size)
         };
-        if self.depth > 1 {
+        if self.churn {
+            format!("{} × {size}, a connection each", self.conns)
+        } else if self.depth > 1 {
             format!("{} × {size}, {} deep", self.conns, self.depth)
         } else {
             format!("{} × {size}", self.conns)
@@ -251,6 +270,7 @@ fn measure(cfg: &Cfg, server: &str, p: Point, count_syscalls: bool) -> Sample {
             &p.size.to_string(),
         ])
         .args(["--depth", &p.depth.to_string()])
+        .args(if p.churn { &["--churn"][..] } else { &[] })
         .args(["--cpu", &cfg.client_cpu.to_string()])
         .args(["--warmup", &cfg.warmup.to_string()])
         .args(["--duration", &cfg.duration.to_string()])
