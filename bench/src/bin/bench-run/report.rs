@@ -299,12 +299,15 @@ pub(crate) fn svg(r: &Results) -> String {
                     base - bh - 3.0
                 );
             }
+            // Two lines where the label has a qualifier ("16 deep"), to fit seven groups.
+            let label = p.label();
+            let (first, second) = label.split_once(", ").unwrap_or((&label, ""));
             let _ = writeln!(
                 s,
-                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-                gx + group_w * 0.4,
+                r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{first}</text><text x="{x:.1}" y="{:.1}" text-anchor="middle">{second}</text>"#,
                 base + 16.0,
-                p.label()
+                base + 29.0,
+                x = gx + group_w * 0.4,
             );
         }
     }
