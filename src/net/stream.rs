@@ -21,15 +21,6 @@ use crate::net::armed::Armed;
 use crate::net::queued::Sender;
 use crate::util::once_arc::OnceArc;
 
-impl Receiver {
-    /// The stash, made if this is the first op to need one.
-    fn stash_for_op(&self) -> Arc<Stash<io::Result<RecvBuf>>> {
-        self.stash
-            .get_or_init(|| Arc::new(Stash::default()))
-            .clone()
-    }
-}
-
 pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
     let out = Op::new(Recv {
         fd: fd.clone(),
@@ -48,6 +39,15 @@ pub(crate) struct Receiver {
     stash: OnceArc<Stash<io::Result<RecvBuf>>>,
     /// The armed multishot receive.
     armed: Armed,
+}
+
+impl Receiver {
+    /// The stash, made if this is the first op to need one.
+    fn stash_for_op(&self) -> Arc<Stash<io::Result<RecvBuf>>> {
+        self.stash
+            .get_or_init(|| Arc::new(Stash::default()))
+            .clone()
+    }
 }
 
 /// Receives the next chunk into a loop-owned buffer (none is held while waiting).

@@ -59,12 +59,13 @@ impl<T> OnceArc<T> {
         if p.is_null() {
             return None;
         }
+        // A non-null `ptr` came from `Arc::into_raw` (Release store, Acquire load: the
+        // pointee is seen initialised) and stands for the reference this `OnceArc` holds
+        // until it is dropped, which the borrow of `self` rules out while the `ArcRef` lives.
+        // SAFETY: as above; `ManuallyDrop`: lending it never gives that reference up.
+        let arc = ManuallyDrop::new(unsafe { Arc::from_raw(p) });
         Some(ArcRef {
-            // SAFETY: a non-null `ptr` came from `Arc::into_raw` (Release store, Acquire
-            // load: the pointee is seen initialised) and stands for a reference this
-            // `OnceArc` holds until it is dropped, which the borrow of `self` rules out
-            // while the `ArcRef` lives. `ManuallyDrop`: lending it gives that reference up.
-            arc: ManuallyDrop::new(unsafe { Arc::from_raw(p) }),
+            arc,
             _from: PhantomData,
         })
     }
