@@ -460,14 +460,14 @@ impl Driver {
         inner.timer_ts = types::Timespec::new()
             .sec(deadline_ns / 1_000_000_000)
             .nsec((deadline_ns % 1_000_000_000) as u32);
-        let ts: *const types::Timespec = &inner.timer_ts;
-        // The SQEs point at `timer_ts`, which the kernel copies while it submits them (see
-        // the field). Two in the SQ at once read the same, latest value: the earliest.
         #[cfg(test)]
         if update && self.0.timer.refuse_updates.get() {
             // A negative `tv_sec`, which `io_timeout_remove_prep` answers with `EINVAL`.
             inner.timer_ts = types::Timespec::new().sec(u64::MAX);
         }
+        // The SQEs point at `timer_ts`, which the kernel copies while it submits them (see
+        // the field). Two in the SQ at once read the same, latest value: the earliest.
+        let ts: *const types::Timespec = &inner.timer_ts;
         let sqe = if update {
             // Its CQE says whether the timer was still there (`ENOENT` if it has just expired,
             // whose own CQE then follows), or that the kernel refused the update.

@@ -131,11 +131,17 @@ impl Wheel {
     /// `CLOCK_MONOTONIC` ns; `None` with no timer pending. Never later than any pending
     /// deadline.
     pub(crate) fn next_expiry_ns(&self) -> Option<u64> {
+        self.next_tick().map(|tick| self.tick_ns(tick))
+    }
+
+    /// The tick at which [`Wheel::process`] next has work; `None` with no timer pending.
+    fn next_tick(&self) -> Option<u64> {
+        // Checked on every park where waits take the deadline: with no timer pending there is
+        // nothing to scan.
         if self.pending == 0 {
             return None;
         }
-        let (_, _, tick) = self.next_expiration()?;
-        Some(self.tick_ns(tick))
+        self.next_expiration().map(|(_, _, tick)| tick)
     }
 
     fn tick_ns(&self, tick: u64) -> u64 {
@@ -172,12 +178,8 @@ impl Wheel {
     /// The earliest instant at which [`Wheel::process`] has work (a timer to fire or a slot to
     /// cascade); never later than the earliest deadline.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        // Checked on every park: with no timer pending there is nothing to scan.
-        if self.pending == 0 {
-            return None;
-        }
-        let (_, _, tick) = self.next_expiration()?;
-        Some(self.start + Duration::from_millis(tick))
+        self.next_tick()
+            .map(|tick| self.start + Duration::from_millis(tick))
     }
 
     /// Fires every timer due at `now`, pushing their wakers into `wakers`.

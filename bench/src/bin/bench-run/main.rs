@@ -388,9 +388,8 @@ fn callgrind_per_request(
     n2: u64,
     extra: &[&str],
 ) -> Option<f64> {
-    let conns = conns.to_string();
-    let a = callgrind_total(cfg, server, &conns, &conns, n1, extra, false)?;
-    let b = callgrind_total(cfg, server, &conns, &conns, n2, extra, false)?;
+    let a = callgrind_total(cfg, server, conns, n1, extra, false)?;
+    let b = callgrind_total(cfg, server, conns, n2, extra, false)?;
     Some((b - a) / (n2 - n1) as f64)
 }
 
@@ -398,23 +397,28 @@ fn callgrind_per_request(
 /// a connection of its own (`bench-load --churn`), 16 at a time: accept, receive, send,
 /// close. The difference between runs of `n2` and `n1` connections, as above.
 fn callgrind_per_conn(cfg: &Cfg, server: &str, n1: u64, n2: u64) -> Option<f64> {
-    let a = callgrind_total(cfg, server, "16", &n1.to_string(), n1, &[], true)?;
-    let b = callgrind_total(cfg, server, "16", &n2.to_string(), n2, &[], true)?;
+    let a = callgrind_total(cfg, server, 16, n1, &[], true)?;
+    let b = callgrind_total(cfg, server, 16, n2, &[], true)?;
     Some((b - a) / (n2 - n1) as f64)
 }
 
 /// The instructions `server` ran under callgrind while serving `n` requests over `conns`
-/// connections (`churn`: each on a new connection), exiting once `exit_after` connections
-/// closed.
+/// connections at a time (`churn`: each request on a new connection). The server exits once
+/// every connection closed.
 fn callgrind_total(
     cfg: &Cfg,
     server: &str,
-    conns: &str,
-    exit_after: &str,
+    conns: usize,
     n: u64,
     extra: &[&str],
     churn: bool,
 ) -> Option<f64> {
+    let exit_after = if churn {
+        n.to_string()
+    } else {
+        conns.to_string()
+    };
+    let conns = conns.to_string();
     let out = std::env::temp_dir().join(format!(
         "ringloop-cg-{server}-{conns}-{n}{}.out",
         if churn { "-churn" } else { "" }
@@ -424,7 +428,7 @@ fn callgrind_total(
         "--tool=callgrind".into(),
         format!("--callgrind-out-file={}", out.display()),
     ];
-    let args: Vec<&str> = ["--exit-after", exit_after]
+    let args: Vec<&str> = ["--exit-after", exit_after.as_str()]
         .into_iter()
         .chain(extra.iter().copied())
         .collect();
@@ -434,7 +438,7 @@ fn callgrind_total(
             "--addr",
             &addr.to_string(),
             "--conns",
-            conns,
+            &conns,
             "--size",
             "64",
         ])
