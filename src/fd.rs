@@ -1,26 +1,46 @@
 //! A descriptor shared by an I/O object (socket, file) and its in-flight ops.
 
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// A descriptor that stays open while any op using it may still be queued or in the kernel:
 /// every op holds a clone, so closing the socket object never lets a queued SQE reach a
-/// closed (and possibly reused) descriptor number. The last clone closes it.
+/// closed (and possibly reused) descriptor number. The last clone closes it: a stream's, on
+/// a thread running a loop, by that loop's next enter (see [`SharedFd::stream`]); any other
+/// with `close(2)`.
 #[derive(Clone, Debug)]
 pub(crate) struct SharedFd(Arc<Inner>);
 
 #[derive(Debug)]
 struct Inner {
-    fd: OwnedFd,
+    /// Taken only in `Drop` or `into_fd`, each the last use.
+    fd: ManuallyDrop<OwnedFd>,
+    /// Closed by the ring when the last clone drops on its loop's thread.
+    ring_close: bool,
     /// The loop that first used this socket (0: none yet).
     owner: AtomicU64,
 }
 
 impl SharedFd {
     pub(crate) fn new(fd: OwnedFd) -> SharedFd {
+        SharedFd::with(fd, false)
+    }
+
+    /// A connected stream's descriptor. Last dropped on a thread running a loop, it is closed
+    /// by that loop's next `io_uring_enter`, which every turn makes anyway, rather than with a
+    /// `close(2)` of its own: a server that takes a connection per request saves a system
+    /// call per connection. Listeners, datagram sockets and files close at once: a port
+    /// bound again at once, or a file's close-time flush, must not wait for the next turn.
+    pub(crate) fn stream(fd: OwnedFd) -> SharedFd {
+        SharedFd::with(fd, true)
+    }
+
+    fn with(fd: OwnedFd, ring_close: bool) -> SharedFd {
         SharedFd(Arc::new(Inner {
-            fd,
+            fd: ManuallyDrop::new(fd),
+            ring_close,
             owner: AtomicU64::new(0),
         }))
     }
@@ -28,7 +48,7 @@ impl SharedFd {
     /// The descriptor, if no op holds it any more (for an explicit, awaited close).
     pub(crate) fn try_unwrap(self) -> Result<OwnedFd, SharedFd> {
         Arc::try_unwrap(self.0)
-            .map(|inner| inner.fd)
+            .map(Inner::into_fd)
             .map_err(SharedFd)
     }
 
@@ -80,6 +100,34 @@ impl SharedFd {
     }
 }
 
+impl Inner {
+    fn into_fd(self) -> OwnedFd {
+        let mut me = ManuallyDrop::new(self);
+        // SAFETY: `me` is never dropped, so `fd` is taken exactly once, here.
+        unsafe { ManuallyDrop::take(&mut me.fd) }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // SAFETY: this is the last use of `fd`; `into_fd` (the only other taker) never lets
+        // its value drop.
+        let fd = unsafe { ManuallyDrop::take(&mut self.fd) };
+        if !self.ring_close {
+            return; // `fd` drops: `close(2)`
+        }
+        // The last clone: no op of any loop names the descriptor any more, so whichever loop
+        // runs on this thread may close it. With none running (the loop gone, another
+        // thread), `fd` drops with `close(2)`.
+        let mut fd = Some(fd);
+        crate::driver::with_current(|d| {
+            if let Some(fd) = fd.take() {
+                d.defer_close(fd);
+            }
+        });
+    }
+}
+
 impl AsRawFd for SharedFd {
     fn as_raw_fd(&self) -> RawFd {
         self.raw()
@@ -88,6 +136,6 @@ impl AsRawFd for SharedFd {
 
 impl std::os::fd::AsFd for SharedFd {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(&self.0.fd)
+        std::os::fd::AsFd::as_fd(&*self.0.fd)
     }
 }

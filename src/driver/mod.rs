@@ -10,6 +10,8 @@
 //!   no future waits on ([`Driver::submit_detached`]) is owned by its [`slot::Detached`] owner,
 //!   which the slot keeps alive until the final CQE.
 //! - Cancel SQEs carry [`CANCEL_USER_DATA`]; their CQEs are ignored.
+//! - Closes of dropped streams' descriptors carry [`CLOSE_USER_DATA`] (see `close`); the
+//!   descriptor is the kernel's from the moment the SQE is queued.
 //! - The loop's one timer is a TIMEOUT carrying [`TIMER_USER_DATA`] (see
 //!   [`Driver::arm_timer`]), moved earlier by updates carrying [`TIMER_UPDATE_USER_DATA`];
 //!   neither holds memory of ours once submitted.
@@ -27,6 +29,7 @@
 //! receive-buffer pool; `registry` the thread's current driver.
 
 pub(crate) mod bufring;
+mod close;
 pub(crate) mod loop_cell;
 pub(crate) mod op;
 pub(crate) mod ops;
@@ -56,6 +59,7 @@ use io_uring::{opcode, squeue, types, IoUring};
 use crate::sys::EnterFd;
 
 use bufring::BufPool;
+use close::DeferredCloses;
 use slot::{Completion, Detached, Lifecycle, Orphan};
 use table::OpTable;
 
@@ -69,6 +73,10 @@ pub(crate) const TIMER_USER_DATA: u64 = u64::MAX - 1;
 /// `user_data` of the updates that move the loop's timer earlier. Their CQEs matter only
 /// when the kernel refuses the update (see `Inner::reap`). Never a slot index either.
 pub(crate) const TIMER_UPDATE_USER_DATA: u64 = u64::MAX - 2;
+
+/// `user_data` of the closes of dropped streams' descriptors (see `close`). Their CQEs only
+/// count down the closes in flight. Never a slot index either; the lowest of the four.
+pub(crate) const CLOSE_USER_DATA: u64 = u64::MAX - 3;
 
 /// A loop's driver: cheap to clone, `!Send`.
 #[derive(Clone)]
@@ -91,6 +99,9 @@ pub(crate) struct DriverCell {
     send_zc_threshold: Option<usize>,
     /// The loop's timer, readable without borrowing the driver (shared with `Inner`).
     timer: Rc<TimerState>,
+    /// Descriptors of dropped streams, closed by the next enter (see `close`). Outside
+    /// `inner`: a reap, with the driver borrowed, may drop the last clone of one.
+    closes: DeferredCloses,
 }
 
 /// The loop's timer (see [`Driver::arm_timer`]), shared by the reaper, which ends it, and
@@ -178,6 +189,12 @@ struct Inner {
     /// Tried sends in the SQ (see [`Driver::submit_detached_tried`]): the kernel posts each
     /// one's CQE while it submits it, so the next wait asks for that many more.
     trials: u32,
+    /// Closes in the SQ (see `close`): like tries, each posts its CQE while it is submitted.
+    closes_queued: u32,
+    /// Closes submitted or queued whose CQE is not reaped yet; `close` waits for them.
+    closes_in_flight: u32,
+    /// Descriptors the ring has closed (see `close`).
+    ring_closes: u64,
     /// Wakes the loop when a watched socket has room again; a wait counts tries only while
     /// it is armed (see [`Driver::submit_detached_tried`]).
     room: Option<Arc<room::RoomWatch>>,
@@ -298,6 +315,7 @@ impl Driver {
             multishot_recv,
             multishot_accept,
             send_zc_threshold,
+            closes: DeferredCloses::new(),
             inner: RefCell::new(Inner {
                 enter_fd: EnterFd::register(ring.as_raw_fd()),
                 ring: Some(ring),
@@ -317,6 +335,9 @@ impl Driver {
                 empty_waits: 0,
                 closing: false,
                 trials: 0,
+                closes_queued: 0,
+                closes_in_flight: 0,
+                ring_closes: 0,
                 room,
                 timer,
                 timer_ts: types::Timespec::new(),
@@ -396,6 +417,11 @@ impl Driver {
         self.0.inner.borrow().awaiting_kernel_count()
     }
 
+    /// Descriptors closed by the ring rather than with `close(2)` (see `close`).
+    pub(crate) fn ring_closes(&self) -> u64 {
+        self.0.inner.borrow().ring_closes
+    }
+
     pub(crate) fn stray_cqes(&self) -> u64 {
         self.0.inner.borrow().stray_cqes
     }
@@ -421,7 +447,9 @@ impl Driver {
         let mut inner = self.0.inner.borrow_mut();
         let owned = inner.owned;
         match inner.ring.as_mut() {
-            Some(ring) => !ring.submission().is_empty() || owned > 0 || timer,
+            Some(ring) => {
+                !ring.submission().is_empty() || owned > 0 || timer || !self.0.closes.is_empty()
+            }
             None => false,
         }
     }
@@ -511,13 +539,55 @@ impl Driver {
 
     /// Submits what is queued and reaps what completed, without blocking.
     pub(crate) fn submit(&self) -> io::Result<()> {
-        self.0.inner.borrow_mut().enter(0, None, 0)
+        let mut inner = self.0.inner.borrow_mut();
+        self.queue_closes(&mut inner);
+        inner.enter(0, None, 0)
+    }
+
+    /// Closes `fd` with the ring's next enter rather than with `close(2)` now (see `close`);
+    /// at once if the driver is closing. For descriptors that have no `flush` (sockets),
+    /// whose last user is gone: no op of ours may name it any more.
+    pub(crate) fn defer_close(&self, fd: std::os::fd::OwnedFd) {
+        self.0.closes.push(fd);
+    }
+
+    /// Puts the deferred closes into the SQ, for the enter that follows.
+    #[inline]
+    fn queue_closes(&self, inner: &mut Inner) {
+        if !self.0.closes.is_empty() {
+            self.queue_closes_slow(inner);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn queue_closes_slow(&self, inner: &mut Inner) {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        let mut batch = self.0.closes.take();
+        for fd in batch.drain(..) {
+            let sqe = opcode::Close::new(types::Fd(fd.as_raw_fd()))
+                .build()
+                .user_data(CLOSE_USER_DATA);
+            // Counted before the push: a full SQ submits (and may reap) inside it.
+            inner.closes_in_flight += 1;
+            inner.closes_queued += 1;
+            if inner.push(sqe).is_ok() {
+                // The kernel closes it now; the number stays taken until it does.
+                let _ = fd.into_raw_fd();
+            } else {
+                // No ring: `fd` drops here, with `close(2)`.
+                inner.closes_in_flight -= 1;
+                inner.closes_queued = inner.closes_queued.saturating_sub(1);
+            }
+        }
+        self.0.closes.recycle(batch);
     }
 
     /// Submits, then blocks until a completion arrives or `timeout` passes. With batching on
     /// (`Builder::batch_wait`), it first waits a bounded time for a batch (see `Batch`).
     pub(crate) fn park(&self, timeout: Option<Duration>) -> io::Result<()> {
         let mut inner = self.0.inner.borrow_mut();
+        self.queue_closes(&mut inner);
         let before = inner.reaped;
         inner.others_since_park = 0;
         if inner.timer.fired.get() {
@@ -595,13 +665,17 @@ impl Driver {
     pub(crate) fn close(&self, timeout: Duration) -> io::Result<()> {
         let deadline = Instant::now() + timeout;
         self.0.inner.borrow_mut().closing = true;
+        // Deferred closes not yet queued are made with `close(2)`, now and from here on.
+        self.0.closes.shut();
         let result = loop {
             let mut inner = self.0.inner.borrow_mut();
             if inner.ring.is_none() {
                 break Ok(());
             }
             let pending = inner.awaiting_kernel_keys();
-            if pending.is_empty() {
+            // Closes in the SQ or in flight are waited for too: unsubmitted, they would leak
+            // their descriptors.
+            if pending.is_empty() && inner.closes_in_flight == 0 {
                 break Ok(());
             }
             let now = Instant::now();

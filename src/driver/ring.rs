@@ -11,7 +11,9 @@ use io_uring::{opcode, squeue, types, IoUring};
 use crate::sys::{WaitArgs, ENTER_NO_IOWAIT};
 
 use super::slot::{Completion, Lifecycle, OnCqe};
-use super::{closed_error, Inner, CANCEL_USER_DATA, TIMER_UPDATE_USER_DATA, TIMER_USER_DATA};
+use super::{
+    closed_error, Inner, CANCEL_USER_DATA, CLOSE_USER_DATA, TIMER_UPDATE_USER_DATA, TIMER_USER_DATA,
+};
 
 /// Batch waits: when completions come in bunches, a blocking wait asks for `target` of them
 /// and gives them `wait_us` to arrive (the kernel's min-wait: past it, one is enough), so one
@@ -161,6 +163,8 @@ impl Inner {
         // `EBUSY` (say) may follow their reap, and asking for them again could outwait the
         // completion the caller wants.
         let mut trials = std::mem::take(&mut self.trials);
+        // Closes of sockets complete while they are submitted, like tries (see `close`).
+        let closes = std::mem::take(&mut self.closes_queued);
         // A try that comes back short is resumed only once the loop sees it, which the room
         // watcher guarantees: without it, every completion is seen at once. So too while
         // receives wait for a pool buffer, which a try's `RecvBuf` would hand on when dropped.
@@ -176,7 +180,7 @@ impl Inner {
         let args = self.wait_args(want, timeout, min_wait_us);
         let flags = wait_flags(self.no_iowait);
         let mut ask = if want > 0 {
-            want.saturating_add(trials)
+            want.saturating_add(trials).saturating_add(closes)
         } else {
             0
         };
@@ -271,12 +275,22 @@ impl Inner {
         let detached_before = detached.len();
         // Streams that reached their cap; cancelled once the completion queue is released.
         let mut throttled: Vec<usize> = Vec::new();
+        // Closes' CQEs: asked for on top of what a wait wants, so they are no wake-up.
+        let mut closes: usize = 0;
+        let mut closed_ok: u64 = 0;
         for cqe in ring.completion() {
             n += 1;
             let ud = cqe.user_data();
-            if ud >= TIMER_UPDATE_USER_DATA {
+            if ud >= CLOSE_USER_DATA {
                 let res = cqe.result();
-                if ud == TIMER_USER_DATA {
+                if ud == CLOSE_USER_DATA {
+                    // Closed, or refused (`EBADF` cannot happen: the descriptor was ours
+                    // until the SQE took it); either way it is the kernel's business now.
+                    closes += 1;
+                    if res == 0 {
+                        closed_ok += 1;
+                    }
+                } else if ud == TIMER_USER_DATA {
                     // The loop's timer: expired (`ETIME`) or ended otherwise; either way
                     // it is out of the kernel, and the wheel is to be looked at. Refused
                     // (an error other than `ETIME`, or `ECANCELED` from the ring's exit), it
@@ -364,9 +378,13 @@ impl Inner {
                 p.after_reap(picked);
             }
         }
-        let others = n - (detached.len() - detached_before);
+        let others = n - (detached.len() - detached_before) - closes;
         if !throttled.is_empty() {
             self.cancel_throttled(throttled);
+        }
+        if closes != 0 {
+            self.closes_in_flight = self.closes_in_flight.saturating_sub(closes as u32);
+            self.ring_closes += closed_ok;
         }
         self.reaped = self.reaped.wrapping_add(n as u32);
         self.others_since_park = self.others_since_park.saturating_add(others as u32);

@@ -125,7 +125,7 @@ pub struct TcpStream {
 impl TcpStream {
     fn from_fd(fd: OwnedFd) -> TcpStream {
         TcpStream {
-            fd: SharedFd::new(fd),
+            fd: SharedFd::stream(fd),
             receiver: stream::Receiver::default(),
             sender: Sender::tcp(),
         }

@@ -102,7 +102,7 @@ pub struct UnixStream {
 impl UnixStream {
     fn from_fd(fd: OwnedFd) -> UnixStream {
         UnixStream {
-            fd: SharedFd::new(fd),
+            fd: SharedFd::stream(fd),
             receiver: stream::Receiver::default(),
             sender: Sender::default(),
         }

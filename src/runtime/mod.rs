@@ -246,6 +246,13 @@ impl EventLoop {
         self.core.driver.awaiting_kernel()
     }
 
+    /// Descriptors the ring has closed: streams dropped on this loop, closed by the next
+    /// `io_uring_enter` instead of with a `close(2)` each. For tests and diagnostics.
+    #[doc(hidden)]
+    pub fn ring_closes(&self) -> u64 {
+        self.core.driver.ring_closes()
+    }
+
     /// CQEs that matched no operation (a kernel or driver bug; counted, never fatal).
     #[doc(hidden)]
     pub fn stray_cqes(&self) -> u64 {
