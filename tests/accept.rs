@@ -206,3 +206,63 @@ fn stream_dropped_on_another_thread_is_closed_by_its_loop() {
         assert_eq!(peer.read(&mut b).expect("EOF, not a timeout"), 0);
     });
 }
+
+/// `accept_stream` hands over the same connections as `accept`, on both paths, with no
+/// address: the stream answers `peer_addr` itself, and carries the peer's bytes.
+#[test]
+fn accept_stream_takes_connections_without_their_address_on_either_path() {
+    use std::io::Write;
+    for multishot in [true, false] {
+        loop_with(multishot).block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            for i in 0..5u8 {
+                let mut c = std::net::TcpStream::connect(addr).unwrap();
+                c.write_all(&[i]).unwrap();
+                let s = l.accept_stream().await.unwrap();
+                assert_eq!(s.peer_addr().unwrap(), c.local_addr().unwrap());
+                let b = s.recv().await.unwrap();
+                assert_eq!(
+                    &b[..],
+                    &[i],
+                    "multishot {multishot}: the connection's own bytes"
+                );
+            }
+        });
+    }
+}
+
+/// `TCP_NODELAY` set on a listener (at bind or later) reaches the connections it accepts, so
+/// a server needs no `setsockopt` per connection; without it they keep Nagle's algorithm.
+#[test]
+fn accepted_streams_inherit_the_listeners_nodelay() {
+    use ringloop::net::ListenOptions;
+    EventLoop::new().unwrap().block_on(async {
+        let plain = TcpListener::bind("127.0.0.1:0").unwrap();
+        let at_bind = ListenOptions::new()
+            .nodelay(true)
+            .bind_tcp("127.0.0.1:0")
+            .unwrap();
+        let later = TcpListener::bind("127.0.0.1:0").unwrap();
+        later.set_nodelay(true).unwrap();
+        assert!(!plain.nodelay().unwrap());
+        assert!(at_bind.nodelay().unwrap() && later.nodelay().unwrap());
+        for (l, want) in [(&plain, false), (&at_bind, true), (&later, true)] {
+            let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let s = l.accept_stream().await.unwrap();
+            assert_eq!(s.nodelay().unwrap(), want);
+        }
+    });
+}
+
+#[test]
+fn nodelay_for_a_unix_listener_is_a_clear_error() {
+    let path = std::env::temp_dir().join(format!("ringloop-nodelay-{}", std::process::id()));
+    let err = ringloop::net::ListenOptions::new()
+        .nodelay(true)
+        .bind_unix(&path)
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("TCP_NODELAY"), "{err}");
+    assert!(!path.exists(), "nothing bound");
+}

@@ -61,9 +61,10 @@ impl Acceptor {
         }
     }
 
-    /// The next connection. After `EMFILE`/`ENFILE`/`ENOBUFS`/`ENOMEM` the error is returned
-    /// and the next call first waits a short back-off.
-    pub(crate) async fn accept(&self) -> io::Result<Accepted> {
+    /// The next connection; with `want_addr`, with its peer address, which a multishot
+    /// accept must ask for (see `next_multishot`). After `EMFILE`/`ENFILE`/`ENOBUFS`/`ENOMEM`
+    /// the error is returned and the next call first waits a short back-off.
+    pub(crate) async fn accept(&self, want_addr: bool) -> io::Result<Accepted> {
         loop {
             if let Some(a) = self.stash.pop() {
                 return Ok(a);
@@ -75,7 +76,7 @@ impl Acceptor {
                 continue;
             }
             let result = match self.armed_key()? {
-                Some(key) => self.next_multishot(key).await,
+                Some(key) => self.next_multishot(key, want_addr).await,
                 None => self.accept_once().await.map(Some),
             };
             match result {
@@ -118,17 +119,23 @@ impl Acceptor {
     /// The next CQE of the armed multishot accept. Cancel-safe: an untaken CQE stays queued
     /// in the slot. `Ok(None)`: nothing to hand out this time (the accept was paused for
     /// back-pressure and must be re-armed, or the peer left before we asked its address).
-    async fn next_multishot(&self, key: usize) -> io::Result<Option<Accepted>> {
+    async fn next_multishot(&self, key: usize, want_addr: bool) -> io::Result<Option<Accepted>> {
         let c = poll_fn(|cx| self.armed.poll_next(key, cx)).await;
         match c.result() {
             Ok(res) => {
                 // SAFETY: a successful accept returns a new descriptor that nobody else owns,
                 // and this CQE is taken from the queue exactly once.
                 let fd = unsafe { OwnedFd::from_raw_fd(res as i32) };
+                if !want_addr {
+                    return Ok(Some(Accepted { fd, addr: None }));
+                }
                 // The kernel reports no address for a multishot accept: ask for it. A peer
                 // that already reset has none; its connection is dropped, not returned.
                 match SockRef::from(&fd).peer_addr() {
-                    Ok(addr) => Ok(Some(Accepted { fd, addr })),
+                    Ok(addr) => Ok(Some(Accepted {
+                        fd,
+                        addr: Some(addr),
+                    })),
                     Err(_) => Ok(None),
                 }
             }

@@ -1,4 +1,5 @@
-//! `ListenOptions`: the listen backlog and `SO_REUSEPORT`, for both kinds of listener.
+//! `ListenOptions`: the listen backlog, `SO_REUSEPORT` and `TCP_NODELAY`, for both kinds of
+//! listener.
 
 use std::io;
 use std::net::ToSocketAddrs;
@@ -6,8 +7,9 @@ use std::path::Path;
 
 use super::{TcpListener, UnixListener};
 
-/// How a listener is set up: its backlog and whether it shares its port. `TcpListener::bind`
-/// and `UnixListener::bind` use the defaults.
+/// How a listener is set up: its backlog, whether it shares its port, and whether the
+/// connections it accepts start with Nagle's algorithm off. `TcpListener::bind` and
+/// `UnixListener::bind` use the defaults.
 ///
 /// ```
 /// use ringloop::net::ListenOptions;
@@ -23,6 +25,7 @@ use super::{TcpListener, UnixListener};
 pub struct ListenOptions {
     pub(crate) backlog: u32,
     pub(crate) reuseport: bool,
+    pub(crate) nodelay: bool,
 }
 
 impl Default for ListenOptions {
@@ -30,12 +33,13 @@ impl Default for ListenOptions {
         ListenOptions {
             backlog: 1024,
             reuseport: false,
+            nodelay: false,
         }
     }
 }
 
 impl ListenOptions {
-    /// Backlog 1024, no `SO_REUSEPORT`.
+    /// Backlog 1024, no `SO_REUSEPORT`, Nagle's algorithm left on.
     pub fn new() -> ListenOptions {
         ListenOptions::default()
     }
@@ -54,6 +58,14 @@ impl ListenOptions {
         self
     }
 
+    /// Sets `TCP_NODELAY` on the listener (TCP only), which Linux copies to every connection
+    /// it accepts: they start with Nagle's algorithm off, without a `setsockopt(2)` each
+    /// (see [`TcpListener::set_nodelay`]).
+    pub fn nodelay(mut self, on: bool) -> ListenOptions {
+        self.nodelay = on;
+        self
+    }
+
     /// Binds a TCP listener (with `SO_REUSEADDR`) to the first address of `addr` that works.
     ///
     /// # Errors
@@ -67,13 +79,19 @@ impl ListenOptions {
     ///
     /// # Errors
     ///
-    /// The bind or listen error, naming the path; `InvalidInput` if `reuseport` was asked
-    /// for, which Unix sockets do not have.
+    /// The bind or listen error, naming the path; `InvalidInput` if `reuseport` or
+    /// `nodelay` was asked for, which Unix sockets do not have.
     pub fn bind_unix(&self, path: impl AsRef<Path>) -> io::Result<UnixListener> {
         if self.reuseport {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "SO_REUSEPORT is for TCP listeners; Unix-domain listeners cannot share a path",
+            ));
+        }
+        if self.nodelay {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "TCP_NODELAY is for TCP listeners; Unix-domain sockets have no Nagle's algorithm",
             ));
         }
         super::unix::bind_with(path.as_ref(), self)

@@ -57,11 +57,43 @@ impl TcpListener {
     /// The accept error. After `EMFILE`/`ENFILE` (out of descriptors) the next call first
     /// waits a short back-off, so a server that retries at once does not spin.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let a = self.acceptor.accept().await?;
-        let addr = a.addr.as_socket().ok_or_else(|| {
+        let a = self.acceptor.accept(true).await?;
+        let addr = a.addr.as_ref().and_then(|a| a.as_socket()).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidData, "accepted a non-IP peer address")
         })?;
         Ok((TcpStream::from_fd(a.fd), addr))
+    }
+
+    /// Waits for a connection, like [`accept`](TcpListener::accept), without its peer's
+    /// address. The kernel reports none for a multishot accept, so `accept` asks for it
+    /// with a `getpeername(2)` per connection; a server that does not log or filter by
+    /// address saves that call. [`TcpStream::peer_addr`] still answers later.
+    ///
+    /// One difference: a peer that reset before the connection was taken is returned, and
+    /// its first read reports the reset (`accept` skips it, having no address to give).
+    ///
+    /// # Errors
+    ///
+    /// As [`accept`](TcpListener::accept).
+    pub async fn accept_stream(&self) -> io::Result<TcpStream> {
+        let a = self.acceptor.accept(false).await?;
+        Ok(TcpStream::from_fd(a.fd))
+    }
+
+    /// Sets `TCP_NODELAY` on the listener, which Linux copies to every connection accepted
+    /// afterwards: they start with Nagle's algorithm off, without a `setsockopt(2)` each
+    /// ([`TcpStream::set_nodelay`] still sets it per stream). [`ListenOptions::nodelay`]
+    /// sets it at bind time.
+    ///
+    /// [`ListenOptions::nodelay`]: super::ListenOptions::nodelay
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        SockRef::from(&self.acceptor.fd).set_tcp_nodelay(on)
+    }
+
+    /// Whether `TCP_NODELAY` is set on the listener (see
+    /// [`set_nodelay`](TcpListener::set_nodelay)).
+    pub fn nodelay(&self) -> io::Result<bool> {
+        SockRef::from(&self.acceptor.fd).tcp_nodelay()
     }
 
     /// The address this listener is bound to.
@@ -79,6 +111,9 @@ fn listen(addr: SocketAddr, opts: &ListenOptions) -> io::Result<TcpListener> {
     sock.set_reuse_address(true)?;
     if opts.reuseport {
         sock.set_reuse_port(true)?;
+    }
+    if opts.nodelay {
+        sock.set_tcp_nodelay(true)?;
     }
     sock.bind(&addr.into())
         .map_err(|e| context(e, "bind", addr))?;
@@ -262,6 +297,12 @@ impl TcpStream {
     /// Sets `TCP_NODELAY` (disables Nagle's algorithm).
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
         SockRef::from(&self.fd).set_tcp_nodelay(on)
+    }
+
+    /// Whether `TCP_NODELAY` is set: by [`set_nodelay`](TcpStream::set_nodelay), or copied
+    /// from its listener (see [`TcpListener::set_nodelay`]).
+    pub fn nodelay(&self) -> io::Result<bool> {
+        SockRef::from(&self.fd).tcp_nodelay()
     }
 
     /// The remote address.

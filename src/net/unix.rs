@@ -65,10 +65,18 @@ impl UnixListener {
     /// Waits for a connection. Cancel-safe, with the same back-off on `EMFILE` as
     /// [`TcpListener::accept`](super::TcpListener::accept).
     pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        let a = self.acceptor.accept().await?;
-        let stream = UnixStream::from_fd(a.fd);
-        let addr = stream.peer_addr()?;
-        Ok((stream, addr))
+        loop {
+            // The address comes from the stream, in the form std's `SocketAddr` takes, so the
+            // acceptor is not asked for one.
+            let a = self.acceptor.accept(false).await?;
+            let stream = UnixStream::from_fd(a.fd);
+            match stream.peer_addr() {
+                Ok(addr) => return Ok((stream, addr)),
+                // A peer already gone has no address: skip its connection, as TCP's accept does.
+                Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The address this listener is bound to.

@@ -11,10 +11,11 @@ use crate::driver::slot::{Completion, Orphan};
 use crate::driver::OpCode;
 use crate::fd::SharedFd;
 
-/// A connection the kernel accepted, with its peer address.
+/// A connection the kernel accepted, with its peer address where it was asked for or came
+/// for free (a single-shot accept's).
 pub(crate) struct Accepted {
     pub(crate) fd: OwnedFd,
-    pub(crate) addr: SockAddr,
+    pub(crate) addr: Option<SockAddr>,
 }
 
 /// Storage the kernel writes the peer address into. Boxed: it must not move with the op.
@@ -60,7 +61,7 @@ impl Accept {
         let fd = unsafe { OwnedFd::from_raw_fd(res as i32) };
         Accepted {
             fd,
-            addr: self.addr.to_sockaddr(),
+            addr: Some(self.addr.to_sockaddr()),
         }
     }
 }
