@@ -123,7 +123,7 @@ pub fn serve(addr: SocketAddr, announce: fn(SocketAddr)) {
         .build(4096)
         .expect("io_uring set-up");
     let mut br = BufRing::new(&ring);
-    let l = TcpListener::bind(addr).unwrap();
+    let l: TcpListener = super::nodelay_listener(addr);
     announce(l.local_addr().unwrap());
     let lfd = l.as_raw_fd();
     let accept = || {

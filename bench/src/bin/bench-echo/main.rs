@@ -43,6 +43,28 @@ fn idle_timeout() -> Option<Duration> {
 /// The batch wait of the `ringloop-batch` server.
 const BATCH_WAIT_US: u64 = 20;
 
+/// A listener for a peer server, bound with std, with `TCP_NODELAY` set on it: Linux copies
+/// it to every connection accepted, so no server pays a `setsockopt` per connection (as
+/// ringloop's own listener does with `ListenOptions::nodelay`).
+pub(crate) fn nodelay_listener(addr: SocketAddr) -> std::net::TcpListener {
+    use std::os::fd::AsRawFd;
+    let l = std::net::TcpListener::bind(addr).unwrap();
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `on`, which lives across the
+    // call; the descriptor is the listener's own.
+    let r = unsafe {
+        libc::setsockopt(
+            l.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "TCP_NODELAY on the listener");
+    l
+}
+
 fn announce(addr: SocketAddr) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "listening {addr}");
@@ -74,13 +96,17 @@ fn ringloop_server(
     }
     let mut lp = b.build().expect("ringloop needs io_uring");
     lp.block_on(async move {
-        let l = ringloop::net::TcpListener::bind(addr).unwrap();
+        // Accepted streams inherit TCP_NODELAY, and take no address they would not use: no
+        // system call per connection but the ring's.
+        let l = ringloop::net::ListenOptions::new()
+            .nodelay(true)
+            .bind_tcp(addr)
+            .unwrap();
         announce(l.local_addr().unwrap());
         loop {
-            let Ok((conn, _)) = l.accept().await else {
+            let Ok(conn) = l.accept_stream().await else {
                 continue;
             };
-            let _ = conn.set_nodelay(true);
             // Two task types (see `Receive`): the untimed one holds no timeout state.
             match idle_timeout() {
                 None => drop(ringloop::spawn(ringloop_echo(conn, awaited, Untimed))),
@@ -172,13 +198,14 @@ fn tokio_server(addr: SocketAddr) {
     }
     let rt = b.build().unwrap();
     rt.block_on(async move {
-        let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let std_l = nodelay_listener(addr);
+        std_l.set_nonblocking(true).unwrap();
+        let l = tokio::net::TcpListener::from_std(std_l).unwrap();
         announce(l.local_addr().unwrap());
         loop {
             let Ok((conn, _)) = l.accept().await else {
                 continue;
             };
-            let _ = conn.set_nodelay(true);
             match idle_timeout() {
                 None => drop(tokio::spawn(tokio_echo(conn))),
                 Some(d) => drop(tokio::spawn(tokio_echo_timed(conn, d))),
@@ -232,13 +259,12 @@ fn monoio_server(addr: SocketAddr) {
         .build()
         .expect("monoio needs io_uring");
     rt.block_on(async move {
-        let l = monoio::net::TcpListener::bind(addr).unwrap();
+        let l = monoio::net::TcpListener::from_std(nodelay_listener(addr)).unwrap();
         announce(l.local_addr().unwrap());
         loop {
             let Ok((mut conn, _)) = l.accept().await else {
                 continue;
             };
-            let _ = conn.set_nodelay(true);
             monoio::spawn(async move {
                 let mut buf = vec![0u8; READ_BUF];
                 loop {
