@@ -82,21 +82,24 @@ fn a_stream_dropped_on_its_loop_is_closed_by_the_ring_at_the_next_enter() {
     lp.close().unwrap();
 }
 
+/// A stream a task still holds when the loop closes: dropping the task queues its close
+/// while the loop is closing, and the close makes it rather than leaking it.
 #[test]
-fn closing_the_loop_closes_a_stream_dropped_just_before() {
+fn closing_the_loop_closes_the_streams_its_tasks_held() {
     let mut lp = EventLoop::new().unwrap();
     let (tracked, mut client) = lp.block_on(async {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let (s, c) = pair(&l).await;
         let t = Tracked::of(&s);
-        drop(s);
+        drop(ringloop::spawn(async move {
+            let _ = s.recv().await; // the client sends nothing: waits until the loop closes
+        }));
+        ringloop::yield_now().await; // the task arms its receive
         (t, c)
     });
+    assert!(tracked.is_open(), "the task still holds it");
     lp.close().unwrap();
-    assert!(
-        !tracked.is_open(),
-        "a close still queued is made when the loop closes"
-    );
+    assert!(!tracked.is_open(), "closed when the loop closed");
     assert_eof(&mut client);
 }
 
@@ -138,4 +141,20 @@ fn a_thousand_connections_dropped_on_the_loop_leave_no_descriptor_open() {
     assert_eq!(open, 0, "every dropped stream's descriptor is closed");
     assert_eq!(lp.ring_closes() - before, 2000);
     lp.close().unwrap();
+}
+
+#[test]
+fn a_stream_dropped_as_block_on_returns_is_closed_before_it_returns() {
+    let mut lp = EventLoop::new().unwrap();
+    let (tracked, mut client) = lp.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (s, c) = pair(&l).await;
+        let t = Tracked::of(&s);
+        drop(s);
+        (t, c)
+    });
+    // The loop is not running and not closed: the close was submitted on the way out.
+    assert!(!tracked.is_open(), "closed when block_on returned");
+    assert_eof(&mut client);
+    drop(lp);
 }

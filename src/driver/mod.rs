@@ -551,6 +551,20 @@ impl Driver {
         self.0.closes.push(fd);
     }
 
+    /// Submits the deferred closes now, if any: the loop stops running, and nothing says when
+    /// it will enter the kernel again. A failure leaves them to the driver's close.
+    pub(crate) fn flush_closes(&self) {
+        if self.0.closes.is_empty() {
+            return;
+        }
+        // Not borrowed when a loop stops being current; if it were, the next enter or the
+        // driver's close would take them.
+        if let Ok(mut inner) = self.0.inner.try_borrow_mut() {
+            self.queue_closes(&mut inner);
+            let _ = inner.enter(0, None, 0);
+        }
+    }
+
     /// Puts the deferred closes into the SQ, for the enter that follows.
     #[inline]
     fn queue_closes(&self, inner: &mut Inner) {

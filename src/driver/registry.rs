@@ -35,6 +35,9 @@ pub(super) fn enter(d: &Rc<DriverCell>) -> EnterGuard {
 impl Drop for EnterGuard {
     fn drop(&mut self) {
         if let Some(e) = self.0.take() {
+            // The loop stops being current (`block_on` returned, say, and the future it ran
+            // was dropped): closes queued meanwhile go now, not at some later run.
+            with_current(|d| d.flush_closes());
             CURRENT.with(|c| c.leave(e));
         }
     }
