@@ -17,7 +17,7 @@ pub(crate) struct SharedFd(Arc<Inner>);
 struct Inner {
     /// Taken only in `Drop` or `into_fd`, each the last use.
     fd: ManuallyDrop<OwnedFd>,
-    /// Closed by the ring when the last clone drops on its loop's thread.
+    /// Closed by the ring when the last clone drops on a thread running a loop.
     ring_close: bool,
     /// The loop that first used this socket (0: none yet).
     owner: AtomicU64,

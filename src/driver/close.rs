@@ -16,6 +16,8 @@ use std::os::fd::OwnedFd;
 /// The queue of descriptors to close at the next enter (see the module doc).
 pub(crate) struct DeferredCloses {
     fds: RefCell<Vec<OwnedFd>>,
+    /// `fds` is not empty: what every turn checks, one load rather than a borrow.
+    queued: Cell<bool>,
     /// False once the driver began closing: descriptors are closed at once.
     open: Cell<bool>,
 }
@@ -24,6 +26,7 @@ impl DeferredCloses {
     pub(super) fn new() -> DeferredCloses {
         DeferredCloses {
             fds: RefCell::new(Vec::new()),
+            queued: Cell::new(false),
             open: Cell::new(true),
         }
     }
@@ -33,18 +36,20 @@ impl DeferredCloses {
     pub(super) fn push(&self, fd: OwnedFd) {
         if self.open.get() {
             self.fds.borrow_mut().push(fd);
+            self.queued.set(true);
         }
         // Otherwise `fd` drops here: `close(2)`.
     }
 
     #[inline]
     pub(super) fn is_empty(&self) -> bool {
-        self.fds.borrow().is_empty()
+        !self.queued.get()
     }
 
     /// Everything queued so far, for the caller to submit (the queue's borrow is not held
     /// meanwhile, so closes queued while it submits go to the next batch).
     pub(super) fn take(&self) -> Vec<OwnedFd> {
+        self.queued.set(false);
         std::mem::take(&mut *self.fds.borrow_mut())
     }
 

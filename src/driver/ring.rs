@@ -61,6 +61,47 @@ impl Batch {
     }
 }
 
+/// Applies one of the loop's own CQEs, whose `user_data` is no slot: the timer's, a timer
+/// update's, a cancel's, a close's.
+#[cold]
+#[inline(never)]
+fn own_cqe(
+    ud: u64,
+    res: i32,
+    timer: &super::TimerState,
+    closes_in_flight: &mut u32,
+    ring_closes: &mut u64,
+) {
+    if ud == CLOSE_USER_DATA {
+        // Closed, or refused (`EBADF` cannot happen: the descriptor was ours until the SQE
+        // took it); either way it is the kernel's business now.
+        *closes_in_flight = closes_in_flight.saturating_sub(1);
+        if res == 0 {
+            *ring_closes += 1;
+        }
+    } else if ud == TIMER_USER_DATA {
+        // The loop's timer: expired (`ETIME`) or ended otherwise; either way it is out of the
+        // kernel, and the wheel is to be looked at. Refused (an error other than `ETIME`, or
+        // `ECANCELED` from the ring's exit), it is not armed again: the waits take the
+        // deadline instead.
+        if res < 0 && res != -libc::ETIME && res != -libc::ECANCELED {
+            timer.per_wait.set(true);
+        }
+        timer.armed.set(super::NOT_ARMED);
+        timer.fired.set(true);
+    } else if ud == TIMER_UPDATE_USER_DATA
+        && res < 0
+        && ![libc::ENOENT, libc::EALREADY, libc::ECANCELED].contains(&-res)
+    {
+        // An update refused (not one that found the timer ended or ending, whose own CQE
+        // follows): the timer is still due at its later deadline, and an earlier timer would
+        // wait for it. From now on every wait takes the next deadline, and the turn looks at
+        // the wheel every time.
+        timer.per_wait.set(true);
+    }
+    // CANCEL_USER_DATA: a cancel's own CQE, ignored.
+}
+
 /// Flags for a blocking wait. With `IORING_ENTER_NO_IOWAIT` (Linux 6.15+) the wait is not
 /// accounted as iowait (see `Builder::iowait`). GETEVENTS is always passed: under
 /// DEFER_TASKRUN nothing completes without it.
@@ -180,7 +221,8 @@ impl Inner {
         let args = self.wait_args(want, timeout, min_wait_us);
         let flags = wait_flags(self.no_iowait);
         let mut ask = if want > 0 {
-            want.saturating_add(trials).saturating_add(closes)
+            // Both are bounded by the SQ's size: their sum cannot overflow.
+            want.saturating_add(trials + closes)
         } else {
             0
         };
@@ -263,6 +305,8 @@ impl Inner {
             stray_cqes,
             pool,
             timer,
+            closes_in_flight,
+            ring_closes,
             ..
         } = self;
         let Some(ring) = ring.as_mut() else {
@@ -275,42 +319,14 @@ impl Inner {
         let detached_before = detached.len();
         // Streams that reached their cap; cancelled once the completion queue is released.
         let mut throttled: Vec<usize> = Vec::new();
-        // Closes' CQEs: asked for on top of what a wait wants, so they are no wake-up.
-        let mut closes: usize = 0;
-        let mut closed_ok: u64 = 0;
         for cqe in ring.completion() {
             n += 1;
             let ud = cqe.user_data();
             if ud >= CLOSE_USER_DATA {
-                let res = cqe.result();
-                if ud == CLOSE_USER_DATA {
-                    // Closed, or refused (`EBADF` cannot happen: the descriptor was ours
-                    // until the SQE took it); either way it is the kernel's business now.
-                    closes += 1;
-                    if res == 0 {
-                        closed_ok += 1;
-                    }
-                } else if ud == TIMER_USER_DATA {
-                    // The loop's timer: expired (`ETIME`) or ended otherwise; either way
-                    // it is out of the kernel, and the wheel is to be looked at. Refused
-                    // (an error other than `ETIME`, or `ECANCELED` from the ring's exit), it
-                    // is not armed again: the waits take the deadline instead.
-                    if res < 0 && res != -libc::ETIME && res != -libc::ECANCELED {
-                        timer.per_wait.set(true);
-                    }
-                    timer.armed.set(super::NOT_ARMED);
-                    timer.fired.set(true);
-                } else if ud == TIMER_UPDATE_USER_DATA
-                    && res < 0
-                    && ![libc::ENOENT, libc::EALREADY, libc::ECANCELED].contains(&-res)
-                {
-                    // An update refused (not one that found the timer ended or ending, whose
-                    // own CQE follows): the timer is still due at its later deadline, and an
-                    // earlier timer would wait for it. From now on every wait takes the next
-                    // deadline, and the turn looks at the wheel every time.
-                    timer.per_wait.set(true);
-                }
-                continue; // CANCEL_USER_DATA: a cancel's own CQE, ignored
+                // The loop's own CQEs (timer, cancels, closes), out of line: a server's turns
+                // see few of them, and state kept for them in this loop costs every CQE.
+                own_cqe(ud, cqe.result(), timer, closes_in_flight, ring_closes);
+                continue;
             }
             let c = Completion {
                 res: cqe.result(),
@@ -378,13 +394,12 @@ impl Inner {
                 p.after_reap(picked);
             }
         }
-        let others = n - (detached.len() - detached_before) - closes;
+        // Closes' CQEs count as others: a wait asks for them on top of what it wants (see
+        // `enter`), so they end no wait early; at most, a park that also took in queued
+        // writes' CQEs returns to the turn rather than waiting again.
+        let others = n - (detached.len() - detached_before);
         if !throttled.is_empty() {
             self.cancel_throttled(throttled);
-        }
-        if closes != 0 {
-            self.closes_in_flight = self.closes_in_flight.saturating_sub(closes as u32);
-            self.ring_closes += closed_ok;
         }
         self.reaped = self.reaped.wrapping_add(n as u32);
         self.others_since_park = self.others_since_park.saturating_add(others as u32);
