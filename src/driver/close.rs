@@ -1,7 +1,8 @@
-//! Descriptors closed by the ring: a stream dropped on its loop's thread is not closed with
-//! `close(2)` there and then but queued here, and the next `io_uring_enter` (the one every
-//! turn makes anyway) closes it with an `IORING_OP_CLOSE` among the turn's other SQEs. A
-//! server that takes a connection per request saves one system call per connection.
+//! Descriptors closed by the ring: a stream whose last user is dropped on a thread running a
+//! loop is not closed with `close(2)` there and then but queued here, and the loop's next
+//! `io_uring_enter` (the one every turn makes anyway, or the one made as the loop stops
+//! running) closes it with an `IORING_OP_CLOSE` among the turn's other SQEs. A server that
+//! takes a connection per request saves one system call per connection.
 //!
 //! The descriptor number stays taken until the kernel runs the close, so nothing can reuse
 //! it meanwhile. A socket has no `flush`, so the kernel runs its close inline, while it
