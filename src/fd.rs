@@ -118,13 +118,8 @@ impl Drop for Inner {
         }
         // The last clone: no op of any loop names the descriptor any more, so whichever loop
         // runs on this thread may close it. With none running (the loop gone, another
-        // thread), `fd` drops with `close(2)`.
-        let mut fd = Some(fd);
-        crate::driver::with_current(|d| {
-            if let Some(fd) = fd.take() {
-                d.defer_close(fd);
-            }
-        });
+        // thread), the closure is dropped uncalled and `fd` with it: `close(2)`.
+        crate::driver::with_current(move |d| d.defer_close(fd));
     }
 }
 
