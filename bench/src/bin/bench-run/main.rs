@@ -35,22 +35,24 @@ mod report;
 use raw::{Results, RunInfo};
 use report::median;
 
-const SERVERS: [&str; 6] = [
+const SERVERS: [&str; 7] = [
     "ringloop",
     "ringloop-batch",
+    "ringloop-basic",
     "ringloop-awaited",
     "tokio",
     "monoio",
     "bare",
 ];
 
-/// Servers whose code differs: `ringloop-batch` is `ringloop` with a set-up option, so the
-/// instruction counts, which it cannot change, are not repeated for it.
+/// Servers whose code differs: `ringloop-batch` and `ringloop-basic` are `ringloop` with a
+/// set-up option, so the instruction counts and the idle memory, which it barely changes, are
+/// not repeated for them.
 fn distinct(servers: &[&'static str]) -> Vec<&'static str> {
     servers
         .iter()
         .copied()
-        .filter(|s| *s != "ringloop-batch")
+        .filter(|s| !matches!(*s, "ringloop-batch" | "ringloop-basic"))
         .collect()
 }
 
