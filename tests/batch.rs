@@ -192,3 +192,46 @@ fn batch_wait_without_a_timer_does_not_wake_empty() {
     drop(writer.join().unwrap());
     drop(idle);
 }
+
+/// Connections served one after another, each dropped before the next is taken: the wait
+/// for a connection also reaps the last one's close, whose CQE is none of the completions
+/// the batch target counts. Counted, a close and a connection in each wait looked like
+/// bunches twice the target, and the target grew: a lone connection then waited out the
+/// min-wait.
+#[test]
+fn closes_do_not_grow_the_batch_target() {
+    const CONNS: usize = 20;
+    let Some(mut lp) = batching_loop(Duration::from_millis(5)) else {
+        return;
+    };
+    let (l, idle) = lp.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let idle = idle_receives(&l, 32).await;
+        (l, idle)
+    });
+    let addr = l.local_addr().unwrap();
+    let client = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for _ in 0..CONNS {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            c.write_all(b"ping").unwrap();
+            let mut b = [0u8; 4];
+            c.read_exact(&mut b).unwrap();
+        }
+    });
+    let mut targets = Vec::new();
+    for _ in 0..CONNS {
+        lp.block_on(async {
+            let (s, _) = l.accept().await.unwrap();
+            let got = s.recv().await.unwrap();
+            s.write_all(got).await.0.unwrap();
+        });
+        targets.push(lp.batch_target().unwrap());
+    }
+    client.join().unwrap();
+    drop(idle);
+    assert!(
+        targets.iter().all(|&t| t == 1),
+        "one connection at a time, yet the target went {targets:?}"
+    );
+}

@@ -82,6 +82,41 @@ fn a_stream_dropped_on_its_loop_is_closed_by_the_ring_at_the_next_enter() {
     lp.close().unwrap();
 }
 
+/// A close's CQE is not what a wait waits for: a wait that its deadline ended still counts
+/// as empty when the close it submitted completed inside it.
+#[test]
+fn a_wait_its_deadline_ends_is_empty_though_it_reaped_a_close() {
+    // Each wait takes the next deadline itself: no timer CQE ends it.
+    let mut lp = EventLoop::builder().kernel_timer(false).build().unwrap();
+    let (s, _client) = lp.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = pair(&l).await;
+        drop(l);
+        // Enters that take in the end of the listener's accept: from here on, the close's
+        // CQE is the only one to come.
+        for _ in 0..3 {
+            ringloop::yield_now().await;
+        }
+        p
+    });
+    let tracked = Tracked::of(&s);
+    let (empty, closes) = (lp.empty_waits(), lp.ring_closes());
+    lp.block_on(async move {
+        drop(s);
+        // The park that follows submits the close, then sleeps until the deadline.
+        ringloop::time::sleep(Duration::from_millis(30)).await;
+    });
+    assert!(!tracked.is_open());
+    assert_eq!(lp.ring_closes() - closes, 1, "the ring closed it");
+    // At least one: a signal could end a wait early too, but 0 would mean the close's CQE
+    // counted as what the wait was for.
+    let empty = lp.empty_waits() - empty;
+    assert!(
+        empty >= 1,
+        "the wait the deadline ended, with only the close's CQE in it, counted as not empty"
+    );
+}
+
 /// A stream a task still holds when the loop closes: dropping the task queues its close
 /// while the loop is closing, and the close makes it rather than leaking it.
 #[test]

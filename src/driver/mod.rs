@@ -603,6 +603,9 @@ impl Driver {
         let mut inner = self.0.inner.borrow_mut();
         self.queue_closes(&mut inner);
         let before = inner.reaped;
+        // Close CQEs are not what a wait waits for (it asks for them on top, see
+        // `Inner::enter`): they count neither towards a batch nor against an empty wait.
+        let closes_before = inner.closes_in_flight;
         inner.others_since_park = 0;
         if inner.timer.fired.get() {
             // Reaped since the turn looked (by a submit that made room in the SQ, say):
@@ -612,7 +615,7 @@ impl Driver {
         }
         let Some(batch) = inner.batch else {
             let r = inner.enter(1, timeout, 0);
-            if inner.reaped == before {
+            if inner.reaped_besides_closes(before, closes_before) == 0 {
                 inner.empty_waits += 1;
             }
             return r;
@@ -621,7 +624,7 @@ impl Driver {
         let want = batch.target.min(cap);
         // A wait for one drops the min-wait (see `Inner::enter`).
         let r = inner.enter(want, timeout, batch.wait_us);
-        let got = inner.reaped.wrapping_sub(before);
+        let got = inner.reaped_besides_closes(before, closes_before);
         if got == 0 {
             inner.empty_waits += 1;
         }

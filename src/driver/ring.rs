@@ -415,6 +415,14 @@ impl Inner {
         }
     }
 
+    /// CQEs reaped since `reaped` read `before`, less the closes among them: those that
+    /// took `closes_in_flight` down from `closes_before` (nothing else lowers it meanwhile).
+    #[inline]
+    pub(super) fn reaped_besides_closes(&self, before: u32, closes_before: u32) -> u32 {
+        let closes = closes_before.saturating_sub(self.closes_in_flight);
+        self.reaped.wrapping_sub(before).saturating_sub(closes)
+    }
+
     /// How many slots the kernel still owes a final CQE.
     pub(super) fn awaiting_kernel_count(&self) -> usize {
         self.ops.iter().filter(|(_, s)| s.awaits_kernel()).count()
