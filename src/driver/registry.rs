@@ -59,7 +59,11 @@ pub(crate) fn current() -> Option<Driver> {
 
 /// Runs `f` with the driver of the loop running on this thread, borrowed: unlike
 /// [`current`], no reference count is taken. For the per-operation paths.
-#[inline]
+///
+/// Always inlined, as are the receive path's `RecvFuture::poll`, `Armed::poll_next_on` and
+/// `Driver::poll_stream`: with `#[inline]`, a fat-LTO build kept this one (with the closure)
+/// and those out of line, and an echo request cost 952 instructions against 870 without LTO.
+#[inline(always)]
 pub(crate) fn with_current<R>(f: impl FnOnce(&Driver) -> R) -> Option<R> {
     let ptr = CURRENT.with(|c| c.with_current(|d| d as *const DriverCell))?;
     // The cell is owned by an `Rc` that the enter guard keeps alive while it is current,

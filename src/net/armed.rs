@@ -55,8 +55,9 @@ impl Armed {
             .expect("a multishot op is polled on the loop it was armed on")
     }
 
-    /// [`poll_next`](Armed::poll_next) with the running loop's driver at hand.
-    #[inline]
+    /// [`poll_next`](Armed::poll_next) with the running loop's driver at hand. Always
+    /// inlined: see `driver::registry::with_current`.
+    #[inline(always)]
     pub(crate) fn poll_next_on(
         &self,
         driver: &Driver,

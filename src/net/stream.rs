@@ -102,7 +102,8 @@ enum RecvState {
 impl Future for RecvFuture<'_> {
     type Output = io::Result<RecvBuf>;
 
-    #[inline]
+    // Always inlined: see `driver::registry::with_current`.
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<RecvBuf>> {
         // Every field is Unpin (references and `Op`s).
         let this = self.get_mut();
