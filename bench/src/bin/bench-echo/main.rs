@@ -321,8 +321,8 @@ fn main() {
             false,
         ),
         // The same server on a ring set up without DEFER_TASKRUN or COOP_TASKRUN, as monoio
-        // sets up its own: the kernel interrupts the thread to post completions, so the loop
-        // finds more of them without entering (fewer system calls, more CPU).
+        // sets up its own: the kernel interrupts the thread to post completions, so each
+        // enter finds more of them (fewer system calls, more CPU).
         "ringloop-basic" => ringloop_server(
             addr,
             args.str("recv-buf").and_then(|v| v.parse().ok()),

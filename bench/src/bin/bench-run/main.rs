@@ -46,8 +46,8 @@ const SERVERS: [&str; 7] = [
 ];
 
 /// Servers whose code differs: `ringloop-batch` and `ringloop-basic` are `ringloop` with a
-/// set-up option, so the instruction counts and the idle memory, which it barely changes, are
-/// not repeated for them.
+/// set-up option, so the instruction counts and the idle memory, which an option barely
+/// changes, are not repeated for them.
 fn distinct(servers: &[&'static str]) -> Vec<&'static str> {
     servers
         .iter()
