@@ -270,11 +270,7 @@ impl Driver {
         let batch = pool
             .batch_wait
             .filter(|_| ring.params().is_feature_min_timeout())
-            .map(|d| Batch {
-                wait_us: u32::try_from(d.as_micros()).unwrap_or(u32::MAX).max(1),
-                target: 1,
-                streak: 0,
-            });
+            .map(|d| Batch::new(u32::try_from(d.as_micros()).unwrap_or(u32::MAX).max(1)));
         let multishot = pool.multishot && kernel.is_some_and(|v| v >= (6, 0));
         let multishot_accept = pool.multishot_accept && kernel.is_some_and(|v| v >= (5, 19));
         let registered = if pool.enabled {

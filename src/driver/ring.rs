@@ -17,16 +17,32 @@ use super::{
 
 /// Batch waits: when completions come in bunches, a blocking wait asks for `target` of them
 /// and gives them `wait_us` to arrive (the kernel's min-wait: past it, one is enough), so one
-/// `io_uring_enter` takes in more of them. The target adapts: it doubles once
-/// [`GROW_AFTER`] waits in a row brought in at least twice as many, halves when one falls
-/// short, and never exceeds a quarter of the ops that could complete, so a quiet loop (one
-/// completion per wait) waits for one, as without batching.
+/// `io_uring_enter` takes in more of them. The target adapts: it doubles once `grow_after`
+/// waits in a row brought in at least twice as many, halves when one falls short, and never
+/// exceeds a quarter of the ops that could complete, so a quiet loop (one completion per
+/// wait) waits for one, as without batching. A wait that fell short ran out its min-wait,
+/// which costs a timer interrupt, so each shortfall also doubles `grow_after` (up to
+/// [`MAX_GROW_AFTER`]) and each wait for more than one that got them takes one off it (down
+/// to [`GROW_AFTER`]): where bunches come and go, the target grows ever more warily.
 #[derive(Clone, Copy)]
 pub(super) struct Batch {
     pub(super) wait_us: u32,
     pub(super) target: u32,
     /// Waits in a row that brought in at least twice the target.
     pub(super) streak: u32,
+    /// The streak that doubles the target: [`GROW_AFTER`], more after shortfalls.
+    pub(super) grow_after: u32,
+}
+
+impl Batch {
+    pub(super) fn new(wait_us: u32) -> Batch {
+        Batch {
+            wait_us,
+            target: 1,
+            streak: 0,
+            grow_after: GROW_AFTER,
+        }
+    }
 }
 
 /// The overall timeout of a batch wait when no timer is due: long enough to stand for "none"
@@ -43,18 +59,31 @@ const BATCH_IDLE_TIMEOUT_SECS: u64 = 3600;
 /// request; with four, the latter rose to 0.15–0.23.
 const GROW_AFTER: u32 = 2;
 
+/// The most waits in a row that growing the target can take after shortfalls. With a
+/// connection per request, 16 at a time, bunches come and go: growing after two, the
+/// target rose and fell back over and over, each fall a min-wait run out.
+const MAX_GROW_AFTER: u32 = 64;
+
 impl Batch {
     /// Adapts the target after a wait that brought in `got` completions; `cap` bounds it.
     pub(super) fn adjust(&mut self, got: u32, cap: u32) {
+        if self.target > 1 && got >= self.target {
+            // A wait for more than one that got them: the growth held.
+            self.grow_after = (self.grow_after - 1).max(GROW_AFTER);
+        }
         if got >= self.target.saturating_mul(2) {
             self.streak += 1;
-            if self.streak >= GROW_AFTER {
+            if self.streak >= self.grow_after {
                 self.streak = 0;
                 self.target = self.target.saturating_mul(2).min(cap).max(1);
             }
         } else {
             self.streak = 0;
             if got < self.target {
+                if self.target > 1 {
+                    // A wait for more than one that fell short: its min-wait ran out.
+                    self.grow_after = self.grow_after.saturating_mul(2).min(MAX_GROW_AFTER);
+                }
                 self.target = (self.target / 2).max(1);
             }
         }
@@ -479,11 +508,7 @@ mod tests {
 
     #[test]
     fn batch_target_grows_after_a_streak_and_halves_on_short_ones() {
-        let mut b = Batch {
-            wait_us: 20,
-            target: 1,
-            streak: 0,
-        };
+        let mut b = Batch::new(20);
         // A quiet loop: one completion per wait never grows the target.
         for _ in 0..10 {
             b.adjust(1, 16);
@@ -513,10 +538,47 @@ mod tests {
             assert_eq!(b.target, want);
         }
         // A cap that shrank (fewer ops in flight) bounds the next growth.
+        let mut b = Batch::new(20);
         b.target = 8;
         for _ in 0..GROW_AFTER {
             b.adjust(100, 2);
         }
         assert_eq!(b.target, 2);
+    }
+
+    #[test]
+    fn each_shortfall_makes_the_next_growth_wait_for_a_longer_streak() {
+        let mut b = Batch::new(20);
+        let grow = |b: &mut Batch| {
+            let mut waits = 0;
+            while b.target == 1 {
+                b.adjust(64, 16);
+                waits += 1;
+            }
+            waits
+        };
+        assert_eq!(grow(&mut b), GROW_AFTER);
+        // Each wait for two that brings one ran out its min-wait: the streak needed doubles.
+        let mut needed = Vec::new();
+        for _ in 0..7 {
+            b.adjust(1, 16);
+            assert_eq!(b.target, 1);
+            needed.push(grow(&mut b));
+        }
+        assert_eq!(needed, [4, 8, 16, 32, 64, 64, 64]);
+        // Waits that meet a target above one take it back down, one each, to GROW_AFTER.
+        for _ in 0..10 {
+            b.adjust(2, 16);
+        }
+        assert_eq!(b.target, 2);
+        assert_eq!(b.grow_after, 64 - 10);
+        for _ in 0..100 {
+            b.adjust(2, 16);
+        }
+        assert_eq!(b.grow_after, GROW_AFTER);
+        // An empty wait for one (a signal, a deadline) ran no min-wait: nothing changes.
+        let mut q = Batch::new(20);
+        q.adjust(0, 16);
+        assert_eq!(q.grow_after, GROW_AFTER);
     }
 }
