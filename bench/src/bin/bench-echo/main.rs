@@ -302,11 +302,14 @@ fn main() {
         args.get("idle-timeout-ms", 0),
         std::sync::atomic::Ordering::Relaxed,
     );
+    // The ringloop variants differ from `ringloop` in one setting each.
+    let recv_buf = args.str("recv-buf").and_then(|v| v.parse().ok());
+    let mode = args.str("mode");
     match args.str("server").unwrap_or("") {
         "ringloop" => ringloop_server(
             addr,
-            args.str("recv-buf").and_then(|v| v.parse().ok()),
-            args.str("mode"),
+            recv_buf,
+            mode,
             args.str("batch-wait-us")
                 .and_then(|v| v.parse().ok())
                 .map(std::time::Duration::from_micros),
@@ -315,29 +318,17 @@ fn main() {
         // The same server with `Builder::batch_wait` at 20 µs.
         "ringloop-batch" => ringloop_server(
             addr,
-            args.str("recv-buf").and_then(|v| v.parse().ok()),
-            args.str("mode"),
+            recv_buf,
+            mode,
             Some(std::time::Duration::from_micros(BATCH_WAIT_US)),
             false,
         ),
         // The same server on a ring set up without DEFER_TASKRUN or COOP_TASKRUN, as monoio
         // sets up its own: the kernel interrupts the thread to post completions, so each
         // enter finds more of them (fewer system calls, more CPU).
-        "ringloop-basic" => ringloop_server(
-            addr,
-            args.str("recv-buf").and_then(|v| v.parse().ok()),
-            Some("basic"),
-            None,
-            false,
-        ),
+        "ringloop-basic" => ringloop_server(addr, recv_buf, Some("basic"), None, false),
         // The same server awaiting each reply (`write_all`) instead of queueing it.
-        "ringloop-awaited" => ringloop_server(
-            addr,
-            args.str("recv-buf").and_then(|v| v.parse().ok()),
-            args.str("mode"),
-            None,
-            true,
-        ),
+        "ringloop-awaited" => ringloop_server(addr, recv_buf, mode, None, true),
         "tokio" => tokio_server(addr),
         "monoio" => monoio_server(addr),
         "bare" => bare::serve(addr, announce),
