@@ -617,7 +617,7 @@ impl Driver {
             return r;
         };
         let cap = (inner.owned / 4).max(1) as u32;
-        let want = batch.target.min(cap);
+        let want = batch.want(cap);
         // A wait for one drops the min-wait (see `Inner::enter`).
         let r = inner.enter(want, timeout, batch.wait_us);
         let got = inner.reaped_besides_closes(before, closes_before);

@@ -155,26 +155,22 @@ impl Builder {
     /// rather than waking for the first. Fewer `io_uring_enter` calls and larger batches per
     /// call, for up to `wait` of added latency. `None` (the default) wakes for the first.
     ///
-    /// How many to wait for adapts: it starts at one, doubles once two waits in a row bring
-    /// in at least twice that, halves when one falls short, and stays under a quarter of the
-    /// operations in flight. A quiet loop, or one with few connections, keeps waiting for one.
+    /// How many to wait for adapts: it starts at one, rises to eight once two waits in a row
+    /// bring in two or more, doubles once two bring in twice that, halves when one falls
+    /// short (back to one below eight), and stays under a quarter of the operations in
+    /// flight. A wait for more than one arms a kernel timer (its min-wait), which asking for
+    /// two or four does not repay; so a quiet loop, or one with fewer than 32 operations in
+    /// flight, keeps waiting for one.
     ///
-    /// On the machine `bench/` runs on (five paired rounds each), 20 µs cut system calls per
-    /// request at 64 and 256 connections × 64 B from 0.4–0.6 to 0.10, at 0.93–0.95× the CPU
-    /// per request and 1.08–1.10× the requests per second. With large messages it costs CPU:
-    /// 1.06× at 16 × 64 KiB, and 1.3× at 64 connections × 4 KiB, where it halves system
-    /// calls and context switches. The cost there tracks the kernel timer each batch wait
-    /// arms for its min-wait: it grows as `wait` shrinks (1.4–1.5× at 1 µs, 1.1× at 100 µs).
-    /// That machine is a virtual machine whose hypervisor traps the timer device: a 20 µs
-    /// timer armed and cancelled costs 17.7 µs there, as much as 63 system calls, against
-    /// 1.6 µs for one due after the next tick (`bench-micro` prints both). On bare metal a
-    /// timer costs a microsecond or two; measure there. (Before the target needed two bunches in a
-    /// row to grow, it swung, the loop slept twice per request at 16 × 64 KiB instead of once,
-    /// and that point paid 1.3–2.2×.)
+    /// On the machine `bench/` runs on (a VM whose hypervisor traps the timer device: a
+    /// short timer armed and cancelled costs ~18 µs there, as much as 60 system calls;
+    /// `bench-micro` prints it), 100 µs cut system calls per request at 64 connections × 64 B
+    /// from 0.5 to 0.06 at 0.9–1.0× the CPU, and at 64 × 4 KiB from 0.9 to 0.1 at 0.8–0.95×
+    /// the CPU; with a connection per request, 16 at a time, it changes nothing. Shorter
+    /// waits run out more often: 20 µs cost 1.25× the CPU at 64 × 4 KiB. The price is
+    /// latency: a wait that falls short adds up to `wait`. Off by default for that reason:
+    /// measure on your own traffic. On bare metal a timer costs a microsecond or two.
     ///
-    /// With 4 connections or fewer nothing changes: the quarter rule keeps the target at one,
-    /// and a wait for one completion carries no min-wait. It is off by default for both
-    /// reasons, the latency and the CPU: measure on your own traffic.
     /// [`Features::batch_wait`](crate::Features::batch_wait) says whether it is in effect.
     pub fn batch_wait(mut self, wait: Option<Duration>) -> Self {
         self.batch_wait = wait.filter(|d| !d.is_zero());

@@ -41,7 +41,7 @@ fn idle_timeout() -> Option<Duration> {
 }
 
 /// The batch wait of the `ringloop-batch` server.
-const BATCH_WAIT_US: u64 = 20;
+const BATCH_WAIT_US: u64 = 100;
 
 /// A listener for a peer server, bound with std, with `TCP_NODELAY` set on it: Linux copies
 /// it to every connection accepted, so no server pays a `setsockopt` per connection (as
@@ -315,7 +315,7 @@ fn main() {
                 .map(std::time::Duration::from_micros),
             false,
         ),
-        // The same server with `Builder::batch_wait` at 20 µs.
+        // The same server with `Builder::batch_wait` at 100 µs.
         "ringloop-batch" => ringloop_server(
             addr,
             recv_buf,
