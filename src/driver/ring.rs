@@ -105,8 +105,8 @@ impl Batch {
                     MIN_BATCH
                 } else {
                     asked.saturating_mul(2)
-                };
-                let next = next.min(cap);
+                }
+                .min(cap);
                 // Below `MIN_BATCH`, too few ops are in flight for a batch to pay its timer.
                 if next >= MIN_BATCH {
                     self.target = next;

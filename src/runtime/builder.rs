@@ -164,10 +164,12 @@ impl Builder {
     ///
     /// On the machine `bench/` runs on (a VM whose hypervisor traps the timer device: a
     /// short timer armed and cancelled costs ~18 µs there, as much as 60 system calls;
-    /// `bench-micro` prints it), 100 µs cut system calls per request at 64 connections × 64 B
-    /// from 0.5 to 0.06 at 0.9–1.0× the CPU, and at 64 × 4 KiB from 0.9 to 0.1 at 0.8–0.95×
-    /// the CPU; with a connection per request, 16 at a time, it changes nothing. Shorter
-    /// waits run out more often: 20 µs cost 1.25× the CPU at 64 × 4 KiB. The price is
+    /// `bench-micro` prints it), in three-round sweeps on a busy host, 100 µs cut system
+    /// calls per request at 64 connections × 64 B from 0.5 to 0.06 at 0.9–1.0× the CPU, and
+    /// at 64 × 4 KiB from 0.9 to 0.1 at 0.8–0.95× the CPU; with a connection per request,
+    /// 16 at a time, it changes nothing (16 × 64 KiB and pipelined loads are not yet
+    /// measured with this rule). Shorter waits run out more often: 20 µs cost 1.25× the CPU
+    /// at 64 × 4 KiB. The price is
     /// latency: a wait that falls short adds up to `wait`. Off by default for that reason:
     /// measure on your own traffic. On bare metal a timer costs a microsecond or two.
     ///
