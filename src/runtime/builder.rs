@@ -163,15 +163,16 @@ impl Builder {
     /// flight, keeps waiting for one.
     ///
     /// On the machine `bench/` runs on (a VM whose hypervisor traps the timer device: a
-    /// short timer armed and cancelled costs ~18 µs there, as much as 60 system calls;
-    /// `bench-micro` prints it), in three-round sweeps on a busy host, 100 µs cut system
-    /// calls per request at 64 connections × 64 B from 0.5 to 0.06 at 0.9–1.0× the CPU, and
-    /// at 64 × 4 KiB from 0.9 to 0.1 at 0.8–0.95× the CPU; with a connection per request,
-    /// 16 at a time, it changes nothing (16 × 64 KiB and pipelined loads are not yet
-    /// measured with this rule). Shorter waits run out more often: 20 µs cost 1.25× the CPU
-    /// at 64 × 4 KiB. The price is
-    /// latency: a wait that falls short adds up to `wait`. Off by default for that reason:
-    /// measure on your own traffic. On bare metal a timer costs a microsecond or two.
+    /// short timer armed and cancelled costs ~14 µs there, as much as 200 system calls;
+    /// `bench-micro` prints it), in a full run on a quiet host, 100 µs cut system calls per
+    /// request at 64 connections × 64 B from 0.18 to 0.05 and at 64 × 4 KiB from 0.86 to
+    /// 0.06, at 0.93–1.03× the CPU per request at every point, with p99 and p99.9 latencies
+    /// within a few percent or better; at one connection, or with a connection per request
+    /// 16 at a time, it changes nothing. Shorter waits run out more often: 20 µs cost 1.25×
+    /// the CPU at 64 × 4 KiB on a busy host. The price is latency: a wait that falls short
+    /// adds up to `wait`, which closed-loop benchmarks (the ring kept busy) do not show.
+    /// Off by default for that reason: measure on your own traffic. On bare metal a timer
+    /// costs a microsecond or two.
     ///
     /// [`Features::batch_wait`](crate::Features::batch_wait) says whether it is in effect.
     pub fn batch_wait(mut self, wait: Option<Duration>) -> Self {
