@@ -8,6 +8,13 @@
 //! thousands of connections a second leave no `TIME_WAIT` sockets to run out of ports on;
 //! the latency then includes the connect.
 //!
+//! `--rate R`: an open loop instead: each connection sends a request every `conns / R`
+//! seconds on a fixed schedule (offset from connection to connection), whether or not the
+//! last one was answered, and latency counts from when a request was due, so a server that
+//! falls behind is charged for the wait too. What a closed loop cannot show: the latency of
+//! a server that is not kept busy (moderate load, where a loop sleeps between requests).
+//! The thread spins on `epoll_wait` with no timeout to keep the schedule.
+//!
 //! Timed mode (`--warmup S --duration S`) prints `measure start` and `measure end` lines
 //! around the measured window, so a runner can sample the server exactly then; fixed mode
 //! (`--requests N`) sends N requests in all and stops. The last line is the result:
@@ -56,11 +63,16 @@ fn take_budget(sh: &Shared) -> bool {
 
 impl Conn {
     fn queue_request(&mut self, size: usize) {
+        self.queue_request_due(size, Instant::now());
+    }
+
+    /// Queues a request whose latency counts from `due`.
+    fn queue_request_due(&mut self, size: usize, due: Instant) {
         for i in 0..size as u64 {
             self.out.push(pattern(self.id, self.sent + i));
         }
         self.sent += size as u64;
-        self.inflight.push_back(Instant::now());
+        self.inflight.push_back(due);
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -123,6 +135,7 @@ fn worker(
     addr: SocketAddr,
     ids: std::ops::Range<usize>,
     (size, depth, churn): (usize, usize, bool),
+    rate: Option<Duration>,
     sh: Arc<Shared>,
     ready: Arc<Barrier>,
 ) -> (u64, Histogram) {
@@ -144,7 +157,16 @@ fn worker(
         watch(ep, i, c.s.as_ref().expect("just connected"));
     }
     ready.wait();
-    for c in conns.iter_mut() {
+    // Open loop: when each connection's next request is due.
+    let t0 = Instant::now();
+    let n = conns.len().max(1) as u32;
+    let mut due: Vec<Instant> = match rate {
+        Some(every) => (0..conns.len() as u32)
+            .map(|i| t0 + every * i / n)
+            .collect(),
+        None => Vec::new(),
+    };
+    for c in conns.iter_mut().filter(|_| rate.is_none()) {
         for _ in 0..depth {
             if take_budget(&sh) {
                 c.queue_request(size);
@@ -158,8 +180,24 @@ fn worker(
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
     let mut idle = 0;
     while !sh.stop.load(Ordering::Relaxed) {
+        if let Some(every) = rate {
+            let now = Instant::now();
+            for (c, d) in conns.iter_mut().zip(due.iter_mut()) {
+                while *d <= now && take_budget(&sh) {
+                    c.queue_request_due(size, *d);
+                    *d += every;
+                }
+                if !c.out.is_empty() {
+                    c.flush().expect("send");
+                }
+            }
+        }
+        let timeout = if rate.is_some() { 0 } else { 100 };
         // SAFETY: `events` has room for 256 entries.
-        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), 256, 100) };
+        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), 256, timeout) };
+        if n <= 0 && rate.is_some() {
+            continue;
+        }
         if n <= 0 {
             // Fixed mode: everything answered and nothing left to start.
             if conns.iter().all(|c| c.inflight.is_empty()) {
@@ -192,7 +230,7 @@ fn worker(
                             if churn {
                                 break;
                             }
-                            if take_budget(&sh) {
+                            if rate.is_none() && take_budget(&sh) {
                                 c.queue_request(size);
                             }
                         }
@@ -244,6 +282,13 @@ fn main() {
         "--churn sends one request per connection: no --depth"
     );
     let requests: u64 = args.get("requests", 0);
+    let rate: f64 = args.get("rate", 0.0);
+    assert!(
+        rate == 0.0 || (!churn && depth == 1 && requests == 0),
+        "--rate is an open loop of single requests in timed mode: no --churn, --depth or --requests"
+    );
+    // Each connection's interval between requests.
+    let rate = (rate > 0.0).then(|| Duration::from_secs_f64(conns as f64 / rate));
     let warmup = Duration::from_secs_f64(args.get("warmup", 1.0));
     let duration = Duration::from_secs_f64(args.get("duration", 5.0));
     if let Some(cpu) = args.str("cpu") {
@@ -260,7 +305,7 @@ fn main() {
         .map(|t| {
             let ids = t * per..((t + 1) * per).min(conns);
             let (sh, ready) = (sh.clone(), ready.clone());
-            std::thread::spawn(move || worker(addr, ids, (size, depth, churn), sh, ready))
+            std::thread::spawn(move || worker(addr, ids, (size, depth, churn), rate, sh, ready))
         })
         .collect();
     ready.wait();
