@@ -625,7 +625,14 @@ impl Driver {
             inner.empty_waits += 1;
         }
         if let Some(b) = inner.batch.as_mut() {
-            b.adjust(got, cap);
+            // The turn runs from the end of the last wait to the end of this one: its pace
+            // is how fast completions arrive, whatever the loop did in between.
+            let now = std::time::Instant::now();
+            let pace = b
+                .last_wait_end
+                .map_or(u32::MAX, |t| b.pace(got, now.saturating_duration_since(t)));
+            b.last_wait_end = Some(now);
+            b.adjust(got, cap, pace);
         }
         r
     }
