@@ -13,8 +13,8 @@
 //! about speed).
 //!
 //! For a targeted comparison, `--servers ringloop,tokio` and `--points 1x64,64x4k` (point
-//! names: 1x64, 64x64, 256x64, 64x4k, 16x64k, 64x64d16, 16x64churn) narrow the run, which then writes
-//! `partial.md`; `--no-idle`, `--no-callgrind` and `--no-micro` skip those parts, and
+//! names: 1x64, 64x64, 256x64, 64x4k, 16x64k, 64x64d16, 16x64churn, 64x64r50k) narrow the
+//! run, which then writes `partial.md`; `--no-idle`, `--no-callgrind` and `--no-micro` skip those parts, and
 //! `--syscall-runs N` sets how many counted runs give the syscall median (0: none).
 //!
 //! With valgrind, a full run also counts the callgrind figure with the servers built by the
@@ -72,45 +72,53 @@ struct Point {
     depth: usize,
     /// Every request on a connection of its own (`bench-load --churn`).
     churn: bool,
+    /// Requests per second of an open loop (`bench-load --rate`); 0: a closed loop.
+    rate: u32,
 }
 
 /// Every point of a full run.
-const POINTS: [Point; 7] = [
+const POINTS: [Point; 8] = [
     Point {
         conns: 1,
         size: 64,
         depth: 1,
         churn: false,
+        rate: 0,
     },
     Point {
         conns: 64,
         size: 64,
         depth: 1,
         churn: false,
+        rate: 0,
     },
     Point {
         conns: 256,
         size: 64,
         depth: 1,
         churn: false,
+        rate: 0,
     },
     Point {
         conns: 64,
         size: 4096,
         depth: 1,
         churn: false,
+        rate: 0,
     },
     Point {
         conns: 16,
         size: 65536,
         depth: 1,
         churn: false,
+        rate: 0,
     },
     Point {
         conns: 64,
         size: 64,
         depth: 16,
         churn: false,
+        rate: 0,
     },
     // Not among the points: what accepting and closing cost.
     Point {
@@ -118,6 +126,17 @@ const POINTS: [Point; 7] = [
         size: 64,
         depth: 1,
         churn: true,
+        rate: 0,
+    },
+    // Not among the points: a steady moderate load, the server idle between
+    // requests, which a closed loop (the ring kept busy) never shows. What matters here is
+    // latency and CPU per request; every server keeps the rate.
+    Point {
+        conns: 64,
+        size: 64,
+        depth: 1,
+        churn: false,
+        rate: 50_000,
     },
 ];
 
@@ -129,7 +148,9 @@ impl Point {
         } else {
             self.size.to_string()
         };
-        if self.churn {
+        if self.rate > 0 {
+            format!("{}x{size}r{}k", self.conns, self.rate / 1000)
+        } else if self.churn {
             format!("{}x{size}churn", self.conns)
         } else if self.depth > 1 {
             format!("{}x{size}d{}", self.conns, self.depth)
@@ -144,7 +165,9 @@ impl Point {
         } else {
             format!("{} B", self.size)
         };
-        if self.churn {
+        if self.rate > 0 {
+            format!("{} × {size}, open loop at {} req/s", self.conns, self.rate)
+        } else if self.churn {
             format!("{} × {size}, a connection each", self.conns)
         } else if self.depth > 1 {
             format!("{} × {size}, {} deep", self.conns, self.depth)
@@ -273,6 +296,11 @@ fn measure(cfg: &Cfg, server: &str, p: Point, count_syscalls: bool) -> Sample {
         ])
         .args(["--depth", &p.depth.to_string()])
         .args(if p.churn { &["--churn"][..] } else { &[] })
+        .args(if p.rate > 0 {
+            vec!["--rate".to_string(), p.rate.to_string()]
+        } else {
+            vec![]
+        })
         .args(["--cpu", &cfg.client_cpu.to_string()])
         .args(["--warmup", &cfg.warmup.to_string()])
         .args(["--duration", &cfg.duration.to_string()])
@@ -636,7 +664,7 @@ fn main() {
         .collect();
     let partial = args.flag("servers") || args.flag("points");
     if quick && !args.flag("points") {
-        points = vec![POINTS[1], POINTS[5]];
+        points = vec![POINTS[1], POINTS[5], POINTS[7]];
     }
     let out_dir = PathBuf::from(
         args.str("out")
