@@ -557,6 +557,9 @@ impl Driver {
         // driver's close would take them.
         if let Ok(mut inner) = self.0.inner.try_borrow_mut() {
             self.queue_closes(&mut inner);
+            // An enter that fails (a signal, a transient error) leaves the closes in the SQ:
+            // the next enter, or the driver's close, submits them, so nothing is lost by
+            // ignoring the error here.
             let _ = inner.enter(0, None, 0);
         }
     }
