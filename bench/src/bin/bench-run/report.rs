@@ -216,7 +216,7 @@ pub(crate) fn svg(r: &Results) -> String {
         "monoio" => "#2b8a3e",
         _ => "#868e96",
     };
-    let (w, panel_h, top) = (980.0, 260.0, 50.0);
+    let (w, panel_h, top) = (980.0, 260.0, 64.0);
     let group_w = (w - 120.0) / points.len() as f64;
     let bar_w = group_w * 0.8 / servers.len() as f64;
     let mut s = String::new();
@@ -228,12 +228,14 @@ pub(crate) fn svg(r: &Results) -> String {
     let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="#fff"/>"##);
     let _ = writeln!(
         s,
-        r##"<text x="20" y="24" font-size="15" font-weight="bold">Echo servers, one core each: requests/s (higher is better), server CPU µs per request (lower is better)</text><text x="{}" y="44" text-anchor="end" fill="#555">bars scaled within each point; {}</text>"##,
+        r##"<text x="20" y="24" font-size="15" font-weight="bold">Echo servers, one core each: requests/s (higher is better), server CPU µs per request (lower is better)</text><text x="{}" y="62" text-anchor="end" fill="#555">bars scaled within each point; {}</text>"##,
         w - 20.0,
         r.info.date
     );
+    // The legend on a line of its own, spread to fit however many servers there are.
+    let step = ((w - 40.0) / servers.len().max(1) as f64).min(130.0);
     for (i, srv) in servers.iter().enumerate() {
-        let x = 100.0 + i as f64 * 130.0;
+        let x = 20.0 + i as f64 * step;
         let _ = writeln!(
             s,
             r#"<rect x="{x}" y="34" width="12" height="12" fill="{}"/><text x="{}" y="44">{srv}</text>"#,
@@ -267,7 +269,8 @@ pub(crate) fn svg(r: &Results) -> String {
             let max = vals.iter().cloned().fold(0.0, f64::max).max(1e-9);
             let gx = 100.0 + pi as f64 * group_w;
             for (si, v) in vals.iter().enumerate() {
-                let bh = (panel_h - 30.0) * v / max;
+                // Headroom above the tallest bar for its label, upright or turned.
+                let bh = (panel_h - 44.0) * v / max;
                 let x = gx + si as f64 * bar_w;
                 let label = match (mi, *v) {
                     (0, v) if v < 10_000.0 => format!("{:.1}k", v / 1000.0),
@@ -293,12 +296,22 @@ pub(crate) fn svg(r: &Results) -> String {
                         bar_w - 2.0
                     );
                 }
-                let _ = writeln!(
-                    s,
-                    r#"<text x="{:.1}" y="{:.1}" font-size="9" text-anchor="middle">{label}</text>"#,
-                    x + bar_w / 2.0 - 1.0,
-                    base - bh - 3.0
-                );
+                let (lx, ly) = (x + bar_w / 2.0 - 1.0, base - bh - 3.0);
+                if bar_w < 28.0 {
+                    // Too narrow for the label across (seven servers at seven points): turned
+                    // to run up from the bar's top.
+                    let _ = writeln!(
+                        s,
+                        r#"<text x="{:.1}" y="{ly:.1}" font-size="9" transform="rotate(-90 {:.1} {ly:.1})">{label}</text>"#,
+                        lx + 3.0,
+                        lx + 3.0
+                    );
+                } else {
+                    let _ = writeln!(
+                        s,
+                        r#"<text x="{lx:.1}" y="{ly:.1}" font-size="9" text-anchor="middle">{label}</text>"#
+                    );
+                }
             }
             // Two lines where the label has a qualifier ("16 deep"), to fit seven groups.
             let label = p.label();
