@@ -166,13 +166,16 @@ fn worker(
             .collect(),
         None => Vec::new(),
     };
-    for c in conns.iter_mut().filter(|_| rate.is_none()) {
-        for _ in 0..depth {
-            if take_budget(&sh) {
-                c.queue_request(size);
+    // Closed loop: every connection starts with `depth` requests in flight.
+    if rate.is_none() {
+        for c in conns.iter_mut() {
+            for _ in 0..depth {
+                if take_budget(&sh) {
+                    c.queue_request(size);
+                }
             }
+            c.flush().expect("send");
         }
-        c.flush().expect("send");
     }
     let mut hist = Histogram::default();
     let mut done = 0u64;

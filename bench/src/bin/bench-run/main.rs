@@ -8,14 +8,15 @@
 //! [`Results`] alone; `raw` records every sample in `NAME.raw.tsv` and reads it back, so
 //! `bench-run --render DIR/NAME.raw.tsv` redraws a run without measuring again.
 //!
-//! `bench-run` is the full run (about 20 minutes on 2 cores); `bench-run --quick` takes about
+//! `bench-run` is the full run (about 40 minutes on 2 cores); `bench-run --quick` takes about
 //! a minute and exists so CI keeps the benchmark building and running (it asserts nothing
 //! about speed).
 //!
 //! For a targeted comparison, `--servers ringloop,tokio` and `--points 1x64,64x4k` (point
 //! names: 1x64, 64x64, 256x64, 64x4k, 16x64k, 64x64d16, 16x64churn, 64x64r50k) narrow the
-//! run, which then writes `partial.md`; `--no-idle`, `--no-callgrind` and `--no-micro` skip those parts, and
-//! `--syscall-runs N` sets how many counted runs give the syscall median (0: none).
+//! run, which then writes `partial.md`; `--no-idle`, `--no-callgrind` and `--no-micro` skip
+//! those parts, and `--syscall-runs N` sets how many counted runs give the syscall median
+//! (0: none).
 //!
 //! With valgrind, a full run also counts the callgrind figure with the servers built by the
 //! `release-lto` profile (fat LTO, one codegen unit); `--no-lto` skips that build.
@@ -76,67 +77,38 @@ struct Point {
     rate: u32,
 }
 
+impl Point {
+    /// A closed loop: each connection keeps `depth` requests in flight.
+    const fn closed(conns: usize, size: usize, depth: usize) -> Point {
+        Point {
+            conns,
+            size,
+            depth,
+            churn: false,
+            rate: 0,
+        }
+    }
+}
+
 /// Every point of a full run.
 const POINTS: [Point; 8] = [
-    Point {
-        conns: 1,
-        size: 64,
-        depth: 1,
-        churn: false,
-        rate: 0,
-    },
-    Point {
-        conns: 64,
-        size: 64,
-        depth: 1,
-        churn: false,
-        rate: 0,
-    },
-    Point {
-        conns: 256,
-        size: 64,
-        depth: 1,
-        churn: false,
-        rate: 0,
-    },
-    Point {
-        conns: 64,
-        size: 4096,
-        depth: 1,
-        churn: false,
-        rate: 0,
-    },
-    Point {
-        conns: 16,
-        size: 65536,
-        depth: 1,
-        churn: false,
-        rate: 0,
-    },
-    Point {
-        conns: 64,
-        size: 64,
-        depth: 16,
-        churn: false,
-        rate: 0,
-    },
+    Point::closed(1, 64, 1),
+    Point::closed(64, 64, 1),
+    Point::closed(256, 64, 1),
+    Point::closed(64, 4096, 1),
+    Point::closed(16, 65536, 1),
+    Point::closed(64, 64, 16),
     // Not among the points: what accepting and closing cost.
     Point {
-        conns: 16,
-        size: 64,
-        depth: 1,
         churn: true,
-        rate: 0,
+        ..Point::closed(16, 64, 1)
     },
     // Not among the points: a steady moderate load, the server idle between
     // requests, which a closed loop (the ring kept busy) never shows. What matters here is
     // latency and CPU per request; every server keeps the rate.
     Point {
-        conns: 64,
-        size: 64,
-        depth: 1,
-        churn: false,
         rate: 50_000,
+        ..Point::closed(64, 64, 1)
     },
 ];
 
