@@ -12,11 +12,13 @@
 //! a minute and exists so CI keeps the benchmark building and running (it asserts nothing
 //! about speed).
 //!
-//! For a targeted comparison, `--servers ringloop,tokio` and `--points 1x64,64x4k` (point
-//! names: 1x64, 64x64, 256x64, 64x4k, 16x64k, 64x64d16, 16x64churn, 64x64r50k) narrow the
-//! run, which then writes `partial.md`; `--no-idle`, `--no-callgrind` and `--no-micro` skip
-//! those parts, and `--syscall-runs N` sets how many counted runs give the syscall median
-//! (0: none).
+//! For a targeted comparison, `--servers ringloop,tokio` and `--points 1x64,64x4k` narrow the
+//! run, which then writes `partial.md`. A point is `CONNSxSIZE` (`k`: KiB) with at most one
+//! of `dDEPTH`, `churn` or `rRATE` (`k`: thousands a second): a full run's are 1x64, 64x64,
+//! 256x64, 64x4k, 16x64k, 64x64d16, 16x64churn and 64x64r50k, and any other may be asked
+//! for (`1000x1k`, or `64x64r25k,64x64r100k,64x64r200k` for latency under rising load).
+//! `--no-idle`, `--no-callgrind` and `--no-micro` skip those parts, and `--syscall-runs N`
+//! sets how many counted runs give the syscall median (0: none).
 //!
 //! With valgrind, a full run also counts the callgrind figure with the servers built by the
 //! `release-lto` profile (fat LTO, one codegen unit); `--no-lto` skips that build.
@@ -115,13 +117,15 @@ const POINTS: [Point; 8] = [
 impl Point {
     /// The name `--points` takes: `1x64`, `64x4k`, `64x64d16`...
     fn id(&self) -> String {
-        let size = if self.size >= 1024 {
+        let size = if self.size >= 1024 && self.size.is_multiple_of(1024) {
             format!("{}k", self.size / 1024)
         } else {
             self.size.to_string()
         };
-        if self.rate > 0 {
+        if self.rate > 0 && self.rate.is_multiple_of(1000) {
             format!("{}x{size}r{}k", self.conns, self.rate / 1000)
+        } else if self.rate > 0 {
+            format!("{}x{size}r{}", self.conns, self.rate)
         } else if self.churn {
             format!("{}x{size}churn", self.conns)
         } else if self.depth > 1 {
@@ -131,8 +135,59 @@ impl Point {
         }
     }
 
+    /// The point a name stands for, the inverse of [`id`](Point::id): `CONNSxSIZE` (a size in
+    /// bytes, or KiB with `k`), then at most one of `dDEPTH` (pipelined), `churn` (a
+    /// connection per request) or `rRATE` (an open loop at RATE requests a second, thousands
+    /// with `k`): `1000x1k`, `64x64d4`, `64x64r120k`. Any such point can be run, not only
+    /// those of a full run.
+    fn parse(name: &str) -> Result<Point, String> {
+        let bad = |why: &str| {
+            format!("point {name:?}: {why} (e.g. 64x64, 64x4k, 64x64d16, 16x64churn, 64x64r50k)")
+        };
+        let (conns, rest) = name.split_once('x').ok_or_else(|| bad("no `x`"))?;
+        let conns: usize = conns
+            .parse()
+            .map_err(|_| bad("connections are not a number"))?;
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (size, mut rest) = rest.split_at(digits);
+        let mut size: usize = size.parse().map_err(|_| bad("no size"))?;
+        if let Some(r) = rest.strip_prefix('k') {
+            size = size
+                .checked_mul(1024)
+                .ok_or_else(|| bad("size too large"))?;
+            rest = r;
+        }
+        let count = |s: &str, what: &str| -> Result<u64, String> {
+            let (n, scale) = match s.strip_suffix('k') {
+                Some(n) => (n, 1000),
+                None => (s, 1),
+            };
+            n.parse::<u64>()
+                .ok()
+                .and_then(|n| n.checked_mul(scale))
+                .filter(|&n| n > 0)
+                .ok_or_else(|| bad(&format!("{what} is not a positive number")))
+        };
+        let mut p = Point::closed(conns, size, 1);
+        if rest == "churn" {
+            p.churn = true;
+        } else if let Some(d) = rest.strip_prefix('d') {
+            p.depth = count(d, "the depth")? as usize;
+        } else if let Some(r) = rest.strip_prefix('r') {
+            p.rate = u32::try_from(count(r, "the rate")?).map_err(|_| bad("rate too large"))?;
+        } else if !rest.is_empty() {
+            return Err(bad(&format!("unknown suffix {rest:?}")));
+        }
+        if conns == 0 || size == 0 {
+            return Err(bad("connections and size must be at least 1"));
+        }
+        Ok(p)
+    }
+
     fn label(&self) -> String {
-        let size = if self.size >= 1024 {
+        let size = if self.size >= 1024 && self.size.is_multiple_of(1024) {
             format!("{} KiB", self.size / 1024)
         } else {
             format!("{} B", self.size)
@@ -630,10 +685,18 @@ fn main() {
         .into_iter()
         .map(|i| SERVERS[i])
         .collect();
-    let mut points: Vec<Point> = pick("points", POINTS.iter().map(Point::id).collect())
-        .into_iter()
-        .map(|i| POINTS[i])
-        .collect();
+    let mut points: Vec<Point> = match args.str("points") {
+        None => POINTS.to_vec(),
+        Some(list) => list
+            .split(',')
+            .map(|name| {
+                Point::parse(name).unwrap_or_else(|e| {
+                    eprintln!("bench-run: --points: {e}");
+                    std::process::exit(2)
+                })
+            })
+            .collect(),
+    };
     let partial = args.flag("servers") || args.flag("points");
     if quick && !args.flag("points") {
         points = vec![POINTS[1], POINTS[5], POINTS[7]];
@@ -805,4 +868,55 @@ fn main() {
         out_dir.join(format!("{name}.md")).display(),
         started.elapsed().as_secs_f64()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_point_name_reads_back_to_its_point() {
+        let extra = [
+            Point::closed(1000, 1024, 1),
+            Point::closed(3, 100_000, 7),
+            Point {
+                rate: 1500,
+                ..Point::closed(2, 64, 1)
+            },
+        ];
+        for p in POINTS.iter().chain(&extra) {
+            let back = Point::parse(&p.id()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back.id(), p.id());
+            assert_eq!(
+                (back.conns, back.size, back.depth, back.churn, back.rate),
+                (p.conns, p.size, p.depth, p.churn, p.rate)
+            );
+        }
+        let p = Point::parse("64x4kr120k").unwrap();
+        assert_eq!((p.conns, p.size, p.rate), (64, 4096, 120_000));
+    }
+
+    #[test]
+    fn a_malformed_point_is_refused_with_its_name() {
+        for bad in [
+            "",
+            "64",
+            "x64",
+            "0x64",
+            "64x0",
+            "64x",
+            "64x64d0",
+            "64x64q",
+            "64x64r",
+            "64x64rk",
+            "64x64d4churn",
+            "64x64r99999999k",
+            "-1x64",
+        ] {
+            let e = Point::parse(bad)
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} parsed"));
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
+    }
 }

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::report::median_sample;
-use crate::{Point, Sample, POINTS, SERVERS};
+use crate::{Point, Sample, SERVERS};
 
 /// The facts of a run that its report states.
 pub(crate) struct RunInfo {
@@ -187,12 +187,7 @@ impl Results {
                 ("run", 3) => {
                     facts.insert(f[1], f[2]);
                 }
-                ("point", 2) => points.push(
-                    *POINTS
-                        .iter()
-                        .find(|p| p.id() == f[1])
-                        .ok_or_else(|| bad("unknown point"))?,
-                ),
+                ("point", 2) => points.push(Point::parse(f[1]).map_err(|e| bad(&e))?),
                 ("server", 2) => servers.push(server(1)?),
                 ("sample", 11) => {
                     let key = (point(1, &points)?, server(2)?);
@@ -334,7 +329,7 @@ mod tests {
                 idle_n: 10_000,
                 callgrind_n: (5000, 25000),
             },
-            points: vec![POINTS[1]],
+            points: vec![crate::POINTS[1]],
             servers: vec!["ringloop", "tokio"],
             samples,
             syscalls: [((0, "ringloop"), 0.627)].into_iter().collect(),
