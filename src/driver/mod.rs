@@ -189,6 +189,11 @@ struct Inner {
     /// Tried sends in the SQ (see [`Driver::submit_detached_tried`]): the kernel posts each
     /// one's CQE while it submits it, so the next wait asks for that many more.
     trials: u32,
+    /// Tried sends in the SQ, counted or not: their CQEs come from the loop's own
+    /// submissions, not from the peer, so a batch wait's pace leaves them out.
+    tries_queued: u32,
+    /// Tried sends the last `enter` submitted (see `tries_queued`).
+    tries_entered: u32,
     /// Closes in the SQ (see `close`): like tries, each posts its CQE while it is submitted.
     closes_queued: u32,
     /// Closes submitted or queued whose CQE is not reaped yet; `close` waits for them.
@@ -331,6 +336,8 @@ impl Driver {
                 empty_waits: 0,
                 closing: false,
                 trials: 0,
+                tries_queued: 0,
+                tries_entered: 0,
                 closes_queued: 0,
                 closes_in_flight: 0,
                 ring_closes: 0,
@@ -627,6 +634,11 @@ impl Driver {
         if got == 0 {
             inner.empty_waits += 1;
         }
+        // The tries' CQEs were posted while the enter submitted them: the loop's own echo,
+        // not what arrived. Counted in, they masked a wait that ran out its min-wait short
+        // of its target (eight tries and two arrivals met a target of eight) and doubled the
+        // pace a server's replies were judged by.
+        let got = got.saturating_sub(inner.tries_entered);
         if let Some(b) = inner.batch.as_mut() {
             // The turn runs from the end of the last wait to the end of this one: its pace
             // is how fast completions arrive, whatever the loop did in between.
@@ -830,6 +842,7 @@ impl Driver {
         }
         if tried {
             inner.trials += 1;
+            inner.tries_queued += 1;
         }
         Ok(key)
     }

@@ -303,6 +303,7 @@ impl Inner {
         // `EBUSY` (say) may follow their reap, and asking for them again could outwait the
         // completion the caller wants.
         let mut trials = std::mem::take(&mut self.trials);
+        self.tries_entered = std::mem::take(&mut self.tries_queued);
         // Closes of sockets complete while they are submitted, like tries (see `close`).
         let closes = std::mem::take(&mut self.closes_queued);
         // A try that comes back short is resumed only once the loop sees it, which the room

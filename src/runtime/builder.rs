@@ -161,9 +161,10 @@ impl Builder {
     /// flight. A wait for more than one arms a kernel timer (its min-wait), which asking for
     /// two or four does not repay; so a quiet loop, or one with fewer than 32 operations in
     /// flight, keeps waiting for one. It also stays under what arrives in half of `wait` at
-    /// the pace the loop last saw (completions per turn over the turn's length): at a
-    /// moderate, steady rate a count alone would be met, every request in a batch having
-    /// waited for the others.
+    /// the pace the loop last saw (completions that arrived per turn over the turn's
+    /// length): at a moderate, steady rate a count alone would be met, every request in a
+    /// batch having waited for the others. Completions the loop posts itself while a wait
+    /// submits (replies tried at submit, closes) are not arrivals and count for neither.
     ///
     /// On the machine `bench/` runs on (a VM whose hypervisor traps the timer device: a
     /// short timer armed and cancelled costs ~14 µs there, as much as 200 system calls;
@@ -172,8 +173,14 @@ impl Builder {
     /// In an open loop at 50,000–150,000 requests a second over 64 connections (the loop
     /// idle between requests), the median latency stayed within 4 µs of no batching, at
     /// 1.01–1.06× the CPU (before the pace bound it rose from 24 to 113–156 µs), but the p99
-    /// at 50,000 a second was 129 µs against 78 in a full run. At one connection, or with a
-    /// connection per request 16 at a time, it changes nothing. Shorter waits run out more
+    /// at 50,000 a second was 129 µs against 78 in a full run. Those runs still counted the
+    /// loop's own tried replies as arrivals, which doubled the pace; on a slower host that
+    /// took the median at 100,000 a second to 492 µs against 48, and counting only arrivals
+    /// brought it back to 38 against 47. There, at ~115,000 a second in a closed loop, the
+    /// pace now keeps the target at one (0.54 system calls per request against 0.48); the
+    /// 0.05 above was at 280,000 a second, and whether the pace still allows eight there
+    /// is yet to be measured. At one connection, or with a connection per request 16 at a
+    /// time, it changes nothing. Shorter waits run out more
     /// often: 20 µs cost 1.25× the CPU at 64 × 4 KiB on a busy host. The price is latency:
     /// a wait that falls short adds up to `wait`, one that the pace allowed up to half of
     /// it. Off by default for that reason: measure on your own traffic. On bare metal a
