@@ -11,22 +11,50 @@ pub struct Args {
 
 impl Args {
     /// Parses the process arguments; a `--key` followed by another `--key` (or nothing) is a
-    /// flag.
-    pub fn parse() -> Args {
-        let v: Vec<String> = std::env::args().skip(1).collect();
+    /// flag. `--help` prints `usage` and exits; a key not in `known`, or a word that is not a
+    /// key's value, prints the error and `usage` and exits with 2, so that a mistyped option
+    /// (`--round 3`) stops a 40-minute run before it starts rather than being ignored.
+    pub fn parse(usage: &str, known: &[&str]) -> Args {
+        match Args::from_words(std::env::args().skip(1).collect(), known) {
+            Ok(a) => a,
+            Err(None) => {
+                println!("{usage}");
+                std::process::exit(0)
+            }
+            Err(Some(e)) => {
+                eprintln!("{e}\n{usage}");
+                std::process::exit(2)
+            }
+        }
+    }
+
+    /// [`Args::parse`] on given words: `Err(None)` for `--help`, `Err(Some(message))` for a
+    /// bad word.
+    fn from_words(v: Vec<String>, known: &[&str]) -> Result<Args, Option<String>> {
         let mut map = HashMap::new();
         let mut i = 0;
         while i < v.len() {
-            let k = v[i].trim_start_matches("--").to_owned();
+            let Some(k) = v[i].strip_prefix("--") else {
+                if v[i] == "-h" {
+                    return Err(None);
+                }
+                return Err(Some(format!("unexpected argument {:?}", v[i])));
+            };
+            if k == "help" {
+                return Err(None);
+            }
+            if !known.contains(&k) {
+                return Err(Some(format!("unknown option --{k}")));
+            }
             if i + 1 < v.len() && !v[i + 1].starts_with("--") {
-                map.insert(k, v[i + 1].clone());
+                map.insert(k.to_owned(), v[i + 1].clone());
                 i += 2;
             } else {
-                map.insert(k, String::new());
+                map.insert(k.to_owned(), String::new());
                 i += 1;
             }
         }
-        Args { map }
+        Ok(Args { map })
     }
 
     /// The value of `--key`, parsed, or `default`. Exits with a message on a bad value.
@@ -163,6 +191,34 @@ mod tests {
         for (q, want) in [(0.5, 500.0), (0.99, 990.0), (0.999, 999.0)] {
             let got = h.quantile_us(q);
             assert!((got - want).abs() / want < 0.04, "q{q}: {got} vs {want}");
+        }
+    }
+
+    fn words(w: &[&str]) -> Vec<String> {
+        w.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn known_options_parse_as_values_and_flags() {
+        let a = Args::from_words(words(&["--rounds", "3", "--quick"]), &["rounds", "quick"])
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(a.get("rounds", 7usize), 3);
+        assert!(a.flag("quick"));
+        assert!(!a.flag("rounds-missing"));
+    }
+
+    #[test]
+    fn a_mistyped_option_is_refused_not_ignored() {
+        let e = Args::from_words(words(&["--round", "3"]), &["rounds"]).err();
+        assert_eq!(e, Some(Some("unknown option --round".to_string())));
+        let e = Args::from_words(words(&["3"]), &["rounds"]).err();
+        assert_eq!(e, Some(Some("unexpected argument \"3\"".to_string())));
+    }
+
+    #[test]
+    fn help_asks_for_the_usage() {
+        for w in ["--help", "-h"] {
+            assert_eq!(Args::from_words(words(&[w]), &[]).err(), Some(None));
         }
     }
 }

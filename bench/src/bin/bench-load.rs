@@ -271,8 +271,17 @@ fn worker(
     (done, hist)
 }
 
+const USAGE: &str = "usage: bench-load [--addr IP:PORT] [--conns N] [--threads N] [--size BYTES]
+  [--depth N | --churn | --rate REQ_PER_S] [--requests N | --warmup S --duration S] [--cpu N]";
+
 fn main() {
-    let args = Args::parse();
+    let args = Args::parse(
+        USAGE,
+        &[
+            "addr", "conns", "threads", "size", "depth", "churn", "requests", "rate", "warmup",
+            "duration", "cpu",
+        ],
+    );
     raise_nofile();
     let addr: SocketAddr = args.get("addr", "127.0.0.1:7878".parse().unwrap());
     let conns: usize = args.get("conns", 64);

@@ -282,7 +282,7 @@ fn best_of(runs: usize, f: impl Fn() -> Duration) -> Duration {
 }
 
 fn main() {
-    let args = Args::parse();
+    let args = Args::parse("usage: bench-micro [--quick]", &["quick"]);
     let quick = args.flag("quick");
     let (n, runs) = if quick { (100_000, 1) } else { (1_000_000, 3) };
     let pp_rounds = if quick { 10_000 } else { 100_000 };

@@ -287,8 +287,24 @@ fn monoio_server(addr: SocketAddr) {
     });
 }
 
+const USAGE: &str = "usage: bench-echo --server ringloop|ringloop-batch|ringloop-basic|ringloop-awaited|tokio|monoio|bare
+  [--addr IP:PORT] [--cpu N] [--exit-after REQUESTS] [--idle-timeout-ms MS]
+  ringloop only: [--recv-buf BYTES] [--mode defer|coop|basic] [--batch-wait-us US]";
+
 fn main() {
-    let args = Args::parse();
+    let args = Args::parse(
+        USAGE,
+        &[
+            "server",
+            "addr",
+            "cpu",
+            "exit-after",
+            "idle-timeout-ms",
+            "recv-buf",
+            "mode",
+            "batch-wait-us",
+        ],
+    );
     raise_nofile();
     if let Some(cpu) = args.str("cpu") {
         pin(cpu.parse().expect("--cpu N"));

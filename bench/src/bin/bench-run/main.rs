@@ -636,8 +636,31 @@ fn render(path: &Path) {
     );
 }
 
+const USAGE: &str =
+    "usage: bench-run [--quick] [--rounds N] [--duration S] [--warmup S] [--out DIR]
+  [--servers a,b] [--points 1x64,64x4k,64x64d16,16x64churn,64x64r100k]
+  [--no-idle] [--no-callgrind] [--no-micro] [--no-lto] [--syscall-runs N]
+  bench-run --render DIR/NAME.raw.tsv";
+
 fn main() {
-    let args = Args::parse();
+    let args = Args::parse(
+        USAGE,
+        &[
+            "render",
+            "quick",
+            "rounds",
+            "duration",
+            "warmup",
+            "out",
+            "servers",
+            "points",
+            "no-idle",
+            "no-callgrind",
+            "no-micro",
+            "no-lto",
+            "syscall-runs",
+        ],
+    );
     if let Some(path) = args.str("render") {
         render(Path::new(path));
         return;
