@@ -216,6 +216,10 @@ struct Sample {
     /// Syscalls per request, if perf could count them.
     syscalls: Option<f64>,
     peak_rss_kib: u64,
+    /// The share of the server's and the load generator's CPUs that the hypervisor gave to
+    /// other guests during the measured window (`steal` in /proc/stat), if known: a figure
+    /// taken while it was high says more about the host than about the server.
+    steal: Option<f64>,
 }
 
 #[derive(Clone)]
@@ -273,6 +277,36 @@ fn proc_cpu_ticks(pid: u32) -> (u64, u64) {
         f.get(11).copied().unwrap_or(0),
         f.get(12).copied().unwrap_or(0),
     )
+}
+
+/// Steal and total ticks summed over `cpus`, from the text of /proc/stat (its `cpuN` lines:
+/// user nice system idle iowait irq softirq steal ...; guest time is inside user already).
+/// `None` if a CPU's line is missing or has no steal field (Linux before 2.6.11).
+fn cpu_steal_ticks(stat: &str, cpus: &[usize]) -> Option<(u64, u64)> {
+    let mut steal = 0;
+    let mut total = 0;
+    for cpu in cpus {
+        let name = format!("cpu{cpu}");
+        let f: Vec<u64> = stat
+            .lines()
+            .find_map(|l| l.strip_prefix(&name).filter(|r| r.starts_with(' ')))?
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        steal += *f.get(7)?;
+        total += f.iter().take(8).sum::<u64>();
+    }
+    Some((steal, total))
+}
+
+/// [`cpu_steal_ticks`] of this machine now.
+fn steal_now(cfg: &Cfg) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let mut cpus = vec![cfg.server_cpu];
+    if cfg.client_cpu != cfg.server_cpu {
+        cpus.push(cfg.client_cpu);
+    }
+    cpu_steal_ticks(&stat, &cpus)
 }
 
 fn proc_status_kib(pid: u32, field: &str) -> u64 {
@@ -337,12 +371,14 @@ fn measure(cfg: &Cfg, server: &str, p: Point, count_syscalls: bool) -> Sample {
     let tick = 1.0 / clock_ticks_per_sec();
     let mut start = (0, 0);
     let mut end = (0, 0);
+    let (mut steal_start, mut steal_end) = (None, None);
     let mut perf: Option<Child> = None;
     let mut result = String::new();
     for line in BufReader::new(load.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         if line == "measure start" {
             start = proc_cpu_ticks(pid);
+            steal_start = steal_now(cfg);
             if count_syscalls {
                 perf = Command::new("perf")
                     .args(["stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-p"])
@@ -354,6 +390,7 @@ fn measure(cfg: &Cfg, server: &str, p: Point, count_syscalls: bool) -> Sample {
             }
         } else if line == "measure end" {
             end = proc_cpu_ticks(pid);
+            steal_end = steal_now(cfg);
             if let Some(pf) = perf.as_ref() {
                 // SAFETY: signals a child we spawned and have not yet reaped.
                 unsafe { libc::kill(pf.id() as i32, libc::SIGINT) };
@@ -394,6 +431,12 @@ fn measure(cfg: &Cfg, server: &str, p: Point, count_syscalls: bool) -> Sample {
         sys: (end.1 - start.1) as f64 * tick * per_m,
         syscalls,
         peak_rss_kib: peak,
+        steal: match (steal_start, steal_end) {
+            (Some((s0, t0)), Some((s1, t1))) if t1 > t0 => {
+                Some(s1.saturating_sub(s0) as f64 / (t1 - t0) as f64)
+            }
+            _ => None,
+        },
     }
 }
 
@@ -748,12 +791,15 @@ fn main() {
             for s in order {
                 let sample = measure(&cfg, s, *p, false);
                 eprintln!(
-                    "  round {} {:<18} {:<9} {:>9.0} req/s  {:>6.2} µs CPU/req",
+                    "  round {} {:<18} {:<9} {:>9.0} req/s  {:>6.2} µs CPU/req{}",
                     round + 1,
                     p.label(),
                     s,
                     sample.rps,
-                    sample.user + sample.sys
+                    sample.user + sample.sys,
+                    sample
+                        .steal
+                        .map_or(String::new(), |v| format!("  steal {:.1}%", v * 100.0))
                 );
                 samples.entry((pi, s)).or_default().push(sample);
             }
@@ -896,6 +942,20 @@ fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steal_is_summed_over_the_cpus_asked_for() {
+        let stat = "cpu  9 9 9 9 9 9 9 9 0 0\n\
+                    cpu0 10 0 20 60 5 1 2 2 0 0\n\
+                    cpu1 30 1 10 40 0 0 1 18 7 0\n\
+                    cpu10 1 1 1 1 1 1 1 1000 0 0\n";
+        // cpu0: 100 ticks, 2 stolen; cpu1: 100, 18 (guest time is not added again).
+        assert_eq!(cpu_steal_ticks(stat, &[0]), Some((2, 100)));
+        assert_eq!(cpu_steal_ticks(stat, &[1]), Some((18, 100)));
+        assert_eq!(cpu_steal_ticks(stat, &[0, 1]), Some((20, 200)));
+        assert_eq!(cpu_steal_ticks(stat, &[2]), None);
+        assert_eq!(cpu_steal_ticks("cpu0 1 2 3 4\n", &[0]), None);
+    }
 
     #[test]
     fn every_point_name_reads_back_to_its_point() {

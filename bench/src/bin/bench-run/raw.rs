@@ -5,8 +5,9 @@
 //! One record a line, tab-separated, its kind first; `#` starts a comment line:
 //! - `run KEY VALUE`: the run's facts (see [`RunInfo`]);
 //! - `point ID`, `server NAME`: what the run covered, in report order;
-//! - `sample POINT SERVER ROUND rps p50_us p99_us p999_us user sys peak_rss_kib` (CPU in
-//!   seconds per 1M requests);
+//! - `sample POINT SERVER ROUND rps p50_us p99_us p999_us user sys peak_rss_kib steal` (CPU
+//!   in seconds per 1M requests; steal the share of the two CPUs' time the hypervisor took,
+//!   `-` if unknown; files written before it was recorded end at `peak_rss_kib`);
 //! - `syscalls POINT SERVER PER_REQUEST`: the median of the counted runs;
 //! - `idle SERVER BYTES`: memory per idle connection;
 //! - `callgrind SERVER MANY ONE`: instructions per request over 16 connections and over 1,
@@ -107,11 +108,12 @@ impl Results {
         for s in &self.servers {
             let _ = writeln!(t, "server\t{s}");
         }
+        let opt = |v: &Option<f64>| v.map_or("-".to_owned(), |v| v.to_string());
         for ((pi, s), v) in &self.samples {
             for (round, m) in v.iter().enumerate() {
                 let _ = writeln!(
                     t,
-                    "sample\t{}\t{s}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    "sample\t{}\t{s}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     self.points[*pi].id(),
                     round + 1,
                     m.rps,
@@ -120,7 +122,8 @@ impl Results {
                     m.p999,
                     m.user,
                     m.sys,
-                    m.peak_rss_kib
+                    m.peak_rss_kib,
+                    opt(&m.steal)
                 );
             }
         }
@@ -130,7 +133,6 @@ impl Results {
         for (s, b) in &self.idle {
             let _ = writeln!(t, "idle\t{s}\t{b}");
         }
-        let opt = |v: &Option<f64>| v.map_or("-".to_owned(), |v| v.to_string());
         for (s, many, one) in &self.callgrind {
             let _ = writeln!(t, "callgrind\t{s}\t{}\t{}", opt(many), opt(one));
         }
@@ -189,7 +191,7 @@ impl Results {
                 }
                 ("point", 2) => points.push(Point::parse(f[1]).map_err(|e| bad(&e))?),
                 ("server", 2) => servers.push(server(1)?),
-                ("sample", 11) => {
+                ("sample", 11 | 12) => {
                     let key = (point(1, &points)?, server(2)?);
                     let rounds = samples.entry(key).or_default();
                     // Ratios pair two servers' samples by round, so each must be in order.
@@ -205,6 +207,10 @@ impl Results {
                         sys: num(9)?,
                         syscalls: None,
                         peak_rss_kib: num(10)? as u64,
+                        steal: match f.get(11) {
+                            None | Some(&"-") => None,
+                            Some(_) => Some(num(11)?),
+                        },
                     });
                 }
                 ("syscalls", 4) => {
@@ -300,6 +306,7 @@ mod tests {
             sys: 7.5,
             syscalls: None,
             peak_rss_kib: 6656,
+            steal: Some(0.0125),
         }
     }
 
@@ -355,6 +362,24 @@ mod tests {
             crate::report::report(&r, "latest")
         );
         assert_eq!(back.medians()[&(0, "ringloop")].syscalls, Some(0.627));
+        assert!(crate::report::report(&r, "latest").contains("median 1.2%, highest 1.2%."));
+    }
+
+    #[test]
+    fn a_sample_line_from_before_steal_was_recorded_still_reads() {
+        let t = results().to_tsv();
+        let old: String = t
+            .lines()
+            .map(|l| match l.strip_prefix("sample\t") {
+                Some(_) => l.rsplit_once('\t').unwrap().0.to_owned() + "\n",
+                None => l.to_owned() + "\n",
+            })
+            .collect();
+        assert_ne!(old, t);
+        let back = Results::from_tsv(&old).unwrap();
+        assert_eq!(back.samples[&(0, "ringloop")][1].rps, 300.0);
+        assert!(back.samples.values().flatten().all(|s| s.steal.is_none()));
+        assert!(!crate::report::report(&back, "latest").contains("steal"));
     }
 
     #[test]

@@ -38,6 +38,9 @@ fn paired(
     }
 }
 
+/// Steal in one sample above which the report says the host was busy.
+const STEAL_BUSY: f64 = 0.05;
+
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -62,6 +65,10 @@ pub(crate) fn median_sample(v: &[Sample]) -> Sample {
         sys: m(&|s| s.sys),
         syscalls: None,
         peak_rss_kib: v.iter().map(|s| s.peak_rss_kib).max().unwrap_or(0),
+        steal: {
+            let known: Vec<f64> = v.iter().filter_map(|s| s.steal).collect();
+            (!known.is_empty()).then(|| median(known))
+        },
     }
 }
 
@@ -94,6 +101,21 @@ pub(crate) fn report(r: &Results, name: &str) -> String {
         info.client_cpu,
         info.duration
     );
+    let steal: Vec<f64> = samples.values().flatten().filter_map(|s| s.steal).collect();
+    if !steal.is_empty() {
+        let high = steal.iter().copied().fold(0.0, f64::max);
+        let _ = writeln!(
+            md,
+            "Steal (the share of the two CPUs' time the hypervisor gave to other guests while a sample was measured): median {:.1}%, highest {:.1}%.{}\n",
+            median(steal) * 100.0,
+            high * 100.0,
+            if high > STEAL_BUSY {
+                " Samples taken under steal like that are slowed by the host, not the server: read this run's ratios with that in mind, and refresh `latest` from a quiet host."
+            } else {
+                ""
+            }
+        );
+    }
     let _ = writeln!(md, "Servers: `ringloop` (this crate, multishot accept/recv, the `RecvBuf` echoed back with `write_queued`, which resolves once the loop holds it), `ringloop-batch` (the same with `Builder::batch_wait` at 100 µs: waits gather completions in bunches, opt-in), `ringloop-basic` (the same on a ring set up with no `DEFER_TASKRUN` or `COOP_TASKRUN`, as monoio sets up its own: the kernel interrupts the thread to post completions, so each enter finds more of them), `ringloop-awaited` (the same awaiting each reply's completion with `write_all`: one more task wake-up per request), `tokio` (current_thread), `monoio` (io_uring driver), `bare` (the io-uring crate by hand: multishot accept and recv, a buffer ring, no executor). In this table, ratios are of the medians. CPU is the server's user+system CPU-seconds per 1M requests (from /proc); syscalls per request are counted by `perf stat -e raw_syscalls:sys_enter` on the server's PID, in a separate run per (server, point) since the tracepoint slows every call (the median of {} such runs of {} s).\n", syscall_runs, info.syscall_secs);
     let cpu = |m: &Sample| m.user + m.sys;
     let rps = |m: &Sample| m.rps;
