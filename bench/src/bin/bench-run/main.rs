@@ -20,6 +20,11 @@
 //! `--no-idle`, `--no-callgrind` and `--no-micro` skip those parts, and `--syscall-runs N`
 //! sets how many counted runs give the syscall median (0: none).
 //!
+//! Each sample records the hypervisor's steal on the two CPUs during its measured window. One
+//! with more than 5% is measured again, up to `--steal-retries N` more times (2; 0 in quick
+//! mode), and the least-stolen attempt is kept: the same rule for every server, decided by
+//! the host's figure alone. The report gives the steal of the samples kept.
+//!
 //! With valgrind, a full run also counts the callgrind figure with the servers built by the
 //! `release-lto` profile (fat LTO, one codegen unit); `--no-lto` skips that build.
 
@@ -36,7 +41,7 @@ mod raw;
 mod report;
 
 use raw::{Results, RunInfo};
-use report::median;
+use report::{median, STEAL_BUSY};
 
 const SERVERS: [&str; 7] = [
     "ringloop",
@@ -682,7 +687,7 @@ fn render(path: &Path) {
 const USAGE: &str =
     "usage: bench-run [--quick] [--rounds N] [--duration S] [--warmup S] [--out DIR]
   [--servers a,b] [--points 1x64,64x4k,64x64d16,16x64churn,64x64r100k]
-  [--no-idle] [--no-callgrind] [--no-micro] [--no-lto] [--syscall-runs N]
+  [--no-idle] [--no-callgrind] [--no-micro] [--no-lto] [--syscall-runs N] [--steal-retries N]
   bench-run --render DIR/NAME.raw.tsv";
 
 fn main() {
@@ -702,6 +707,7 @@ fn main() {
             "no-micro",
             "no-lto",
             "syscall-runs",
+            "steal-retries",
         ],
     );
     if let Some(path) = args.str("render") {
@@ -783,25 +789,48 @@ fn main() {
         if perf { "counts syscalls" } else { "unavailable: syscalls n/a" }
     );
 
+    let steal_retries: usize = args.get("steal-retries", if quick { 0 } else { 2 });
+    let mut retried = 0;
     let mut samples: BTreeMap<(usize, &str), Vec<Sample>> = BTreeMap::new();
     for round in 0..rounds {
         for (pi, p) in points.iter().enumerate() {
             let mut order = servers.clone();
             shuffle(&mut order, (round * 31 + pi) as u64 + 1);
             for s in order {
-                let sample = measure(&cfg, s, *p, false);
-                eprintln!(
-                    "  round {} {:<18} {:<9} {:>9.0} req/s  {:>6.2} µs CPU/req{}",
-                    round + 1,
-                    p.label(),
-                    s,
-                    sample.rps,
-                    sample.user + sample.sys,
-                    sample
-                        .steal
-                        .map_or(String::new(), |v| format!("  steal {:.1}%", v * 100.0))
-                );
-                samples.entry((pi, s)).or_default().push(sample);
+                // A sample the hypervisor stole from is measured again, up to `steal_retries`
+                // times, and the least-stolen attempt is kept: the same rule for every
+                // server, decided by the host's figure, never by the server's.
+                let mut kept: Option<Sample> = None;
+                for attempt in 0..=steal_retries {
+                    let sample = measure(&cfg, s, *p, false);
+                    eprintln!(
+                        "  round {} {:<18} {:<9} {:>9.0} req/s  {:>6.2} µs CPU/req{}{}",
+                        round + 1,
+                        p.label(),
+                        s,
+                        sample.rps,
+                        sample.user + sample.sys,
+                        sample
+                            .steal
+                            .map_or(String::new(), |v| format!("  steal {:.1}%", v * 100.0)),
+                        if attempt > 0 { "  (again)" } else { "" }
+                    );
+                    if attempt == 1 {
+                        retried += 1;
+                    }
+                    if kept.as_ref().is_none_or(|k| sample.steal < k.steal) {
+                        kept = Some(sample);
+                    }
+                    if kept
+                        .as_ref()
+                        .is_none_or(|k| k.steal.is_none_or(|v| v <= STEAL_BUSY))
+                    {
+                        break;
+                    }
+                }
+                if let Some(sample) = kept {
+                    samples.entry((pi, s)).or_default().push(sample);
+                }
             }
         }
     }
@@ -907,6 +936,8 @@ fn main() {
             rounds,
             syscall_runs,
             syscall_secs,
+            steal_retries,
+            retried,
             quick,
             idle_n,
             callgrind_n: (n1, n2),

@@ -39,6 +39,10 @@ pub(crate) struct RunInfo {
     /// Counted runs per (server, point) behind each syscall median, and their length.
     pub(crate) syscall_runs: usize,
     pub(crate) syscall_secs: f64,
+    /// How many times a sample with steal over `STEAL_BUSY` was measured again at most, and
+    /// how many samples were (0 in files from before retries).
+    pub(crate) steal_retries: usize,
+    pub(crate) retried: usize,
     pub(crate) quick: bool,
     /// Idle connections held for the memory figure.
     pub(crate) idle_n: usize,
@@ -83,7 +87,7 @@ impl Results {
         let i = &self.info;
         let mut t =
             String::from("# ringloop bench-run raw results; see bench/src/bin/bench-run/raw.rs\n");
-        let facts: [(&str, String); 14] = [
+        let facts: [(&str, String); 16] = [
             ("date", i.date.clone()),
             ("kernel", i.kernel.clone()),
             ("cpu", i.cpu.clone()),
@@ -94,6 +98,8 @@ impl Results {
             ("rounds", i.rounds.to_string()),
             ("syscall_runs", i.syscall_runs.to_string()),
             ("syscall_secs", i.syscall_secs.to_string()),
+            ("steal_retries", i.steal_retries.to_string()),
+            ("retried", i.retried.to_string()),
             ("quick", i.quick.to_string()),
             ("idle_n", i.idle_n.to_string()),
             ("callgrind_n1", i.callgrind_n.0.to_string()),
@@ -254,6 +260,13 @@ impl Results {
                 .parse()
                 .map_err(|_| format!("`run\t{k}` is not a number"))
         };
+        // A fact added after files were written: 0 in a file from before it.
+        let later = |k: &str| -> Result<f64, String> {
+            match facts.contains_key(k) {
+                true => parse(k),
+                false => Ok(0.0),
+            }
+        };
         let info = RunInfo {
             date: fact("date")?.to_owned(),
             kernel: fact("kernel")?.to_owned(),
@@ -265,6 +278,8 @@ impl Results {
             rounds: parse("rounds")? as usize,
             syscall_runs: parse("syscall_runs")? as usize,
             syscall_secs: parse("syscall_secs")?,
+            steal_retries: later("steal_retries")? as usize,
+            retried: later("retried")? as usize,
             quick: fact("quick")? == "true",
             idle_n: parse("idle_n")? as usize,
             callgrind_n: (parse("callgrind_n1")? as u64, parse("callgrind_n2")? as u64),
@@ -332,6 +347,8 @@ mod tests {
                 rounds: 3,
                 syscall_runs: 3,
                 syscall_secs: 2.0,
+                steal_retries: 2,
+                retried: 1,
                 quick: false,
                 idle_n: 10_000,
                 callgrind_n: (5000, 25000),

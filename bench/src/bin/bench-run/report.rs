@@ -39,7 +39,7 @@ fn paired(
 }
 
 /// Steal in one sample above which the report says the host was busy.
-const STEAL_BUSY: f64 = 0.05;
+pub(crate) const STEAL_BUSY: f64 = 0.05;
 
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
@@ -106,9 +106,20 @@ pub(crate) fn report(r: &Results, name: &str) -> String {
         let high = steal.iter().copied().fold(0.0, f64::max);
         let _ = writeln!(
             md,
-            "Steal (the share of the two CPUs' time the hypervisor gave to other guests while a sample was measured): median {:.1}%, highest {:.1}%.{}\n",
-            median(steal) * 100.0,
+            "Steal (the share of the two CPUs' time the hypervisor gave to other guests while a sample was measured), in the samples kept: median {:.1}%, highest {:.1}%.{}{}\n",
+            median(steal.clone()) * 100.0,
             high * 100.0,
+            if info.steal_retries > 0 {
+                format!(
+                    " A sample with more than {:.0}% was measured again, up to {} more time(s), and the least-stolen attempt kept: {} of {} were.",
+                    STEAL_BUSY * 100.0,
+                    info.steal_retries,
+                    info.retried,
+                    steal.len()
+                )
+            } else {
+                String::new()
+            },
             if high > STEAL_BUSY {
                 " Samples taken under steal like that are slowed by the host, not the server: read this run's ratios with that in mind, and refresh `latest` from a quiet host."
             } else {
