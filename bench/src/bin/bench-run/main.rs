@@ -800,8 +800,7 @@ fn main() {
                 // A sample the hypervisor stole from is measured again, up to `steal_retries`
                 // times, and the least-stolen attempt is kept: the same rule for every
                 // server, decided by the host's figure, never by the server's.
-                let mut kept: Option<Sample> = None;
-                for attempt in 0..=steal_retries {
+                let take = |attempt: usize| {
                     let sample = measure(&cfg, s, *p, false);
                     eprintln!(
                         "  round {} {:<18} {:<9} {:>9.0} req/s  {:>6.2} µs CPU/req{}{}",
@@ -815,22 +814,22 @@ fn main() {
                             .map_or(String::new(), |v| format!("  steal {:.1}%", v * 100.0)),
                         if attempt > 0 { "  (again)" } else { "" }
                     );
+                    sample
+                };
+                let mut kept = take(0);
+                for attempt in 1..=steal_retries {
+                    if kept.steal.is_none_or(|v| v <= STEAL_BUSY) {
+                        break;
+                    }
                     if attempt == 1 {
                         retried += 1;
                     }
-                    if kept.as_ref().is_none_or(|k| sample.steal < k.steal) {
-                        kept = Some(sample);
-                    }
-                    if kept
-                        .as_ref()
-                        .is_none_or(|k| k.steal.is_none_or(|v| v <= STEAL_BUSY))
-                    {
-                        break;
+                    let again = take(attempt);
+                    if again.steal < kept.steal {
+                        kept = again;
                     }
                 }
-                if let Some(sample) = kept {
-                    samples.entry((pi, s)).or_default().push(sample);
-                }
+                samples.entry((pi, s)).or_default().push(kept);
             }
         }
     }
