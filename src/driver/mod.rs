@@ -637,7 +637,9 @@ impl Driver {
         // The tries' CQEs were posted while the enter submitted them: the loop's own echo,
         // not what arrived. Counted in, they masked a wait that ran out its min-wait short
         // of its target (eight tries and two arrivals met a target of eight) and doubled the
-        // pace a server's replies were judged by.
+        // pace a server's replies were judged by. (`empty_waits` above keeps them: a wait
+        // that did not ask past its tries, see `Inner::enter`, ends at a try's CQE so that the
+        // loop can resume a short one, a wake-up with work in it.)
         let got = got.saturating_sub(inner.tries_entered);
         if let Some(b) = inner.batch.as_mut() {
             // The turn runs from the end of the last wait to the end of this one: its pace
