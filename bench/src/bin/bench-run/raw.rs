@@ -262,9 +262,10 @@ impl Results {
         };
         // A fact added after files were written: 0 in a file from before it.
         let later = |k: &str| -> Result<f64, String> {
-            match facts.contains_key(k) {
-                true => parse(k),
-                false => Ok(0.0),
+            if facts.contains_key(k) {
+                parse(k)
+            } else {
+                Ok(0.0)
             }
         };
         let info = RunInfo {
