@@ -137,6 +137,8 @@ pub(crate) struct PoolConfig {
     pub(crate) iowait: bool,
     /// Bound of a batch wait (`Builder::batch_wait`), where the kernel has min-wait (6.12+).
     pub(crate) batch_wait: Option<Duration>,
+    /// How long a wait spins before it sleeps (`Builder::spin_before_sleep`).
+    pub(crate) spin: Option<Duration>,
     /// Try queued sends at submit where the kernel allows (see `Driver::trial_sends`).
     pub(crate) trial_sends: bool,
     /// Serve timers with one kernel timeout (see `Driver::arm_timer`); false: give every
@@ -174,6 +176,8 @@ struct Inner {
     no_iowait: bool,
     /// Batch waits, if asked for and the kernel can bound them.
     batch: Option<Batch>,
+    /// How long a wait spins before it sleeps (see `Inner::spin`).
+    spin: Option<Duration>,
     /// CQEs reaped so far (wrapping): how many a wait brought in.
     reaped: u32,
     /// The receive-buffer pool, told after each reap how many buffers the kernel took from
@@ -266,6 +270,7 @@ impl Driver {
         let wake_loop = pool.wake_loop;
         let wake_inline = pool.wake_inline;
         let kernel_timer = pool.kernel_timer;
+        let spin = pool.spin;
         let no_iowait = !pool.iowait && ring.params().is_feature_no_iowait();
         // The room watcher needs multishot poll (5.13+); 6.1 (DEFER_TASKRUN's) is the oldest
         // kernel the tries are reasoned about on, rather than older completion paths.
@@ -330,6 +335,7 @@ impl Driver {
                 stray_cqes: 0,
                 no_iowait,
                 batch,
+                spin,
                 reaped: 0,
                 pool: reaper_pool,
                 others_since_park: 0,
@@ -620,6 +626,22 @@ impl Driver {
             return Ok(());
         }
         let Some(batch) = inner.batch else {
+            let mut timeout = timeout;
+            if let Some(spin) = inner.spin {
+                // Bounded by the wait's own timeout, whose rest the sleep then gets.
+                let start = timeout.map(|_| Instant::now());
+                if inner.spin(timeout.map_or(spin, |t| t.min(spin)))? {
+                    return Ok(());
+                }
+                if let (Some(t), Some(start)) = (timeout, start) {
+                    let rest = t.saturating_sub(start.elapsed());
+                    if rest.is_zero() {
+                        inner.empty_waits += 1;
+                        return Ok(());
+                    }
+                    timeout = Some(rest);
+                }
+            }
             let r = inner.enter(1, timeout, 0);
             if inner.reaped_besides_closes(before, closes_before) == 0 {
                 inner.empty_waits += 1;

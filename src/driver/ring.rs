@@ -4,7 +4,7 @@
 //! [`Released`] (and the runtime's `wake_inline` hook).
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
@@ -216,6 +216,11 @@ fn wait_flags(no_iowait: bool) -> u32 {
 /// retried, after reaping, before it is returned.
 const TRANSIENT_RETRIES: u32 = 1000;
 
+/// Looks at the rings between two readings of the clock while spinning: a look is two loads
+/// and a pause, a reading of the clock ~20 ns, so the budget is overrun by a microsecond or
+/// two at most.
+const SPIN_POLLS_PER_CLOCK: u32 = 16;
+
 impl Inner {
     pub(super) fn ring(&mut self) -> io::Result<&mut IoUring> {
         self.ring.as_mut().ok_or_else(closed_error)
@@ -355,6 +360,51 @@ impl Inner {
         }
         self.reap();
         Ok(())
+    }
+
+    /// Spins for up to `budget` before a wait sleeps (`Builder::spin_before_sleep`):
+    /// submits what is queued, then watches the rings and enters the kernel only once it has
+    /// completions to post (`IORING_SQ_TASKRUN`, with the ring's `TASKRUN_FLAG`), or has
+    /// posted some (the CQ ring, where it posts them at once) or holds some back (a CQ
+    /// overflow). Returns whether completions came in besides closes', the loop's own echo
+    /// of its submissions; a reply tried at submit counts, since its owner must see a short
+    /// one. Nothing waits in the kernel meanwhile, so whatever completes wakes no thread.
+    pub(super) fn spin(&mut self, budget: Duration) -> io::Result<bool> {
+        let before = self.reaped;
+        let closes_before = self.closes_in_flight;
+        let start = Instant::now();
+        if !self.ring()?.submission().is_empty() {
+            self.enter(0, None, 0)?;
+            if self.reaped_besides_closes(before, closes_before) > 0 {
+                return Ok(true);
+            }
+        }
+        loop {
+            for _ in 0..SPIN_POLLS_PER_CLOCK {
+                if self.kernel_has_completions()? {
+                    self.enter(0, None, 0)?;
+                    if self.reaped_besides_closes(before, closes_before) > 0 {
+                        return Ok(true);
+                    }
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= budget {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Whether an enter would reap anything: CQEs posted, completions the kernel holds for
+    /// this thread to post (deferred task work, flagged in the SQ ring), or an overflow.
+    #[inline]
+    fn kernel_has_completions(&mut self) -> io::Result<bool> {
+        let ring = self.ring()?;
+        if !ring.completion().is_empty() {
+            return Ok(true);
+        }
+        let sq = ring.submission();
+        Ok(sq.taskrun() || sq.cq_overflow())
     }
 
     /// What a wait for `want` completions needs beyond its count: `None` for a plain enter.

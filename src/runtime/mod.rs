@@ -91,6 +91,7 @@ impl EventLoop {
             entries: b.entries,
             cq_entries: b.entries.next_power_of_two().saturating_mul(4).min(65536),
             mode: b.setup_mode,
+            taskrun_flag: b.spin.is_some(),
         };
         let (ring, features) = sys::setup(&cfg)?;
         let eventfd = EventFd::new()?;
@@ -108,6 +109,7 @@ impl EventLoop {
                 send_zc_threshold: b.send_zc_threshold,
                 iowait: b.iowait,
                 batch_wait: b.batch_wait,
+                spin: b.spin,
                 trial_sends: b.trial_sends,
                 kernel_timer: b.kernel_timer,
                 count: b.recv_buffers.0,

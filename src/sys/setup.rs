@@ -136,6 +136,10 @@ pub(crate) struct RingConfig {
     pub(crate) cq_entries: u32,
     /// `None`: best available; `Some(m)`: exactly `m`, or an error.
     pub(crate) mode: Option<SetupMode>,
+    /// `IORING_SETUP_TASKRUN_FLAG` with the modes that defer completions to the loop's
+    /// thread: the kernel sets `IORING_SQ_TASKRUN` while it has some to post, which a
+    /// spinning loop watches (`Builder::spin_before_sleep`).
+    pub(crate) taskrun_flag: bool,
 }
 
 /// Builds the ring, falling back through [`SetupMode`]s the kernel rejects with `EINVAL`.
@@ -158,6 +162,11 @@ pub(crate) fn setup(cfg: &RingConfig) -> io::Result<(IoUring, Features)> {
                 b.setup_coop_taskrun().setup_submit_all();
             }
             SetupMode::Basic => {}
+        }
+        // Both deferring modes know it (5.19+, as COOP_TASKRUN). Without them the kernel
+        // posts completions at once, interrupting the thread, and the CQ ring shows them.
+        if cfg.taskrun_flag && mode != SetupMode::Basic {
+            b.setup_taskrun_flag();
         }
         match build_retrying_enomem(&b, cfg.entries) {
             Ok(ring) => return finish(ring, mode),
@@ -406,6 +415,7 @@ mod tests {
             entries: 8,
             cq_entries: 16,
             mode: Some(SetupMode::Basic),
+            taskrun_flag: false,
         };
         let (_ring, f) = setup(&cfg).unwrap();
         assert_eq!(f.setup_mode(), SetupMode::Basic);
