@@ -1,5 +1,5 @@
 //! The echo servers under test, one thread each:
-//! `--server ringloop|ringloop-batch|ringloop-basic|ringloop-awaited|tokio|monoio|bare`.
+//! `--server ringloop|ringloop-batch|ringloop-spin|ringloop-basic|ringloop-awaited|tokio|monoio|bare`.
 //! Prints `listening ADDR` once bound, then serves until killed.
 
 use std::future::Future;
@@ -43,6 +43,9 @@ fn idle_timeout() -> Option<Duration> {
 /// The batch wait of the `ringloop-batch` server.
 const BATCH_WAIT_US: u64 = 100;
 
+/// How long the `ringloop-spin` server spins before it sleeps.
+const SPIN_US: u64 = 30;
+
 /// A listener for a peer server, bound with std, with `TCP_NODELAY` set on it: Linux copies
 /// it to every connection accepted, so no server pays a `setsockopt` per connection (as
 /// ringloop's own listener does with `ListenOptions::nodelay`).
@@ -72,15 +75,16 @@ fn announce(addr: SocketAddr) {
 }
 
 /// `recv_buf`: the pool's buffer size (`--recv-buf`), else the library's default; `mode`:
-/// the ring set-up (`--mode defer|coop|basic`), else the library's choice.
+/// the ring set-up (`--mode defer|coop|basic`), else the library's choice; `tune`: the
+/// variant's own setting.
 fn ringloop_server(
     addr: SocketAddr,
     recv_buf: Option<usize>,
     mode: Option<&str>,
-    batch_wait: Option<std::time::Duration>,
+    tune: impl FnOnce(ringloop::Builder) -> ringloop::Builder,
     awaited: bool,
 ) {
-    let mut b = ringloop::EventLoop::builder().batch_wait(batch_wait);
+    let mut b = tune(ringloop::EventLoop::builder());
     if let Some(size) = recv_buf {
         b = b.recv_buffers(1024, size);
     }
@@ -287,9 +291,9 @@ fn monoio_server(addr: SocketAddr) {
     });
 }
 
-const USAGE: &str = "usage: bench-echo --server ringloop|ringloop-batch|ringloop-basic|ringloop-awaited|tokio|monoio|bare
+const USAGE: &str = "usage: bench-echo --server ringloop|ringloop-batch|ringloop-spin|ringloop-basic|ringloop-awaited|tokio|monoio|bare
   [--addr IP:PORT] [--cpu N] [--exit-after REQUESTS] [--idle-timeout-ms MS]
-  ringloop only: [--recv-buf BYTES] [--mode defer|coop|basic] [--batch-wait-us US]";
+  ringloop only: [--recv-buf BYTES] [--mode defer|coop|basic] [--batch-wait-us US] [--spin-us US]";
 
 fn main() {
     let args = Args::parse(
@@ -303,6 +307,7 @@ fn main() {
             "recv-buf",
             "mode",
             "batch-wait-us",
+            "spin-us",
         ],
     );
     raise_nofile();
@@ -321,36 +326,51 @@ fn main() {
     // The ringloop variants differ from `ringloop` in one setting each.
     let recv_buf = args.str("recv-buf").and_then(|v| v.parse().ok());
     let mode = args.str("mode");
+    let us = |name| {
+        args.str(name)
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_micros)
+    };
+    let same = |b| b;
     match args.str("server").unwrap_or("") {
-        "ringloop" => ringloop_server(
-            addr,
-            recv_buf,
-            mode,
-            args.str("batch-wait-us")
-                .and_then(|v| v.parse().ok())
-                .map(std::time::Duration::from_micros),
-            false,
-        ),
+        "ringloop" => {
+            let (wait, spin) = (us("batch-wait-us"), us("spin-us"));
+            ringloop_server(
+                addr,
+                recv_buf,
+                mode,
+                |b| b.batch_wait(wait).spin_before_sleep(spin),
+                false,
+            )
+        }
         // The same server with `Builder::batch_wait` at 100 µs.
         "ringloop-batch" => ringloop_server(
             addr,
             recv_buf,
             mode,
-            Some(std::time::Duration::from_micros(BATCH_WAIT_US)),
+            |b| b.batch_wait(Some(Duration::from_micros(BATCH_WAIT_US))),
+            false,
+        ),
+        // The same server spinning 30 µs before it sleeps (`Builder::spin_before_sleep`).
+        "ringloop-spin" => ringloop_server(
+            addr,
+            recv_buf,
+            mode,
+            |b| b.spin_before_sleep(Some(Duration::from_micros(SPIN_US))),
             false,
         ),
         // The same server on a ring set up without DEFER_TASKRUN or COOP_TASKRUN, as monoio
         // sets up its own: the kernel interrupts the thread to post completions, so each
         // enter finds more of them (fewer system calls, more CPU).
-        "ringloop-basic" => ringloop_server(addr, recv_buf, Some("basic"), None, false),
+        "ringloop-basic" => ringloop_server(addr, recv_buf, Some("basic"), same, false),
         // The same server awaiting each reply (`write_all`) instead of queueing it.
-        "ringloop-awaited" => ringloop_server(addr, recv_buf, mode, None, true),
+        "ringloop-awaited" => ringloop_server(addr, recv_buf, mode, same, true),
         "tokio" => tokio_server(addr),
         "monoio" => monoio_server(addr),
         "bare" => bare::serve(addr, announce),
         other => {
             eprintln!(
-                "bench-echo: --server ringloop|ringloop-batch|ringloop-basic|ringloop-awaited|tokio|monoio|bare (got {other:?})"
+                "bench-echo: --server ringloop|ringloop-batch|ringloop-spin|ringloop-basic|ringloop-awaited|tokio|monoio|bare (got {other:?})"
             );
             std::process::exit(2);
         }

@@ -72,6 +72,18 @@ pub(crate) fn median_sample(v: &[Sample]) -> Sample {
     }
 }
 
+/// What each server is, for the report's glossary: only those in the run are named.
+const SERVER_NOTES: [(&str, &str); 8] = [
+    ("ringloop", "this crate, multishot accept/recv, the `RecvBuf` echoed back with `write_queued`, which resolves once the loop holds it"),
+    ("ringloop-batch", "the same with `Builder::batch_wait` at 100 µs: waits gather completions in bunches, opt-in"),
+    ("ringloop-spin", "the same with `Builder::spin_before_sleep` at 30 µs: a loop with nothing to run watches its rings that long before it sleeps, opt-in; its CPU includes the spinning"),
+    ("ringloop-basic", "the same on a ring set up with no `DEFER_TASKRUN` or `COOP_TASKRUN`, as monoio sets up its own: the kernel interrupts the thread to post completions, so each enter finds more of them"),
+    ("ringloop-awaited", "the same awaiting each reply's completion with `write_all`: one more task wake-up per request"),
+    ("tokio", "current_thread"),
+    ("monoio", "io_uring driver"),
+    ("bare", "the io-uring crate by hand: multishot accept and recv, a buffer ring, no executor"),
+];
+
 /// The markdown report of `r`; `name` is the stem of the files it is written to.
 pub(crate) fn report(r: &Results, name: &str) -> String {
     let info = &r.info;
@@ -127,7 +139,12 @@ pub(crate) fn report(r: &Results, name: &str) -> String {
             }
         );
     }
-    let _ = writeln!(md, "Servers: `ringloop` (this crate, multishot accept/recv, the `RecvBuf` echoed back with `write_queued`, which resolves once the loop holds it), `ringloop-batch` (the same with `Builder::batch_wait` at 100 µs: waits gather completions in bunches, opt-in), `ringloop-basic` (the same on a ring set up with no `DEFER_TASKRUN` or `COOP_TASKRUN`, as monoio sets up its own: the kernel interrupts the thread to post completions, so each enter finds more of them), `ringloop-awaited` (the same awaiting each reply's completion with `write_all`: one more task wake-up per request), `tokio` (current_thread), `monoio` (io_uring driver), `bare` (the io-uring crate by hand: multishot accept and recv, a buffer ring, no executor). In this table, ratios are of the medians. CPU is the server's user+system CPU-seconds per 1M requests (from /proc); syscalls per request are counted by `perf stat -e raw_syscalls:sys_enter` on the server's PID, in a separate run per (server, point) since the tracepoint slows every call (the median of {} such runs of {} s).\n", syscall_runs, info.syscall_secs);
+    let known: Vec<String> = SERVER_NOTES
+        .iter()
+        .filter(|(name, _)| servers.contains(name))
+        .map(|(name, note)| format!("`{name}` ({note})"))
+        .collect();
+    let _ = writeln!(md, "Servers: {}. In this table, ratios are of the medians. CPU is the server's user+system CPU-seconds per 1M requests (from /proc); syscalls per request are counted by `perf stat -e raw_syscalls:sys_enter` on the server's PID, in a separate run per (server, point) since the tracepoint slows every call (the median of {} such runs of {} s).\n", known.join(", "), syscall_runs, info.syscall_secs);
     let cpu = |m: &Sample| m.user + m.sys;
     let rps = |m: &Sample| m.rps;
     let peers: Vec<&str> = servers
@@ -243,6 +260,7 @@ pub(crate) fn svg(r: &Results) -> String {
     let color = |srv: &str| match srv {
         "ringloop" => "#d9480f",
         "ringloop-batch" => "#f59f00",
+        "ringloop-spin" => "#74b816",
         "ringloop-basic" => "#a61e4d",
         "ringloop-awaited" => "#e599f7",
         "tokio" => "#1c7ed6",
