@@ -209,11 +209,9 @@ impl Builder {
     ///
     /// The price is CPU: a spinning loop keeps its core busy for up to `spin` after every
     /// turn, traffic or not, and a loop whose requests come closer together than `spin`
-    /// never sleeps at all. A spinning thread also competes for its core with the kernel's
-    /// threads there (`ksoftirqd`, which takes over packet processing under load), which may
-    /// be what raised the p99 below. Use it where a core is the server's own and latency
-    /// matters more than power, with `spin` sized to the gaps between requests you expect
-    /// (10–50 µs).
+    /// never sleeps at all. Use it where a core is the server's own and latency matters more
+    /// than power, with `spin` sized to the gaps between requests you expect (10–50 µs),
+    /// and measure the tail on your own traffic (below).
     ///
     /// On the machine `bench/` runs on (2 vCPUs, the server on one and the load generator
     /// on the other), 30 µs against no spin, in the same run: one connection's ping-pong went
@@ -223,7 +221,9 @@ impl Builder {
     /// 64 connections in a closed loop, no change either way; 64 connections at a steady
     /// 50,000 requests a second, the median latency halved (30 → 14 µs) but the p99 rose
     /// (0.9–1.2 ms → 1.5–2.1 ms) and the CPU per request was 1.8×, the core spinning all
-    /// the time.
+    /// the time. Why the p99 rose is not known: the kernel's softirq thread did not run on
+    /// the server's CPU either way, and yielding the CPU every few microseconds of spin did
+    /// not bring it down; tails on that host swing by 2–3× from run to run for every server.
     ///
     /// Not with [`batch_wait`](Builder::batch_wait), which waits longer to gather completions
     /// where this waits less: [`build`](Builder::build) refuses the two together.
