@@ -151,6 +151,48 @@ fn zero_threads_is_invalid_input() {
 
 /// The built example `name`. `cargo test` builds examples; a filtered run may not, so build
 /// it then with the cargo that runs this test.
+/// Every core's loop is built from the cluster's loop settings: here a receive pool of
+/// 2 KiB buffers (the default is 16 KiB), which each core sees in the buffer it receives.
+#[test]
+fn loop_settings_apply_to_every_core() {
+    let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = sizes.clone();
+    Cluster::builder()
+        .threads(2)
+        .handle_signals(false)
+        .event_loop(ringloop::EventLoop::builder().recv_buffers(64, 2048))
+        .build()
+        .unwrap()
+        .run(move |_| {
+            let seen = seen.clone();
+            async move {
+                let l = TcpListener::bind("127.0.0.1:0").unwrap();
+                let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+                let (s, _) = l.accept().await.unwrap();
+                c.write_all(&b"hello"[..]).await.0.unwrap();
+                let got = s.recv().await.unwrap();
+                assert_eq!(&got[..], b"hello");
+                seen.lock()
+                    .unwrap()
+                    .push(ringloop::IoBuf::bytes_total(&got));
+            }
+        })
+        .unwrap();
+    assert_eq!(*sizes.lock().unwrap(), [2048, 2048]);
+}
+
+/// Loop settings the loop would refuse fail the cluster's `build`, before any thread runs.
+#[test]
+fn bad_loop_settings_fail_the_cluster_build() {
+    let e = Cluster::builder()
+        .event_loop(ringloop::EventLoop::builder().entries(0))
+        .build()
+        .err()
+        .expect("refused");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("Builder::entries(0)"), "{e}");
+}
+
 fn example(name: &str) -> PathBuf {
     // target/<profile>/deps/<this test> -> target/<profile>/examples/<name>
     let mut p = std::env::current_exe().unwrap();

@@ -270,6 +270,13 @@ impl Builder {
     /// names the cause (kernel too old, `kernel.io_uring_disabled`, a seccomp profile, the
     /// locked-memory limit) and what to do about it.
     pub fn build(self) -> io::Result<EventLoop> {
+        self.check()?;
+        EventLoop::from_builder(self)
+    }
+
+    /// The settings' own errors, before any ring is made (`build` and
+    /// `ClusterBuilder::build` both ask).
+    pub(crate) fn check(&self) -> io::Result<()> {
         if self.entries == 0 || self.entries > MAX_ENTRIES {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -307,6 +314,6 @@ impl Builder {
                 ),
             ));
         }
-        EventLoop::from_builder(self)
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use super::{EventLoop, Handle};
+use super::{Builder, EventLoop, Handle};
 use crate::signal::{self, Kind};
 use crate::util::race::race;
 
@@ -20,6 +20,7 @@ pub struct ClusterBuilder {
     pin: bool,
     shutdown_timeout: Duration,
     handle_signals: bool,
+    event_loop: Builder,
 }
 
 /// N threads, each running its own [`EventLoop`] (own ring, op table, buffer pool) and the
@@ -59,6 +60,7 @@ pub struct Cluster {
     pin: bool,
     shutdown_timeout: Duration,
     handle_signals: bool,
+    event_loop: Builder,
     shared: Arc<ClusterShared>,
 }
 
@@ -125,6 +127,7 @@ impl Cluster {
             pin: false,
             shutdown_timeout: Duration::from_secs(5),
             handle_signals: true,
+            event_loop: Builder::default(),
         }
     }
 
@@ -159,10 +162,11 @@ impl Cluster {
             let f = f.clone();
             let shared = self.shared.clone();
             let (pin, timeout) = (self.pin, self.shutdown_timeout);
+            let settings = self.event_loop.clone();
             let spawned = thread::Builder::new()
                 .name(format!("ringloop-core-{core}"))
                 .spawn(move || {
-                    let r = run_core(core, pin, timeout, &shared, &*f);
+                    let r = run_core(core, pin, timeout, settings, &shared, &*f);
                     if r.is_err() {
                         shared.stop();
                     }
@@ -203,6 +207,7 @@ fn run_core<F, Fut>(
     core: usize,
     pin: bool,
     timeout: Duration,
+    settings: Builder,
     shared: &ClusterShared,
     f: &F,
 ) -> io::Result<()>
@@ -214,7 +219,7 @@ where
     if pin {
         pin_to_cpu(core).map_err(named)?;
     }
-    let mut lp = EventLoop::new().map_err(named)?;
+    let mut lp = settings.build().map_err(named)?;
     let handle = lp.handle();
     shared.register(handle.clone());
     let ran = catch_unwind(AssertUnwindSafe(|| {
@@ -343,12 +348,24 @@ impl ClusterBuilder {
         self
     }
 
-    /// Checks the settings.
+    /// The settings every core's loop is built with (default: `EventLoop::builder()`'s):
+    /// ring size, receive pool, [`spin_before_sleep`](Builder::spin_before_sleep),
+    /// [`batch_wait`](Builder::batch_wait) and the rest. Each core builds its own loop from
+    /// a copy, on its own thread.
+    pub fn event_loop(mut self, settings: Builder) -> Self {
+        self.event_loop = settings;
+        self
+    }
+
+    /// Checks the settings, the loops' included (their rings are made by `run`, each on its
+    /// core's thread).
     ///
     /// # Errors
     ///
-    /// `InvalidInput` for zero threads.
+    /// `InvalidInput` for zero threads, or for loop settings that
+    /// [`Builder::build`] refuses as such.
     pub fn build(self) -> io::Result<Cluster> {
+        self.event_loop.check()?;
         let threads = match self.threads {
             Some(0) => {
                 return Err(io::Error::new(
@@ -364,6 +381,7 @@ impl ClusterBuilder {
             pin: self.pin,
             shutdown_timeout: self.shutdown_timeout,
             handle_signals: self.handle_signals,
+            event_loop: self.event_loop,
             shared: Arc::new(ClusterShared {
                 stopped: AtomicBool::new(false),
                 loops: Mutex::new(Vec::new()),
