@@ -216,9 +216,9 @@ fn wait_flags(no_iowait: bool) -> u32 {
 /// retried, after reaping, before it is returned.
 const TRANSIENT_RETRIES: u32 = 1000;
 
-/// Looks at the rings between two readings of the clock while spinning: a look is two loads
-/// and a pause, a reading of the clock ~20 ns, so the budget is overrun by a microsecond or
-/// two at most.
+/// Looks at the rings between two readings of the clock while spinning: a look is a few
+/// loads of the rings' heads, tails and flags and a pause, and a reading of the clock (the
+/// vDSO's) costs as much as several, so the budget is overrun by a microsecond or two at most.
 const SPIN_POLLS_PER_CLOCK: u32 = 16;
 
 impl Inner {
