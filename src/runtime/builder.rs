@@ -214,16 +214,18 @@ impl Builder {
     /// and measure the tail on your own traffic (below).
     ///
     /// On the machine `bench/` runs on (2 vCPUs, the server on one and the load generator
-    /// on the other), 30 µs against no spin, in the same run: one connection's ping-pong went
-    /// from 12,100 to 32,400 requests a second (median latency 76 → 26 µs) at the same CPU
-    /// per request, the time no longer spent being woken now spent spinning; with a
-    /// connection per request, 1.21× the requests a second at 1.45× the CPU per request;
-    /// 64 connections in a closed loop, no change either way; 64 connections at a steady
-    /// 50,000 requests a second, the median latency halved (30 → 14 µs) but the p99 rose
-    /// (0.9–1.2 ms → 1.5–2.1 ms) and the CPU per request was 1.8×, the core spinning all
-    /// the time. Why the p99 rose is not known: the kernel's softirq thread did not run on
-    /// the server's CPU either way, and yielding the CPU every few microseconds of spin did
-    /// not bring it down; tails on that host swing by 2–3× from run to run for every server.
+    /// on the other; `bench/results/spin-2026-12-03.md`), 30 µs against no spin, in the
+    /// same run: one connection's ping-pong went from 12,100 to 29,700 requests a second
+    /// (median latency 78 → 27 µs) at the same CPU per request, the time no longer spent
+    /// being woken now spent spinning. With a connection per request: 1.20× the requests a
+    /// second at 1.5× the CPU per request; 64 × 4 KiB: 1.12× at 1.75×; 64 × 64 B, 256 × 64 B,
+    /// 16 × 64 KiB and 16 deep: the same requests a second (within the run's noise) at
+    /// 1.0–1.5× the CPU. At a steady 50,000 requests a second over 64 connections the median
+    /// latency halved (30 → 15 µs) but the p99 rose (0.9 → 1.4 ms) and the CPU per request
+    /// was 1.9×, the core spinning all the time. Why the p99 rose is not known: the kernel's
+    /// softirq thread did not run on the server's CPU either way, and yielding the CPU every
+    /// few microseconds of spin did not bring it down; tails on that host swing by 2–3× from
+    /// run to run for every server.
     ///
     /// Not with [`batch_wait`](Builder::batch_wait), which waits longer to gather completions
     /// where this waits less: [`build`](Builder::build) refuses the two together.
