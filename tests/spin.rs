@@ -70,6 +70,24 @@ fn a_timer_ends_the_spin() {
     }
 }
 
+/// Where waits carry the next deadline themselves (the loop's fallback when the kernel
+/// refuses its timer), the spin is bounded by that deadline too: no completion comes to end
+/// it.
+#[test]
+fn a_deadline_the_wait_carries_bounds_the_spin() {
+    let mut lp = EventLoop::builder()
+        .kernel_timer(false)
+        .spin_before_sleep(Some(LONG_SPIN))
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    lp.block_on(time::sleep(Duration::from_millis(20)));
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(20), "woke early, {took:?}");
+    assert!(took < PROMPT, "the spin outlasted the deadline: {took:?}");
+    lp.close().unwrap();
+}
+
 #[test]
 fn a_stop_from_another_thread_ends_the_spin() {
     for (mode, mut lp) in spinning_loops(LONG_SPIN) {
