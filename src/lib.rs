@@ -85,6 +85,13 @@
 //!   per-request timeout) touches only the wheel, unless it is earlier than every other.
 //! - A wake from the loop's own thread costs no atomic operation for `wake_by_ref`.
 //!
+//! How a loop with nothing to run waits is the one trade-off left to you, on the
+//! [`Builder`]: by default it sleeps in `io_uring_enter` until the first completion;
+//! [`Builder::batch_wait`] has it wait a bounded time for several (fewer system calls, some
+//! latency); [`Builder::spin_before_sleep`] has it watch its rings a while before it sleeps
+//! (no wake-ups to pay for, a busy core). [`ClusterBuilder::event_loop`] sets them for every
+//! core.
+//!
 //! ## Requirements
 //!
 //! Linux 5.11 or later (for `IORING_FEAT_EXT_ARG`). The loop prefers
