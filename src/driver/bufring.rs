@@ -363,12 +363,18 @@ impl BufPool {
         self.0.has_waiters.set(true);
     }
 
-    /// Writes back buffers dropped on other threads. Called by the loop every turn.
-    #[inline]
+    /// Writes back buffers dropped on other threads. Called by the loop every turn: the check
+    /// is inline, the rare write-back out of line.
+    #[inline(always)]
     pub(crate) fn drain_foreign(&self) {
-        if !self.0.foreign_pending.load(Ordering::Acquire) {
-            return;
+        if self.0.foreign_pending.load(Ordering::Acquire) {
+            self.write_back_foreign();
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn write_back_foreign(&self) {
         self.0.foreign_pending.store(false, Ordering::Release);
         let ids = std::mem::take(&mut *self.0.lock_foreign());
         for bid in ids {

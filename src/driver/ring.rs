@@ -221,6 +221,16 @@ const TRANSIENT_RETRIES: u32 = 1000;
 /// vDSO's) costs as much as several, so the budget is overrun by a microsecond or two at most.
 const SPIN_POLLS_PER_CLOCK: u32 = 16;
 
+/// How a spin before a wait ended (see `Inner::spin_first`).
+pub(super) enum Spun {
+    /// Completions came in: the wait is over.
+    Arrived,
+    /// Nothing came in and the wait's timeout ran out while spinning.
+    TimedOut,
+    /// Nothing came in: sleep, with this much of the wait's timeout left.
+    Sleep(Option<Duration>),
+}
+
 impl Inner {
     pub(super) fn ring(&mut self) -> io::Result<&mut IoUring> {
         self.ring.as_mut().ok_or_else(closed_error)
@@ -360,6 +370,34 @@ impl Inner {
         }
         self.reap();
         Ok(())
+    }
+
+    /// The spin before a wait for one with `timeout` (out of line: the loop's every turn
+    /// goes through `Driver::park`, which a loop that never spins should not pay for in code
+    /// size). The spin is bounded by the timeout, whose rest the sleep then gets.
+    #[inline(never)]
+    pub(super) fn spin_first(
+        &mut self,
+        spin: Duration,
+        timeout: Option<Duration>,
+    ) -> io::Result<Spun> {
+        let Some(t) = timeout else {
+            return Ok(if self.spin(spin)? {
+                Spun::Arrived
+            } else {
+                Spun::Sleep(None)
+            });
+        };
+        let start = Instant::now();
+        if self.spin(t.min(spin))? {
+            return Ok(Spun::Arrived);
+        }
+        let rest = t.saturating_sub(start.elapsed());
+        Ok(if rest.is_zero() {
+            Spun::TimedOut
+        } else {
+            Spun::Sleep(Some(rest))
+        })
     }
 
     /// Spins for up to `budget` before a wait sleeps (`Builder::spin_before_sleep`):
