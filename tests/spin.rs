@@ -14,30 +14,28 @@ const LONG_SPIN: Duration = Duration::from_secs(10);
 /// What ends a 10 s spin must do so well within this.
 const PROMPT: Duration = Duration::from_secs(3);
 
-/// Loops spinning for `spin` in each set-up mode this kernel has: the deferring ones, where
-/// the spin watches the SQ ring's flag, and the basic one, where completions are posted at
-/// once and the spin watches the CQ ring.
-fn spinning_loops(spin: Duration) -> Vec<(SetupMode, EventLoop)> {
-    [
+/// Runs `test` on a loop spinning for `spin` in each set-up mode this kernel has: the
+/// deferring ones, where the spin watches the SQ ring's flag, and the basic one, where
+/// completions are posted at once and the spin watches the CQ ring. Each loop is closed
+/// after, which must succeed.
+fn on_spinning_loops(spin: Duration, mut test: impl FnMut(SetupMode, &mut EventLoop)) {
+    for mode in [
         SetupMode::DeferTaskrun,
         SetupMode::CoopTaskrun,
         SetupMode::Basic,
-    ]
-    .into_iter()
-    .filter_map(|mode| {
-        let lp = EventLoop::builder()
+    ] {
+        let built = EventLoop::builder()
             .setup_mode(mode)
             .spin_before_sleep(Some(spin))
             .build();
-        match lp {
-            Ok(lp) => Some((mode, lp)),
-            Err(e) => {
-                eprintln!("{mode:?} not available here ({e}): not tested");
-                None
+        match built {
+            Ok(mut lp) => {
+                test(mode, &mut lp);
+                lp.close().unwrap();
             }
+            Err(e) => eprintln!("{mode:?} not available here ({e}): not tested"),
         }
-    })
-    .collect()
+    }
 }
 
 /// The CPU time the calling thread has used.
@@ -54,7 +52,7 @@ fn thread_cpu() -> Duration {
 
 #[test]
 fn a_timer_ends_the_spin() {
-    for (mode, mut lp) in spinning_loops(LONG_SPIN) {
+    on_spinning_loops(LONG_SPIN, |mode, lp| {
         let t0 = Instant::now();
         lp.block_on(time::sleep(Duration::from_millis(20)));
         let took = t0.elapsed();
@@ -66,8 +64,7 @@ fn a_timer_ends_the_spin() {
             took < PROMPT,
             "{mode:?}: the spin outlasted the timer: {took:?}"
         );
-        lp.close().unwrap();
-    }
+    });
 }
 
 /// Where waits carry the next deadline themselves (the loop's fallback when the kernel
@@ -90,7 +87,7 @@ fn a_deadline_the_wait_carries_bounds_the_spin() {
 
 #[test]
 fn a_stop_from_another_thread_ends_the_spin() {
-    for (mode, mut lp) in spinning_loops(LONG_SPIN) {
+    on_spinning_loops(LONG_SPIN, |mode, lp| {
         let handle = lp.handle();
         let t0 = Instant::now();
         let stopper = std::thread::spawn(move || {
@@ -104,13 +101,12 @@ fn a_stop_from_another_thread_ends_the_spin() {
             took < PROMPT,
             "{mode:?}: the spin outlasted the stop: {took:?}"
         );
-        lp.close().unwrap();
-    }
+    });
 }
 
 #[test]
 fn an_accept_and_a_receive_end_the_spin() {
-    for (mode, mut lp) in spinning_loops(LONG_SPIN) {
+    on_spinning_loops(LONG_SPIN, |mode, lp| {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         // Both the accept and the receive complete while the loop spins.
@@ -133,8 +129,7 @@ fn an_accept_and_a_receive_end_the_spin() {
             took < PROMPT,
             "{mode:?}: the spin outlasted the receive: {took:?}"
         );
-        lp.close().unwrap();
-    }
+    });
 }
 
 /// Request and reply, many times over: each reply is tried as it is submitted, so its
@@ -142,7 +137,7 @@ fn an_accept_and_a_receive_end_the_spin() {
 #[test]
 fn echo_is_intact_while_spinning() {
     const ROUNDS: usize = 300;
-    for (mode, mut lp) in spinning_loops(Duration::from_micros(50)) {
+    on_spinning_loops(Duration::from_micros(50), |mode, lp| {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let client = std::thread::spawn(move || {
@@ -170,15 +165,14 @@ fn echo_is_intact_while_spinning() {
         });
         client.join().unwrap();
         assert_eq!(echoed, ROUNDS * "request 0000".len(), "{mode:?}");
-        lp.close().unwrap();
-    }
+    });
 }
 
 /// A spin that runs out sleeps: over a 300 ms timer with a 1 ms spin the thread uses a
 /// sliver of its CPU, where a spin that never gave up would use all 300 ms.
 #[test]
 fn the_loop_sleeps_once_the_spin_runs_out() {
-    for (mode, mut lp) in spinning_loops(Duration::from_millis(1)) {
+    on_spinning_loops(Duration::from_millis(1), |mode, lp| {
         let cpu0 = thread_cpu();
         lp.block_on(time::sleep(Duration::from_millis(300)));
         let used = thread_cpu() - cpu0;
@@ -186,8 +180,7 @@ fn the_loop_sleeps_once_the_spin_runs_out() {
             used < Duration::from_millis(150),
             "{mode:?}: {used:?} of CPU over a 300 ms sleep"
         );
-        lp.close().unwrap();
-    }
+    });
 }
 
 #[test]
