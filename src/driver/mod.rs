@@ -17,8 +17,11 @@
 //!   neither holds memory of ours once submitted.
 //! - Wakers are never woken, and user values never dropped, while the driver is borrowed:
 //!   the reaper collects them into [`Released`], which the runtime drains after the borrow ends.
-//!   The one exception is a waker the runtime's `wake_inline` hook vouches for (its own task
+//!   The one exception is a waker the runtime's `wake_inline` hooks vouch for (its own task
 //!   wakers, whose wake is a push onto the run queue).
+//! - A stream's waker stays in its slot after a wake, with a flag saying whether it still
+//!   waits: a busy connection's every receive would otherwise clone the waker and release it
+//!   again, two atomic read-modify-writes per chunk received.
 //! - A full SQ is submitted and the push retried; an SQE is never dropped.
 //!
 //! The driver knows nothing of tasks beyond a `Waker`, and nothing of sockets.
@@ -152,6 +155,9 @@ pub(crate) struct PoolConfig {
     /// cannot reach the driver or run user code (the executor's own task wakers, which only
     /// push onto the run queue), or hand it back to be woken after the driver's borrow ends.
     pub(crate) wake_inline: fn(Waker) -> Result<(), Waker>,
+    /// `wake_inline` for a waker that stays registered (a stream's): true if it was woken on
+    /// the spot; false if a clone of it is to be woken after the borrow.
+    pub(crate) wake_inline_ref: fn(&Waker) -> bool,
 }
 
 struct Inner {
@@ -215,6 +221,8 @@ struct Inner {
     /// Wakes a waker while the driver is borrowed if that is known to be harmless, else hands
     /// it back to be woken after the borrow (see [`PoolConfig::wake_inline`]).
     wake_inline: fn(Waker) -> Result<(), Waker>,
+    /// The same for a waker left in place (see [`PoolConfig::wake_inline_ref`]).
+    wake_inline_ref: fn(&Waker) -> bool,
 }
 
 /// Wake-ups and orphans collected while the driver was borrowed.
@@ -269,6 +277,7 @@ impl Driver {
         // Shared by the pool (buffers returned from other threads) and `ForeignDrops`.
         let wake_loop = pool.wake_loop;
         let wake_inline = pool.wake_inline;
+        let wake_inline_ref = pool.wake_inline_ref;
         let kernel_timer = pool.kernel_timer;
         let spin = pool.spin;
         let no_iowait = !pool.iowait && ring.params().is_feature_no_iowait();
@@ -351,6 +360,7 @@ impl Driver {
                 timer,
                 timer_ts: types::Timespec::new(),
                 wake_inline,
+                wake_inline_ref,
             }),
         }));
         registry::register(&d);
@@ -942,10 +952,9 @@ impl Driver {
                 }
             }
             Lifecycle::Streaming(st) => {
-                match &st.waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => st.waker = Some(cx.waker().clone()),
-                }
+                let old = st.wait(cx.waker());
+                drop(inner);
+                drop(old);
                 Poll::Pending
             }
             // Abandoned at close; the kernel may still write this op's memory, so the future

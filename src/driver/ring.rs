@@ -487,6 +487,7 @@ impl Inner {
             released,
             detached,
             wake_inline,
+            wake_inline_ref,
             wake_armed,
             wake_buf,
             owned,
@@ -543,6 +544,15 @@ impl Inner {
                 OnCqe::Wake(w) => {
                     if let Err(w) = wake_inline(w) {
                         released.wakers.push(w);
+                    }
+                }
+                OnCqe::WakeStream => {
+                    if let Lifecycle::Streaming(st) = slot {
+                        if let Some(w) = &st.waker {
+                            if !wake_inline_ref(w) {
+                                released.wakers.push(w.clone());
+                            }
+                        }
                     }
                 }
                 OnCqe::Throttle(w) => {

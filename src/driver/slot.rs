@@ -98,7 +98,12 @@ pub(crate) enum Lifecycle {
 
 /// The queue of a multishot op.
 pub(crate) struct Stream {
+    /// The owner's waker. It stays after a wake, so that the owner polling again (a busy
+    /// connection's next receive) finds it in place and clones nothing: only `waiting` says
+    /// whether it is still to be woken.
     pub(crate) waker: Option<Waker>,
+    /// The owner polled, found nothing, and has not been woken since.
+    pub(crate) waiting: bool,
     pub(crate) queue: CqeQueue,
     /// The final CQE (without `IORING_CQE_F_MORE`) is in the queue.
     pub(crate) finished: bool,
@@ -115,17 +120,33 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
-    /// Queues a CQE of this (unfinished) stream and says whom to wake.
+    /// Queues a CQE of this (unfinished) stream and says whom to wake: a waiting owner's
+    /// waker is woken where it lies ([`OnCqe::WakeStream`]), left for the owner's next wait.
     #[inline]
     fn push(&mut self, c: Completion) -> OnCqe {
         self.queue.push(c);
         self.finished = !c.more();
-        let waker = self.waker.take();
+        let wake = std::mem::take(&mut self.waiting);
         if self.cap != 0 && !self.finished && !self.throttled && self.queue.len() >= self.cap {
             self.throttled = true;
-            return OnCqe::Throttle(waker);
+            return OnCqe::Throttle(self.waker.clone().filter(|_| wake));
         }
-        waker.map_or(OnCqe::Nothing, OnCqe::Wake)
+        if wake {
+            OnCqe::WakeStream
+        } else {
+            OnCqe::Nothing
+        }
+    }
+
+    /// Registers `waker` as the owner's, now waiting. Returns the waker it replaces if that
+    /// one was still waiting, to be woken (once the borrow ends) so that it can re-poll.
+    #[inline]
+    pub(crate) fn wait(&mut self, waker: &Waker) -> Option<Waker> {
+        let was_waiting = std::mem::replace(&mut self.waiting, true);
+        match &self.waker {
+            Some(w) if w.will_wake(waker) => None,
+            _ => self.waker.replace(waker.clone()).filter(|_| was_waiting),
+        }
     }
 }
 
@@ -192,6 +213,8 @@ pub(crate) enum OnCqe {
     Nothing,
     /// Wake the owner.
     Wake(Waker),
+    /// Wake the stream's owner, whose waker stays in the slot (`Stream::waker`).
+    WakeStream,
     /// A stream's queue reached its cap: cancel the op (and wake the owner, if waiting).
     Throttle(Option<Waker>),
     /// An orphan got a non-final CQE: release what it carries, keep the slot.
@@ -245,6 +268,7 @@ impl Lifecycle {
                     queue.push(c);
                     *self = Lifecycle::Streaming(Box::new(Stream {
                         waker: None,
+                        waiting: false,
                         queue,
                         finished: false,
                         keep: None,
@@ -350,6 +374,79 @@ mod tests {
         assert!(!s.awaits_kernel());
         // A stray CQE after the final one must not panic.
         let _ = s.on_cqe(Completion { res: 9, flags: 0 });
+    }
+
+    /// A live stream with no waiter yet.
+    fn stream() -> Stream {
+        Stream {
+            waker: None,
+            waiting: false,
+            queue: CqeQueue::default(),
+            finished: false,
+            keep: None,
+            cap: 0,
+            throttled: false,
+        }
+    }
+
+    #[test]
+    fn a_stream_wakes_its_waiter_once_and_keeps_the_waker() {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut st = stream();
+        let more = Completion {
+            res: 1,
+            flags: MORE,
+        };
+        // Nobody waits yet: the CQE is only queued.
+        assert!(matches!(st.push(more), OnCqe::Nothing));
+        assert!(st.wait(&waker).is_none());
+        assert!(matches!(st.push(more), OnCqe::WakeStream));
+        // Woken once: a second CQE before the owner polls again wakes no one...
+        assert!(matches!(st.push(more), OnCqe::Nothing));
+        // ...and the waker stayed, so the owner's next wait clones nothing: the slot's waker
+        // and the owner's are the only references.
+        assert!(st.waker.as_ref().is_some_and(|w| w.will_wake(&waker)));
+        assert!(st.wait(&waker).is_none());
+        assert_eq!(Arc::strong_count(&count), 3); // `count`, `waker`, the slot's
+        assert!(matches!(st.push(more), OnCqe::WakeStream));
+        assert_eq!(count.0.load(Ordering::SeqCst), 0); // the reaper wakes, not `push`
+    }
+
+    #[test]
+    fn a_new_waiter_hands_back_the_old_one_only_while_it_still_waits() {
+        let (a, b) = (
+            Arc::new(Count(AtomicUsize::new(0))),
+            Arc::new(Count(AtomicUsize::new(0))),
+        );
+        let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        let mut st = stream();
+        assert!(st.wait(&wa).is_none());
+        // `a` still waits: it is handed back, to be woken so that it re-polls.
+        assert!(st.wait(&wb).is_some_and(|old| old.will_wake(&wa)));
+        let _ = st.push(Completion {
+            res: 1,
+            flags: MORE,
+        });
+        // `b` was woken already: replacing it hands nothing back.
+        assert!(st.wait(&wa).is_none());
+        assert!(st.waker.as_ref().is_some_and(|w| w.will_wake(&wa)));
+    }
+
+    #[test]
+    fn a_throttled_stream_hands_its_waiter_to_the_reaper() {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut st = Stream { cap: 1, ..stream() };
+        assert!(st.wait(&waker).is_none());
+        match st.push(Completion {
+            res: 1,
+            flags: MORE,
+        }) {
+            OnCqe::Throttle(Some(w)) => assert!(w.will_wake(&waker)),
+            _ => panic!("expected a throttle that wakes the waiter"),
+        }
+        assert!(st.throttled && !st.waiting);
     }
 
     #[test]

@@ -32,6 +32,7 @@ impl Driver {
             .ops
             .insert(Lifecycle::Streaming(Box::new(slot::Stream {
                 waker: None,
+                waiting: false,
                 queue: slot::CqeQueue::default(),
                 finished: false,
                 keep: Some(keep),
@@ -68,10 +69,7 @@ impl Driver {
             }
             return Poll::Ready(c);
         }
-        let old = match &st.waker {
-            Some(w) if w.will_wake(cx.waker()) => None,
-            _ => st.waker.replace(cx.waker().clone()),
-        };
+        let old = st.wait(cx.waker());
         drop(inner);
         if let Some(old) = old {
             old.wake();

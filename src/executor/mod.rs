@@ -381,12 +381,34 @@ fn schedule(ptr: NonNull<Header>) {
 /// other waker is handed back, to be woken once the borrow ends.
 #[inline]
 pub(crate) fn wake_inline(w: Waker) -> Result<(), Waker> {
-    if !task::is_task_waker(&w) {
+    let Some(task) = local_task(&w) else {
         return Err(w);
+    };
+    let _ = std::mem::ManuallyDrop::new(w);
+    // SAFETY: `w`'s reference, which the line above keeps from being released twice, is the
+    // one given up; the slab's (checked by `local_task`) outlives it.
+    unsafe { task::release_ref_not_last(task) };
+    Ok(())
+}
+
+/// [`wake_inline`] by reference, for a waker that stays where it is (a stream's, kept for its
+/// next CQE): schedules its task on the spot and returns true, or returns false for a waker
+/// to be woken once the borrow ends. No reference is taken or released.
+#[inline]
+pub(crate) fn wake_inline_ref(w: &Waker) -> bool {
+    local_task(w).is_some()
+}
+
+/// Schedules `w`'s task if `w` is a task waker of the scheduler running on this thread and the
+/// task is alive in it (its slab entry holds a reference); returns the task then.
+#[inline]
+fn local_task(w: &Waker) -> Option<NonNull<Header>> {
+    if !task::is_task_waker(w) {
+        return None;
     }
     let local = CURRENT.with(|c| c.get());
     if local.is_null() {
-        return Err(w);
+        return None;
     }
     let ptr = w.data() as *const Header;
     // SAFETY: a task waker's data is a task header, kept alive by the waker's reference.
@@ -394,18 +416,12 @@ pub(crate) fn wake_inline(w: Waker) -> Result<(), Waker> {
     // SAFETY: a non-null CURRENT points at a SchedCore kept alive by its EnterGuard.
     let core = unsafe { &*local };
     if core.id != h.remote.loop_id || h.slab_key.get() == usize::MAX {
-        return Err(w);
+        return None;
     }
     // SAFETY: non-null (it came from a reference); the slab holds a reference to the task.
     let task = unsafe { NonNull::new_unchecked(ptr as *mut Header) };
     core.schedule_local(task);
-    // The waker's reference is released here rather than through its vtable (this is our own
-    // waker, checked above); the slab entry holds another, so it is never the last.
-    let _ = std::mem::ManuallyDrop::new(w);
-    // SAFETY: `w`'s reference, which the line above keeps from being released twice, is the
-    // one given up; the slab's (checked above) outlives it.
-    unsafe { task::release_ref_not_last(task) };
-    Ok(())
+    Some(task)
 }
 
 /// Spawns onto the loop running on this thread.

@@ -116,6 +116,7 @@ impl EventLoop {
                 size: b.recv_buffers.1,
                 wake_loop: std::sync::Arc::new(move || wake_remote.notifier().notify()),
                 wake_inline: crate::executor::wake_inline,
+                wake_inline_ref: crate::executor::wake_inline_ref,
             },
         )?;
         let mut features = features;
