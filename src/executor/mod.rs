@@ -80,9 +80,13 @@ impl Notifier {
         true
     }
 
+    /// The loop is awake again. A plain release store, not `SeqCst` (an `xchg`, a locked
+    /// instruction on x86, once per park): nothing is ordered against it. A notifier that
+    /// still reads `true` only rings the eventfd once more than needed, and the loop's next
+    /// `prepare_park` is the `SeqCst` side of the handshake again.
     #[inline]
     pub(crate) fn unparked(&self) {
-        self.sleeping.store(false, Ordering::SeqCst);
+        self.sleeping.store(false, Ordering::Release);
     }
 
     /// Consumes a pending notification.
