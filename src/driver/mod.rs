@@ -167,6 +167,10 @@ struct Inner {
     /// kernel allows.
     enter_fd: EnterFd,
     ops: OpTable,
+    /// Emptied stream states kept for the next `arm_stream` (see `Driver::recycle_stream`).
+    /// Boxed, as in a slot: reusing the box is the point.
+    #[allow(clippy::vec_box)]
+    spare_streams: Vec<Box<slot::Stream>>,
     released: Released,
     /// Detached ops' CQEs, for their owners once the borrow ends. Their slots are freed.
     detached: Vec<(Arc<dyn Detached>, Completion)>,
@@ -335,6 +339,7 @@ impl Driver {
                 enter_fd: EnterFd::register(ring.as_raw_fd()),
                 ring: Some(ring),
                 ops: OpTable::with_capacity(cap),
+                spare_streams: Vec::new(),
                 released: Released::default(),
                 detached: Vec::new(),
                 wake_fd,

@@ -12,6 +12,10 @@ use io_uring::squeue;
 use super::slot::{self, Completion, Lifecycle, Orphan};
 use super::{closed_error, Driver};
 
+/// Emptied stream states a loop keeps for reuse: enough for the receives of a burst of
+/// short-lived connections, a few kilobytes at most.
+const SPARE_STREAMS: usize = 64;
+
 impl Driver {
     /// Arms a multishot op owned by an I/O object, not a future: its CQEs queue in the slot
     /// until [`poll_stream`](Driver::poll_stream) takes them, so whoever waits on it can be
@@ -28,9 +32,13 @@ impl Driver {
         if inner.ring.is_none() {
             return Err(closed_error());
         }
-        let key = inner
-            .ops
-            .insert(Lifecycle::Streaming(Box::new(slot::Stream {
+        let st = match inner.spare_streams.pop() {
+            Some(mut st) => {
+                st.keep = Some(keep);
+                st.cap = cap;
+                st
+            }
+            None => Box::new(slot::Stream {
                 waker: None,
                 waiting: false,
                 queue: slot::CqeQueue::default(),
@@ -38,7 +46,9 @@ impl Driver {
                 keep: Some(keep),
                 cap,
                 throttled: false,
-            })));
+            }),
+        };
+        let key = inner.ops.insert(Lifecycle::Streaming(st));
         inner.owned += 1;
         if let Err(e) = inner.push(sqe.user_data(key as u64)) {
             let gone = inner.ops.remove(key);
@@ -65,7 +75,7 @@ impl Driver {
             if st.finished && st.queue.is_empty() {
                 let freed = inner.ops.remove(key);
                 drop(inner);
-                drop(freed);
+                self.recycle_stream(freed);
             }
             return Poll::Ready(c);
         }
@@ -103,17 +113,47 @@ impl Driver {
             }
         }
         if finished {
-            drop(freed);
             drop(keep);
+            if let Some(freed) = freed {
+                self.recycle_stream(freed);
+            }
             return;
         }
         let mut inner = self.0.inner.borrow_mut();
-        match keep {
-            Some(k) => inner.ops[key] = Lifecycle::Orphaned(k),
-            // Nothing to keep: an orphan that releases nothing.
-            None => inner.ops[key] = Lifecycle::Orphaned(Box::new(NoKeep)),
-        }
+        // Nothing to keep: an orphan that releases nothing.
+        let orphan = keep.unwrap_or_else(|| Box::new(NoKeep));
+        let emptied = std::mem::replace(&mut inner.ops[key], Lifecycle::Orphaned(orphan));
         let _ = inner.push_cancel(key);
+        drop(inner);
+        self.recycle_stream(emptied);
+    }
+
+    /// How many emptied stream states wait for reuse (see `recycle_stream`).
+    #[cfg(test)]
+    pub(crate) fn spare_streams(&self) -> usize {
+        self.0.inner.borrow().spare_streams.len()
+    }
+
+    /// Keeps a freed stream slot's state for the next [`arm_stream`](Driver::arm_stream), so
+    /// that a server taking a connection per request does not pay an allocation and a free
+    /// for each one's receive. What it still holds (its owner's waker, what it kept for the
+    /// kernel) is dropped here, with no borrow of the driver held. Its CQEs have all been
+    /// taken: both callers free a slot only then.
+    fn recycle_stream(&self, freed: Lifecycle) {
+        let Lifecycle::Streaming(mut st) = freed else {
+            return;
+        };
+        debug_assert!(st.queue.is_empty());
+        drop(st.waker.take());
+        drop(st.keep.take());
+        st.waiting = false;
+        st.finished = false;
+        st.cap = 0;
+        st.throttled = false;
+        let mut inner = self.0.inner.borrow_mut();
+        if inner.spare_streams.len() < SPARE_STREAMS {
+            inner.spare_streams.push(st);
+        }
     }
 }
 

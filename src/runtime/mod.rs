@@ -539,6 +539,50 @@ mod tests {
     use crate::time::sleep;
 
     #[test]
+    fn a_closed_connections_receive_state_is_reused_by_the_next() {
+        use std::io::Write;
+        let mut lp = EventLoop::new().expect("the default loop builds");
+        let driver = lp.core.driver.clone();
+        let spares = lp.block_on(async move {
+            let l = crate::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            let client = std::thread::spawn(move || {
+                for i in 0..4u8 {
+                    let mut c = std::net::TcpStream::connect(addr).unwrap();
+                    c.write_all(&[i]).unwrap();
+                    // The server closes the odd ones itself, its receive still armed.
+                    if i % 2 == 0 {
+                        drop(c);
+                    } else {
+                        let mut b = [0u8; 1];
+                        let _ = std::io::Read::read(&mut c, &mut b);
+                    }
+                }
+            });
+            let mut spares = Vec::new();
+            for i in 0..4 {
+                let conn = l.accept_stream().await.unwrap();
+                assert_eq!(&conn.recv().await.unwrap()[..], &[i as u8]);
+                if i % 2 == 0 {
+                    // The peer's close: the multishot receive ends with its final CQE.
+                    assert!(conn.recv().await.unwrap().is_empty());
+                }
+                drop(conn);
+                // Let a dropped, still-armed receive's cancel come back.
+                for _ in 0..50 {
+                    yield_now().await;
+                }
+                spares.push(driver.spare_streams());
+            }
+            client.join().unwrap();
+            spares
+        });
+        // One state, freed by either path (the final CQE taken, or the owner dropped), then
+        // taken again by the next connection's receive: never a second one.
+        assert_eq!(spares, [1, 1, 1, 1]);
+    }
+
+    #[test]
     fn a_refused_timer_update_falls_back_to_per_wait_deadlines() {
         // On its own thread with a watchdog: without the fallback the earlier timer waits
         // for the 60 s one and the test would hang.
