@@ -18,7 +18,9 @@
 //! 256x64, 64x4k, 16x64k, 64x64d16, 16x64churn and 64x64r50k, and any other may be asked
 //! for (`1000x1k`, or `64x64r25k,64x64r100k,64x64r200k` for latency under rising load).
 //! `--no-idle`, `--no-callgrind` and `--no-micro` skip those parts, and `--syscall-runs N`
-//! sets how many counted runs give the syscall median (0: none).
+//! sets how many counted runs give the syscall median (0: none). `--rounds 0` measures no
+//! echo point at all: what is left (the callgrind counts, which no host's noise moves, with
+//! `--no-idle --no-micro`) refreshes on a busy machine, into `partial.md`.
 //!
 //! Each sample records the hypervisor's steal on the two CPUs during its measured window. One
 //! with more than 5% is measured again, up to `--steal-retries N` more times (2; 0 in quick
@@ -659,7 +661,10 @@ fn write_report(r: &Results, dir: &Path, name: &str) -> String {
     let md = report::report(r, name);
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join(format!("{name}.md")), &md).unwrap();
-    std::fs::write(dir.join(format!("{name}.svg")), report::svg(r)).unwrap();
+    // A run without timed rounds has nothing to chart.
+    if !r.samples.is_empty() {
+        std::fs::write(dir.join(format!("{name}.svg")), report::svg(r)).unwrap();
+    }
     md
 }
 
@@ -771,7 +776,8 @@ fn main() {
             })
             .collect(),
     };
-    let partial = args.flag("servers") || args.flag("points");
+    // `--rounds 0` (the noise-free parts alone) never stands in for a full run either.
+    let partial = args.flag("servers") || args.flag("points") || rounds == 0;
     if quick && !args.flag("points") {
         points = vec![POINTS[1], POINTS[5], POINTS[7]];
     }
@@ -837,7 +843,11 @@ fn main() {
     }
     // Syscall counts move between runs (how many completions one io_uring_enter gathers
     // depends on timing): the median of several counted runs, each shorter than a timed one.
-    let syscall_runs: usize = args.get("syscall-runs", if quick { 1 } else { 3 });
+    let syscall_runs: usize = if rounds == 0 {
+        0
+    } else {
+        args.get("syscall-runs", if quick { 1 } else { 3 })
+    };
     let syscall_secs = cfg.duration.min(2.0);
     let mut syscalls = BTreeMap::new();
     if cfg.perf && syscall_runs > 0 {

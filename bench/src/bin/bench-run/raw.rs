@@ -285,9 +285,10 @@ impl Results {
             idle_n: parse("idle_n")? as usize,
             callgrind_n: (parse("callgrind_n1")? as u64, parse("callgrind_n2")? as u64),
         };
+        // A run of `--rounds 0` has no samples at all; any other has every one.
         for (pi, p) in points.iter().enumerate() {
             for s in &servers {
-                if !samples.contains_key(&(pi, *s)) {
+                if info.rounds > 0 && !samples.contains_key(&(pi, *s)) {
                     return Err(format!("no samples of {s} at {}", p.id()));
                 }
             }
@@ -398,6 +399,24 @@ mod tests {
         assert_eq!(back.samples[&(0, "ringloop")][1].rps, 300.0);
         assert!(back.samples.values().flatten().all(|s| s.steal.is_none()));
         assert!(!crate::report::report(&back, "latest").contains("steal"));
+    }
+
+    #[test]
+    fn a_run_without_timed_rounds_reports_the_callgrind_figures_alone() {
+        let mut r = results();
+        r.samples.clear();
+        r.syscalls.clear();
+        r.info.rounds = 0;
+        let md = crate::report::report(&Results::from_tsv(&r.to_tsv()).unwrap(), "partial");
+        assert!(md.contains("no timed rounds"), "{md}");
+        assert!(
+            md.contains("| ringloop | 1214 |") || md.contains("| ringloop | 1215 |"),
+            "{md}"
+        );
+        assert!(
+            !md.contains("## Every figure") && !md.contains("partial.svg"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -103,15 +103,22 @@ pub(crate) fn report(r: &Results, name: &str) -> String {
             ""
         }
     );
+    // `--rounds 0`: the figures free of the machine's noise only, which a noisy host can
+    // still refresh.
+    let timed = !samples.is_empty();
+    let rounds_text = if timed {
+        format!("{rounds} round(s) of {} s per (server, point), servers in shuffled order each round; medians over the rounds", info.duration)
+    } else {
+        "no timed rounds (`--rounds 0`): the echo points were not measured, only the parts not skipped of the rest, of which callgrind's instruction counts are free of the machine's noise".to_owned()
+    };
     let _ = writeln!(
         md,
-        "{date}; Linux {}; {} × {}; server pinned to CPU {}, load generator to CPU {}; {rounds} round(s) of {} s per (server, point), servers in shuffled order each round; medians over the rounds.\n",
+        "{date}; Linux {}; {} × {}; server pinned to CPU {}, load generator to CPU {}; {rounds_text}.\n",
         info.kernel,
         info.cpus,
         info.cpu,
         info.server_cpu,
         info.client_cpu,
-        info.duration
     );
     let steal: Vec<f64> = samples.values().flatten().filter_map(|s| s.steal).collect();
     if !steal.is_empty() {
@@ -144,54 +151,57 @@ pub(crate) fn report(r: &Results, name: &str) -> String {
         .filter(|(name, _)| servers.contains(name))
         .map(|(name, note)| format!("`{name}` ({note})"))
         .collect();
-    let _ = writeln!(md, "Servers: {}. In this table, ratios are of the medians. CPU is the server's user+system CPU-seconds per 1M requests (from /proc); syscalls per request are counted by `perf stat -e raw_syscalls:sys_enter` on the server's PID, in a separate run per (server, point) since the tracepoint slows every call (the median of {} such runs of {} s).\n", known.join(", "), syscall_runs, info.syscall_secs);
-    let cpu = |m: &Sample| m.user + m.sys;
-    let rps = |m: &Sample| m.rps;
-    let peers: Vec<&str> = servers
-        .iter()
-        .copied()
-        .filter(|s| *s != "ringloop")
-        .collect();
-    if servers.contains(&"ringloop") && !peers.is_empty() {
-        let _ = writeln!(md, "## ringloop against each peer\n\nringloop ÷ peer, taken round by round (the two ran back to back, in the same round) and given as the median over the rounds{}. Above 1 is better for req/s; below 1 is better for CPU per request.\n", if rounds > 1 { ", with the lowest and highest round in brackets: a range that straddles 1.00 is no result either way" } else { "" });
-        let mut head = "| point |".to_owned();
-        let mut rule = "|---|".to_owned();
-        for p in &peers {
-            let _ = write!(head, " req/s ÷ {p} | CPU ÷ {p} |");
-            rule.push_str("---:|---:|");
-        }
-        let _ = writeln!(md, "{head}\n{rule}");
-        for (pi, p) in points.iter().enumerate() {
-            let mut row = format!("| {} |", p.label());
-            for peer in &peers {
-                let _ = write!(
-                    row,
-                    " {} | {} |",
-                    paired(samples, pi, peer, &rps),
-                    paired(samples, pi, peer, &cpu)
-                );
+    if !timed {
+        let _ = writeln!(md, "Servers: {}.", known.join(", "));
+    } else {
+        let _ = writeln!(md, "Servers: {}. In this table, ratios are of the medians. CPU is the server's user+system CPU-seconds per 1M requests (from /proc); syscalls per request are counted by `perf stat -e raw_syscalls:sys_enter` on the server's PID, in a separate run per (server, point) since the tracepoint slows every call (the median of {} such runs of {} s).\n", known.join(", "), syscall_runs, info.syscall_secs);
+        let cpu = |m: &Sample| m.user + m.sys;
+        let rps = |m: &Sample| m.rps;
+        let peers: Vec<&str> = servers
+            .iter()
+            .copied()
+            .filter(|s| *s != "ringloop")
+            .collect();
+        if servers.contains(&"ringloop") && !peers.is_empty() {
+            let _ = writeln!(md, "## ringloop against each peer\n\nringloop ÷ peer, taken round by round (the two ran back to back, in the same round) and given as the median over the rounds{}. Above 1 is better for req/s; below 1 is better for CPU per request.\n", if rounds > 1 { ", with the lowest and highest round in brackets: a range that straddles 1.00 is no result either way" } else { "" });
+            let mut head = "| point |".to_owned();
+            let mut rule = "|---|".to_owned();
+            for p in &peers {
+                let _ = write!(head, " req/s ÷ {p} | CPU ÷ {p} |");
+                rule.push_str("---:|---:|");
             }
-            let _ = writeln!(md, "{row}");
+            let _ = writeln!(md, "{head}\n{rule}");
+            for (pi, p) in points.iter().enumerate() {
+                let mut row = format!("| {} |", p.label());
+                for peer in &peers {
+                    let _ = write!(
+                        row,
+                        " {} | {} |",
+                        paired(samples, pi, peer, &rps),
+                        paired(samples, pi, peer, &cpu)
+                    );
+                }
+                let _ = writeln!(md, "{row}");
+            }
+            let _ = writeln!(md, "\n## Every figure\n");
         }
-        let _ = writeln!(md, "\n## Every figure\n");
-    }
-    let _ = writeln!(md, "| point | server | req/s | ringloop ÷ this | p50 µs | p99 µs | p99.9 µs | CPU s/1M req (user+sys) | user | sys | syscalls/req | peak RSS MiB |");
-    let _ = writeln!(
-        md,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    );
-    for (pi, p) in points.iter().enumerate() {
-        for s in servers {
-            let m = &med[&(pi, *s)];
-            let ratio = match med.get(&(pi, "ringloop")) {
-                Some(ours) if *s != "ringloop" => format!(
-                    "{:.2}× req/s, {:.2}× CPU",
-                    ours.rps / m.rps,
-                    cpu(ours) / cpu(m)
-                ),
-                _ => "—".to_owned(),
-            };
-            let _ = writeln!(
+        let _ = writeln!(md, "| point | server | req/s | ringloop ÷ this | p50 µs | p99 µs | p99.9 µs | CPU s/1M req (user+sys) | user | sys | syscalls/req | peak RSS MiB |");
+        let _ = writeln!(
+            md,
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for (pi, p) in points.iter().enumerate() {
+            for s in servers {
+                let m = &med[&(pi, *s)];
+                let ratio = match med.get(&(pi, "ringloop")) {
+                    Some(ours) if *s != "ringloop" => format!(
+                        "{:.2}× req/s, {:.2}× CPU",
+                        ours.rps / m.rps,
+                        cpu(ours) / cpu(m)
+                    ),
+                    _ => "—".to_owned(),
+                };
+                let _ = writeln!(
                 md,
                 "| {} | {s} | {:.0} | {ratio} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.1} |",
                 p.label(),
@@ -205,6 +215,7 @@ pub(crate) fn report(r: &Results, name: &str) -> String {
                 m.syscalls.map_or("n/a".into(), |v| format!("{v:.3}")),
                 m.peak_rss_kib as f64 / 1024.0
             );
+            }
         }
     }
     if idle.is_empty() {
@@ -248,7 +259,12 @@ pub(crate) fn report(r: &Results, name: &str) -> String {
     }
     let _ = writeln!(
         md,
-        "\nChart: [{name}.svg]({name}.svg); every sample in [{name}.raw.tsv]({name}.raw.tsv). Re-run with `bench/run` (full) or `bench/run --quick`; `bench/run --render FILE.raw.tsv` redraws both from the samples."
+        "\n{}Every sample in [{name}.raw.tsv]({name}.raw.tsv). Re-run with `bench/run` (full) or `bench/run --quick`; `bench/run --render FILE.raw.tsv` redraws both from the samples.",
+        if timed {
+            format!("Chart: [{name}.svg]({name}.svg). ")
+        } else {
+            String::new()
+        }
     );
     md
 }
