@@ -686,7 +686,12 @@ fn render(path: &Path) {
     let dir = path.parent().unwrap_or(Path::new("."));
     write_report(&r, dir, name);
     eprintln!(
-        "bench-run: rendered {name}.md and {name}.svg in {}",
+        "bench-run: rendered {name}.md{} in {}",
+        if r.samples.is_empty() {
+            String::new()
+        } else {
+            format!(" and {name}.svg")
+        },
         dir.display()
     );
 }
