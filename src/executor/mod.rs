@@ -385,12 +385,12 @@ fn schedule(ptr: NonNull<Header>) {
 /// other waker is handed back, to be woken once the borrow ends.
 #[inline]
 pub(crate) fn wake_inline(w: Waker) -> Result<(), Waker> {
-    let Some(task) = local_task(&w) else {
+    let Some(task) = schedule_if_local(&w) else {
         return Err(w);
     };
     let _ = std::mem::ManuallyDrop::new(w);
     // SAFETY: `w`'s reference, which the line above keeps from being released twice, is the
-    // one given up; the slab's (checked by `local_task`) outlives it.
+    // one given up; the slab's (checked by `schedule_if_local`) outlives it.
     unsafe { task::release_ref_not_last(task) };
     Ok(())
 }
@@ -400,13 +400,13 @@ pub(crate) fn wake_inline(w: Waker) -> Result<(), Waker> {
 /// to be woken once the borrow ends. No reference is taken or released.
 #[inline]
 pub(crate) fn wake_inline_ref(w: &Waker) -> bool {
-    local_task(w).is_some()
+    schedule_if_local(w).is_some()
 }
 
 /// Schedules `w`'s task if `w` is a task waker of the scheduler running on this thread and the
 /// task is alive in it (its slab entry holds a reference); returns the task then.
 #[inline]
-fn local_task(w: &Waker) -> Option<NonNull<Header>> {
+fn schedule_if_local(w: &Waker) -> Option<NonNull<Header>> {
     if !task::is_task_waker(w) {
         return None;
     }
