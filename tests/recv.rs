@@ -472,3 +472,37 @@ fn dropping_a_stream_with_an_armed_multishot_receive_frees_everything() {
     );
     assert_eq!(lp.ops_in_kernel(), 1, "only the doorbell read remains");
 }
+
+#[test]
+fn a_stream_handed_to_another_task_wakes_that_task() {
+    // Task A receives once and is woken by it; then it hands the stream to task B and ends.
+    // The stream's slot still holds A's waker (it stays across wakes): B's receive must
+    // replace it and be woken itself, on every receive path.
+    for b in each_path() {
+        let mut lp = b.build().unwrap();
+        lp.block_on(async {
+            let (c, s) = pair().await;
+            let (tx, rx) = std::sync::mpsc::channel();
+            let a = spawn(async move {
+                assert_eq!(&s.recv().await.unwrap()[..], b"one");
+                tx.send(s).unwrap();
+            });
+            let (r, _) = c.write_all(b"one").await;
+            r.unwrap();
+            a.await.unwrap();
+            let s = rx.recv().unwrap();
+            let b = spawn(async move { s.recv().await.unwrap().to_vec() });
+            // B polls first and waits; only then does the next chunk come.
+            for _ in 0..3 {
+                ringloop::yield_now().await;
+            }
+            let (r, _) = c.write_all(b"two").await;
+            r.unwrap();
+            let got = time::timeout(Duration::from_secs(5), b)
+                .await
+                .expect("the second task was never woken")
+                .unwrap();
+            assert_eq!(got, b"two");
+        });
+    }
+}
