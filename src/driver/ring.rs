@@ -1,7 +1,7 @@
 //! The ring itself: pushing SQEs (never dropping one), `io_uring_enter` with its waits and
 //! transient errors, and the reaper that applies each CQE to its slot. All of it runs with
 //! the driver borrowed, so nothing here wakes a waker or drops a user value except through
-//! [`Released`] (and the runtime's `wake_inline` hook).
+//! [`Released`](super::Released) (and the runtime's `wake_inline` hooks).
 
 use std::io;
 use std::time::{Duration, Instant};

@@ -28,7 +28,7 @@ impl TcpListener {
     /// # Errors
     ///
     /// The bind error (`AddrInUse`, `AddrNotAvailable`, ...), naming the address.
-    /// [`ListenOptions`](super::ListenOptions) sets the backlog.
+    /// [`ListenOptions`] sets the backlog.
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
         bind_with(addr, &ListenOptions::new())
     }

@@ -49,7 +49,7 @@ pub struct UnixListener {
 
 impl UnixListener {
     /// Binds to the path `path` (which must not exist) and listens. A plain socket call.
-    /// [`ListenOptions`](super::ListenOptions) sets the backlog.
+    /// [`ListenOptions`] sets the backlog.
     pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
         bind_with(path.as_ref(), &ListenOptions::new())
     }

@@ -2,7 +2,7 @@
 //!
 //! Contract with the layers above:
 //! - every raw call becomes an `io::Result` here; nothing above calls `libc` for a syscall;
-//! - [`setup`] builds a ring or returns an error that names the cause and the remedy;
+//! - [`setup()`] builds a ring or returns an error that names the cause and the remedy;
 //! - [`EventFd`] is the loop's cross-thread doorbell;
 //! - [`EnterFd`] makes the loop's `io_uring_enter` calls;
 //! - [`Epoll`] is a wake-up source for descriptors becoming writable.
