@@ -120,6 +120,19 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
+    /// A live stream with nothing queued and no waiter, keeping `keep` (see the field).
+    pub(crate) fn new(keep: Option<Box<dyn Orphan>>, cap: usize) -> Stream {
+        Stream {
+            waker: None,
+            waiting: false,
+            queue: CqeQueue::default(),
+            finished: false,
+            keep,
+            cap,
+            throttled: false,
+        }
+    }
+
     /// Queues a CQE of this (unfinished) stream and says whom to wake: a waiting owner's
     /// waker is woken where it lies ([`OnCqe::WakeStream`]), left for the owner's next wait.
     #[inline]
@@ -264,17 +277,9 @@ impl Lifecycle {
             Lifecycle::Submitted { waker } => {
                 let waker = waker.take();
                 if c.more() {
-                    let mut queue = CqeQueue::default();
-                    queue.push(c);
-                    *self = Lifecycle::Streaming(Box::new(Stream {
-                        waker: None,
-                        waiting: false,
-                        queue,
-                        finished: false,
-                        keep: None,
-                        cap: 0,
-                        throttled: false,
-                    }));
+                    let mut st = Box::new(Stream::new(None, 0));
+                    st.queue.push(c);
+                    *self = Lifecycle::Streaming(st);
                 } else {
                     *self = Lifecycle::Completed(c);
                 }
@@ -378,15 +383,7 @@ mod tests {
 
     /// A live stream with no waiter yet.
     fn stream() -> Stream {
-        Stream {
-            waker: None,
-            waiting: false,
-            queue: CqeQueue::default(),
-            finished: false,
-            keep: None,
-            cap: 0,
-            throttled: false,
-        }
+        Stream::new(None, 0)
     }
 
     #[test]

@@ -34,19 +34,10 @@ impl Driver {
         }
         let st = match inner.spare_streams.pop() {
             Some(mut st) => {
-                st.keep = Some(keep);
-                st.cap = cap;
+                *st = slot::Stream::new(Some(keep), cap);
                 st
             }
-            None => Box::new(slot::Stream {
-                waker: None,
-                waiting: false,
-                queue: slot::CqeQueue::default(),
-                finished: false,
-                keep: Some(keep),
-                cap,
-                throttled: false,
-            }),
+            None => Box::new(slot::Stream::new(Some(keep), cap)),
         };
         let key = inner.ops.insert(Lifecycle::Streaming(st));
         inner.owned += 1;
@@ -137,8 +128,8 @@ impl Driver {
     /// Keeps a freed stream slot's state for the next [`arm_stream`](Driver::arm_stream), so
     /// that a server taking a connection per request does not pay an allocation and a free
     /// for each one's receive. What it still holds (its owner's waker, what it kept for the
-    /// kernel) is dropped here, with no borrow of the driver held. Its CQEs have all been
-    /// taken: both callers free a slot only then.
+    /// kernel) is dropped here, with no borrow of the driver held (`arm_stream` overwrites
+    /// the rest). Its CQEs have all been taken: both callers free a slot only then.
     fn recycle_stream(&self, freed: Lifecycle) {
         let Lifecycle::Streaming(mut st) = freed else {
             return;
@@ -146,10 +137,6 @@ impl Driver {
         debug_assert!(st.queue.is_empty());
         drop(st.waker.take());
         drop(st.keep.take());
-        st.waiting = false;
-        st.finished = false;
-        st.cap = 0;
-        st.throttled = false;
         let mut inner = self.0.inner.borrow_mut();
         if inner.spare_streams.len() < SPARE_STREAMS {
             inner.spare_streams.push(st);
