@@ -662,7 +662,7 @@ fn write_report(r: &Results, dir: &Path, name: &str) -> String {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join(format!("{name}.md")), &md).unwrap();
     // A run without timed rounds has nothing to chart.
-    if !r.samples.is_empty() {
+    if r.timed() {
         std::fs::write(dir.join(format!("{name}.svg")), report::svg(r)).unwrap();
     }
     md
@@ -687,10 +687,10 @@ fn render(path: &Path) {
     write_report(&r, dir, name);
     eprintln!(
         "bench-run: rendered {name}.md{} in {}",
-        if r.samples.is_empty() {
-            String::new()
-        } else {
+        if r.timed() {
             format!(" and {name}.svg")
+        } else {
+            String::new()
         },
         dir.display()
     );

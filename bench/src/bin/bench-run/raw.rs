@@ -69,6 +69,12 @@ pub(crate) struct Results {
 }
 
 impl Results {
+    /// Whether the run timed any echo point (`--rounds 0` times none: its report is the
+    /// callgrind, idle and micro parts alone, with no chart).
+    pub(crate) fn timed(&self) -> bool {
+        self.info.rounds > 0
+    }
+
     /// Per (point, server): the median of each figure over the rounds, with its syscalls.
     pub(crate) fn medians(&self) -> BTreeMap<(usize, &'static str), Sample> {
         self.samples

@@ -87,9 +87,8 @@ const SERVER_NOTES: [(&str, &str); 8] = [
 /// The markdown report of `r`; `name` is the stem of the files it is written to.
 pub(crate) fn report(r: &Results, name: &str) -> String {
     let info = &r.info;
-    let (quick, rounds, syscall_runs) = (info.quick, info.rounds, info.syscall_runs);
-    let (points, servers, samples) = (&r.points[..], &r.servers[..], &r.samples);
-    let med = &r.medians();
+    let (quick, rounds) = (info.quick, info.rounds);
+    let (servers, samples) = (&r.servers[..], &r.samples);
     let (idle, idle_n, callgrind) = (&r.idle[..], info.idle_n, &r.callgrind[..]);
     let ((n1, n2), micro) = (info.callgrind_n, r.micro.as_str());
     let mut md = String::new();
@@ -105,7 +104,7 @@ pub(crate) fn report(r: &Results, name: &str) -> String {
     );
     // `--rounds 0`: the figures free of the machine's noise only, which a noisy host can
     // still refresh.
-    let timed = !samples.is_empty();
+    let timed = r.timed();
     let rounds_text = if timed {
         format!("{rounds} round(s) of {} s per (server, point), servers in shuffled order each round; medians over the rounds", info.duration)
     } else {
@@ -151,72 +150,10 @@ pub(crate) fn report(r: &Results, name: &str) -> String {
         .filter(|(name, _)| servers.contains(name))
         .map(|(name, note)| format!("`{name}` ({note})"))
         .collect();
-    if !timed {
-        let _ = writeln!(md, "Servers: {}.", known.join(", "));
+    if timed {
+        timed_tables(&mut md, r, &known);
     } else {
-        let _ = writeln!(md, "Servers: {}. In this table, ratios are of the medians. CPU is the server's user+system CPU-seconds per 1M requests (from /proc); syscalls per request are counted by `perf stat -e raw_syscalls:sys_enter` on the server's PID, in a separate run per (server, point) since the tracepoint slows every call (the median of {} such runs of {} s).\n", known.join(", "), syscall_runs, info.syscall_secs);
-        let cpu = |m: &Sample| m.user + m.sys;
-        let rps = |m: &Sample| m.rps;
-        let peers: Vec<&str> = servers
-            .iter()
-            .copied()
-            .filter(|s| *s != "ringloop")
-            .collect();
-        if servers.contains(&"ringloop") && !peers.is_empty() {
-            let _ = writeln!(md, "## ringloop against each peer\n\nringloop ÷ peer, taken round by round (the two ran back to back, in the same round) and given as the median over the rounds{}. Above 1 is better for req/s; below 1 is better for CPU per request.\n", if rounds > 1 { ", with the lowest and highest round in brackets: a range that straddles 1.00 is no result either way" } else { "" });
-            let mut head = "| point |".to_owned();
-            let mut rule = "|---|".to_owned();
-            for p in &peers {
-                let _ = write!(head, " req/s ÷ {p} | CPU ÷ {p} |");
-                rule.push_str("---:|---:|");
-            }
-            let _ = writeln!(md, "{head}\n{rule}");
-            for (pi, p) in points.iter().enumerate() {
-                let mut row = format!("| {} |", p.label());
-                for peer in &peers {
-                    let _ = write!(
-                        row,
-                        " {} | {} |",
-                        paired(samples, pi, peer, &rps),
-                        paired(samples, pi, peer, &cpu)
-                    );
-                }
-                let _ = writeln!(md, "{row}");
-            }
-            let _ = writeln!(md, "\n## Every figure\n");
-        }
-        let _ = writeln!(md, "| point | server | req/s | ringloop ÷ this | p50 µs | p99 µs | p99.9 µs | CPU s/1M req (user+sys) | user | sys | syscalls/req | peak RSS MiB |");
-        let _ = writeln!(
-            md,
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        );
-        for (pi, p) in points.iter().enumerate() {
-            for s in servers {
-                let m = &med[&(pi, *s)];
-                let ratio = match med.get(&(pi, "ringloop")) {
-                    Some(ours) if *s != "ringloop" => format!(
-                        "{:.2}× req/s, {:.2}× CPU",
-                        ours.rps / m.rps,
-                        cpu(ours) / cpu(m)
-                    ),
-                    _ => "—".to_owned(),
-                };
-                let _ = writeln!(
-                md,
-                "| {} | {s} | {:.0} | {ratio} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.1} |",
-                p.label(),
-                m.rps,
-                m.p50,
-                m.p99,
-                m.p999,
-                m.user + m.sys,
-                m.user,
-                m.sys,
-                m.syscalls.map_or("n/a".into(), |v| format!("{v:.3}")),
-                m.peak_rss_kib as f64 / 1024.0
-            );
-            }
-        }
+        let _ = writeln!(md, "Servers: {}.", known.join(", "));
     }
     if idle.is_empty() {
         // A run with --no-idle.
@@ -259,11 +196,11 @@ pub(crate) fn report(r: &Results, name: &str) -> String {
     }
     let _ = writeln!(
         md,
-        "\n{}Every sample in [{name}.raw.tsv]({name}.raw.tsv). Re-run with `bench/run` (full) or `bench/run --quick`; `bench/run --render FILE.raw.tsv` redraws both from the samples.",
+        "\n{} in [{name}.raw.tsv]({name}.raw.tsv). Re-run with `bench/run` (full) or `bench/run --quick`; `bench/run --render FILE.raw.tsv` redraws both from the samples.",
         if timed {
-            format!("Chart: [{name}.svg]({name}.svg). ")
+            format!("Chart: [{name}.svg]({name}.svg); every sample")
         } else {
-            String::new()
+            "Every figure".to_owned()
         }
     );
     md
@@ -394,6 +331,78 @@ pub(crate) fn svg(r: &Results) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// The servers' notes and the tables of a run's timed rounds: ringloop against each peer,
+/// then every figure.
+fn timed_tables(md: &mut String, r: &Results, known: &[String]) {
+    let info = &r.info;
+    let (rounds, syscall_runs) = (info.rounds, info.syscall_runs);
+    let (points, servers, samples) = (&r.points[..], &r.servers[..], &r.samples);
+    let med = &r.medians();
+    let _ = writeln!(md, "Servers: {}. In this table, ratios are of the medians. CPU is the server's user+system CPU-seconds per 1M requests (from /proc); syscalls per request are counted by `perf stat -e raw_syscalls:sys_enter` on the server's PID, in a separate run per (server, point) since the tracepoint slows every call (the median of {} such runs of {} s).\n", known.join(", "), syscall_runs, info.syscall_secs);
+    let cpu = |m: &Sample| m.user + m.sys;
+    let rps = |m: &Sample| m.rps;
+    let peers: Vec<&str> = servers
+        .iter()
+        .copied()
+        .filter(|s| *s != "ringloop")
+        .collect();
+    if servers.contains(&"ringloop") && !peers.is_empty() {
+        let _ = writeln!(md, "## ringloop against each peer\n\nringloop ÷ peer, taken round by round (the two ran back to back, in the same round) and given as the median over the rounds{}. Above 1 is better for req/s; below 1 is better for CPU per request.\n", if rounds > 1 { ", with the lowest and highest round in brackets: a range that straddles 1.00 is no result either way" } else { "" });
+        let mut head = "| point |".to_owned();
+        let mut rule = "|---|".to_owned();
+        for p in &peers {
+            let _ = write!(head, " req/s ÷ {p} | CPU ÷ {p} |");
+            rule.push_str("---:|---:|");
+        }
+        let _ = writeln!(md, "{head}\n{rule}");
+        for (pi, p) in points.iter().enumerate() {
+            let mut row = format!("| {} |", p.label());
+            for peer in &peers {
+                let _ = write!(
+                    row,
+                    " {} | {} |",
+                    paired(samples, pi, peer, &rps),
+                    paired(samples, pi, peer, &cpu)
+                );
+            }
+            let _ = writeln!(md, "{row}");
+        }
+        let _ = writeln!(md, "\n## Every figure\n");
+    }
+    let _ = writeln!(md, "| point | server | req/s | ringloop ÷ this | p50 µs | p99 µs | p99.9 µs | CPU s/1M req (user+sys) | user | sys | syscalls/req | peak RSS MiB |");
+    let _ = writeln!(
+        md,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (pi, p) in points.iter().enumerate() {
+        for s in servers {
+            let m = &med[&(pi, *s)];
+            let ratio = match med.get(&(pi, "ringloop")) {
+                Some(ours) if *s != "ringloop" => format!(
+                    "{:.2}× req/s, {:.2}× CPU",
+                    ours.rps / m.rps,
+                    cpu(ours) / cpu(m)
+                ),
+                _ => "—".to_owned(),
+            };
+            let _ = writeln!(
+            md,
+            "| {} | {s} | {:.0} | {ratio} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.1} |",
+            p.label(),
+            m.rps,
+            m.p50,
+            m.p99,
+            m.p999,
+            m.user + m.sys,
+            m.user,
+            m.sys,
+            m.syscalls.map_or("n/a".into(), |v| format!("{v:.3}")),
+            m.peak_rss_kib as f64 / 1024.0
+        );
+        }
+    }
 }
 
 /// The callgrind table: each server's instructions per request and ringloop's over them.
