@@ -142,7 +142,7 @@ impl Stream {
         let wake = std::mem::take(&mut self.waiting);
         if self.cap != 0 && !self.finished && !self.throttled && self.queue.len() >= self.cap {
             self.throttled = true;
-            return OnCqe::Throttle(self.waker.clone().filter(|_| wake));
+            return OnCqe::Throttle(if wake { self.waker.clone() } else { None });
         }
         if wake {
             OnCqe::WakeStream

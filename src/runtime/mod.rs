@@ -568,7 +568,8 @@ mod tests {
                     assert!(conn.recv().await.unwrap().is_empty());
                 }
                 drop(conn);
-                // Let a dropped, still-armed receive's cancel come back.
+                // Turns for the loop to submit a dropped receive's cancel and the close; the
+                // state is kept for reuse at once, whichever way it was freed.
                 for _ in 0..50 {
                     yield_now().await;
                 }
