@@ -308,6 +308,55 @@ fn cpu_steal_ticks(stat: &str, cpus: &[usize]) -> Option<(u64, u64)> {
     Some((steal, total))
 }
 
+/// The share of the ticks between two [`steal_now`] readings that the hypervisor stole.
+fn steal_share(start: Option<(u64, u64)>, end: Option<(u64, u64)>) -> Option<f64> {
+    match (start, end) {
+        (Some((s0, t0)), Some((s1, t1))) if t1 > t0 => {
+            Some(s1.saturating_sub(s0) as f64 / (t1 - t0) as f64)
+        }
+        _ => None,
+    }
+}
+
+/// How long each probe of [`wait_out_steal`] keeps the CPUs busy.
+const STEAL_PROBE: Duration = Duration::from_secs(1);
+
+/// The longest one [`wait_out_steal`] waits: past it, the retry goes ahead under steal.
+pub(crate) const STEAL_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Waits, up to `limit`, for the host to stop stealing the run's CPUs: keeps both busy (a
+/// thread spinning on each) for [`STEAL_PROBE`] at a time until a probe sees no more than
+/// [`STEAL_BUSY`] stolen. Steal shows only on a busy CPU, so an idle wait could not tell.
+/// Returns the time spent. A burst of steal lasts tens of seconds on the hosts `bench/` has
+/// run on: measuring again at once, as retries did alone, mostly met the same burst.
+fn wait_out_steal(cfg: &Cfg, limit: Duration) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let before = steal_now(cfg);
+        let until = Instant::now() + STEAL_PROBE;
+        std::thread::scope(|s| {
+            let mut cpus = vec![cfg.server_cpu];
+            if cfg.client_cpu != cfg.server_cpu {
+                cpus.push(cfg.client_cpu);
+            }
+            for cpu in cpus {
+                s.spawn(move || {
+                    ringloop_bench::pin(cpu);
+                    while Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                });
+            }
+        });
+        match steal_share(before, steal_now(cfg)) {
+            Some(v) if v > STEAL_BUSY => {}
+            // Quiet again, or this machine does not say.
+            _ => break,
+        }
+    }
+    start.elapsed()
+}
+
 /// [`cpu_steal_ticks`] of this machine now.
 fn steal_now(cfg: &Cfg) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
@@ -440,12 +489,7 @@ fn measure(cfg: &Cfg, server: &str, p: Point, count_syscalls: bool) -> Sample {
         sys: (end.1 - start.1) as f64 * tick * per_m,
         syscalls,
         peak_rss_kib: peak,
-        steal: match (steal_start, steal_end) {
-            (Some((s0, t0)), Some((s1, t1))) if t1 > t0 => {
-                Some(s1.saturating_sub(s0) as f64 / (t1 - t0) as f64)
-            }
-            _ => None,
-        },
+        steal: steal_share(steal_start, steal_end),
     }
 }
 
@@ -700,6 +744,7 @@ const USAGE: &str =
     "usage: bench-run [--quick] [--rounds N] [--duration S] [--warmup S] [--out DIR]
   [--servers a,b] [--points 1x64,64x4k,64x64d16,16x64churn,64x64r100k]
   [--no-idle] [--no-callgrind] [--no-micro] [--no-lto] [--syscall-runs N] [--steal-retries N]
+  [--steal-wait S]
   bench-run --render DIR/NAME.raw.tsv";
 
 fn main() {
@@ -720,6 +765,7 @@ fn main() {
             "no-lto",
             "syscall-runs",
             "steal-retries",
+            "steal-wait",
         ],
     );
     if let Some(path) = args.str("render") {
@@ -803,6 +849,11 @@ fn main() {
     );
 
     let steal_retries: usize = args.get("steal-retries", if quick { 0 } else { 2 });
+    // What the whole run may spend waiting for steal to pass before retries, at most
+    // `STEAL_WAIT_MAX` each: on a host stolen from all along, the run still ends.
+    let steal_wait_budget =
+        Duration::from_secs_f64(args.get("steal-wait", if quick { 0.0 } else { 900.0 }));
+    let mut steal_waited = Duration::ZERO;
     let mut retried = 0;
     let mut samples: BTreeMap<(usize, &str), Vec<Sample>> = BTreeMap::new();
     for round in 0..rounds {
@@ -836,6 +887,12 @@ fn main() {
                     }
                     if attempt == 1 {
                         retried += 1;
+                    }
+                    let left = steal_wait_budget.saturating_sub(steal_waited);
+                    if !left.is_zero() {
+                        let waited = wait_out_steal(&cfg, left.min(STEAL_WAIT_MAX));
+                        steal_waited += waited;
+                        eprintln!("  (waited {:.0} s for steal to pass)", waited.as_secs_f64());
                     }
                     let again = take(attempt);
                     if again.steal < kept.steal {
@@ -954,6 +1011,7 @@ fn main() {
             syscall_secs,
             steal_retries,
             retried,
+            steal_waited: steal_waited.as_secs_f64(),
             quick,
             idle_n,
             callgrind_n: (n1, n2),

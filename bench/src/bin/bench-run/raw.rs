@@ -43,6 +43,8 @@ pub(crate) struct RunInfo {
     /// how many samples were (0 in files from before retries).
     pub(crate) steal_retries: usize,
     pub(crate) retried: usize,
+    /// Seconds spent waiting for steal to pass before retries (0 in files from before).
+    pub(crate) steal_waited: f64,
     pub(crate) quick: bool,
     /// Idle connections held for the memory figure.
     pub(crate) idle_n: usize,
@@ -93,7 +95,7 @@ impl Results {
         let i = &self.info;
         let mut t =
             String::from("# ringloop bench-run raw results; see bench/src/bin/bench-run/raw.rs\n");
-        let facts: [(&str, String); 16] = [
+        let facts: [(&str, String); 17] = [
             ("date", i.date.clone()),
             ("kernel", i.kernel.clone()),
             ("cpu", i.cpu.clone()),
@@ -106,6 +108,7 @@ impl Results {
             ("syscall_secs", i.syscall_secs.to_string()),
             ("steal_retries", i.steal_retries.to_string()),
             ("retried", i.retried.to_string()),
+            ("steal_waited", i.steal_waited.to_string()),
             ("quick", i.quick.to_string()),
             ("idle_n", i.idle_n.to_string()),
             ("callgrind_n1", i.callgrind_n.0.to_string()),
@@ -287,6 +290,7 @@ impl Results {
             syscall_secs: parse("syscall_secs")?,
             steal_retries: later("steal_retries")? as usize,
             retried: later("retried")? as usize,
+            steal_waited: later("steal_waited")?,
             quick: fact("quick")? == "true",
             idle_n: parse("idle_n")? as usize,
             callgrind_n: (parse("callgrind_n1")? as u64, parse("callgrind_n2")? as u64),
@@ -357,6 +361,7 @@ mod tests {
                 syscall_secs: 2.0,
                 steal_retries: 2,
                 retried: 1,
+                steal_waited: 12.5,
                 quick: false,
                 idle_n: 10_000,
                 callgrind_n: (5000, 25000),
@@ -405,6 +410,23 @@ mod tests {
         assert_eq!(back.samples[&(0, "ringloop")][1].rps, 300.0);
         assert!(back.samples.values().flatten().all(|s| s.steal.is_none()));
         assert!(!crate::report::report(&back, "latest").contains("steal"));
+    }
+
+    #[test]
+    fn the_time_spent_waiting_out_steal_is_kept_and_reported() {
+        let r = results();
+        let md = crate::report::report(&Results::from_tsv(&r.to_tsv()).unwrap(), "latest");
+        assert!(md.contains("12 s of waiting in all"), "{md}");
+        // A file from before the wait: none reported.
+        let old: String = r
+            .to_tsv()
+            .lines()
+            .filter(|l| !l.starts_with("run\tsteal_waited\t"))
+            .map(|l| l.to_owned() + "\n")
+            .collect();
+        let back = Results::from_tsv(&old).unwrap();
+        assert_eq!(back.info.steal_waited, 0.0);
+        assert!(!crate::report::report(&back, "latest").contains("waiting"));
     }
 
     #[test]

@@ -122,22 +122,30 @@ pub(crate) fn report(r: &Results, name: &str) -> String {
     let steal: Vec<f64> = samples.values().flatten().filter_map(|s| s.steal).collect();
     if !steal.is_empty() {
         let high = steal.iter().copied().fold(0.0, f64::max);
+        let mut retries = String::new();
+        if info.steal_retries > 0 {
+            let _ = write!(
+                retries,
+                " A sample with more than {:.0}% was measured again, up to {} more time(s), and the least-stolen attempt kept: {} of {} were.",
+                STEAL_BUSY * 100.0,
+                info.steal_retries,
+                info.retried,
+                steal.len()
+            );
+        }
+        if info.steal_waited > 0.0 {
+            let _ = write!(
+                retries,
+                " Before each retry the run kept both CPUs busy until a second of it saw no more than that stolen (for {} s at most): {:.0} s of waiting in all.",
+                crate::STEAL_WAIT_MAX.as_secs(),
+                info.steal_waited
+            );
+        }
         let _ = writeln!(
             md,
-            "Steal (the share of the two CPUs' time the hypervisor gave to other guests while a sample was measured), in the samples kept: median {:.1}%, highest {:.1}%.{}{}\n",
+            "Steal (the share of the two CPUs' time the hypervisor gave to other guests while a sample was measured), in the samples kept: median {:.1}%, highest {:.1}%.{retries}{}\n",
             median(steal.clone()) * 100.0,
             high * 100.0,
-            if info.steal_retries > 0 {
-                format!(
-                    " A sample with more than {:.0}% was measured again, up to {} more time(s), and the least-stolen attempt kept: {} of {} were.",
-                    STEAL_BUSY * 100.0,
-                    info.steal_retries,
-                    info.retried,
-                    steal.len()
-                )
-            } else {
-                String::new()
-            },
             if high > STEAL_BUSY {
                 " Samples taken under steal like that are slowed by the host, not the server: read this run's ratios with that in mind, and refresh `latest` from a quiet host."
             } else {
