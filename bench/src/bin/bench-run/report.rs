@@ -136,7 +136,7 @@ pub(crate) fn report(r: &Results, name: &str) -> String {
         if info.steal_waited > 0.0 {
             let _ = write!(
                 retries,
-                " Before each retry the run kept both CPUs busy until a second of it saw no more than that stolen (for {} s at most): {:.0} s of waiting in all.",
+                " Before each retry the run waited for the steal to pass, ping-ponging a byte between the two CPUs until a second of that saw no more than that stolen (for {} s at most): {:.0} s of waiting in all.",
                 crate::STEAL_WAIT_MAX.as_secs(),
                 info.steal_waited
             );
