@@ -318,7 +318,7 @@ fn steal_share(start: Option<(u64, u64)>, end: Option<(u64, u64)>) -> Option<f64
     }
 }
 
-/// How long each probe of [`wait_out_steal`] keeps the CPUs busy.
+/// How long each probe of [`wait_out_steal`] lasts.
 const STEAL_PROBE: Duration = Duration::from_secs(1);
 
 /// The longest one [`wait_out_steal`] waits: past it, the retry goes ahead under steal.
