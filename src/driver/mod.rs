@@ -957,6 +957,9 @@ impl Driver {
                 }
             }
             Lifecycle::Streaming(st) => {
+                // Unlike a stream's, an op's future has one poller: a waker it replaces is
+                // of a task the future has left, which has nothing to re-poll. Dropped, not
+                // woken, once the borrow has ended.
                 let old = st.wait(cx.waker());
                 drop(inner);
                 drop(old);

@@ -396,19 +396,19 @@ fn timed_tables(md: &mut String, r: &Results, known: &[String]) {
                 _ => "—".to_owned(),
             };
             let _ = writeln!(
-            md,
-            "| {} | {s} | {:.0} | {ratio} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.1} |",
-            p.label(),
-            m.rps,
-            m.p50,
-            m.p99,
-            m.p999,
-            m.user + m.sys,
-            m.user,
-            m.sys,
-            m.syscalls.map_or("n/a".into(), |v| format!("{v:.3}")),
-            m.peak_rss_kib as f64 / 1024.0
-        );
+                md,
+                "| {} | {s} | {:.0} | {ratio} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.1} |",
+                p.label(),
+                m.rps,
+                m.p50,
+                m.p99,
+                m.p999,
+                cpu(m),
+                m.user,
+                m.sys,
+                m.syscalls.map_or("n/a".into(), |v| format!("{v:.3}")),
+                m.peak_rss_kib as f64 / 1024.0
+            );
         }
     }
 }
