@@ -65,6 +65,8 @@ async fn unix_pair(tag: &str) -> (UnixStream, UnixStream) {
     let l = UnixListener::bind(&path).unwrap();
     let c = UnixStream::connect(&path).await.unwrap();
     let (s, _) = l.accept().await.unwrap();
+    // Connected, the pair needs the path no more: leave nothing behind in the temp dir.
+    let _ = std::fs::remove_dir_all(&dir);
     (c, s)
 }
 
