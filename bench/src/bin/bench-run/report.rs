@@ -231,6 +231,8 @@ pub(crate) fn svg(r: &Results) -> String {
     let (w, panel_h, top) = (980.0, 260.0, 64.0);
     let group_w = (w - 120.0) / points.len() as f64;
     let bar_w = group_w * 0.8 / servers.len() as f64;
+    // Characters of an 11 px sans-serif label that fit a group, about 6.5 px each.
+    let label_chars = (group_w / 6.5) as usize;
     let mut s = String::new();
     let h = top + 2.0 * (panel_h + 70.0) + 30.0;
     let _ = writeln!(
@@ -325,20 +327,40 @@ pub(crate) fn svg(r: &Results) -> String {
                     );
                 }
             }
-            // Two lines where the label has a qualifier ("16 deep"), to fit seven groups.
+            // The qualifier ("16 deep", "open loop at 50000 req/s") on lines of its own,
+            // wrapped to the group's width: written across, eight groups' labels ran into
+            // each other.
             let label = p.label();
             let (first, second) = label.split_once(", ").unwrap_or((&label, ""));
-            let _ = writeln!(
-                s,
-                r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{first}</text><text x="{x:.1}" y="{:.1}" text-anchor="middle">{second}</text>"#,
-                base + 16.0,
-                base + 29.0,
-                x = gx + group_w * 0.4,
-            );
+            let x = gx + group_w * 0.4;
+            let lines = std::iter::once(first.to_string()).chain(wrap(second, label_chars));
+            for (li, line) in lines.enumerate() {
+                let _ = writeln!(
+                    s,
+                    r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{line}</text>"#,
+                    base + 16.0 + 13.0 * li as f64,
+                );
+            }
         }
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// `text` in lines of at most `width` characters, broken between words (a word longer than
+/// `width` gets a line of its own); no line for empty text.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in text.split_whitespace() {
+        match lines.last_mut() {
+            Some(line) if line.chars().count() + 1 + word.chars().count() <= width => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_string()),
+        }
+    }
+    lines
 }
 
 /// The servers' notes and the tables of a run's timed rounds: ringloop against each peer,
@@ -431,6 +453,26 @@ fn callgrind_table(md: &mut String, rows: &[(&str, Option<f64>, Option<f64>)]) {
             ratio(o16, *many, s),
             fmt(*one),
             ratio(o1, *one, s)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap;
+
+    #[test]
+    fn a_label_wraps_between_words_to_the_width() {
+        assert_eq!(
+            wrap("open loop at 50000 req/s", 16),
+            ["open loop at", "50000 req/s"]
+        );
+        assert_eq!(wrap("a connection each", 16), ["a connection", "each"]);
+        assert_eq!(wrap("16 deep", 16), ["16 deep"]);
+        assert_eq!(wrap("", 16), Vec::<String>::new());
+        assert_eq!(
+            wrap("unbreakable-qualifier x", 5),
+            ["unbreakable-qualifier", "x"]
         );
     }
 }
