@@ -628,6 +628,9 @@ impl Driver {
 
     /// Submits, then blocks until a completion arrives or `timeout` passes. With batching on
     /// (`Builder::batch_wait`), it first waits a bounded time for a batch (see `Batch`).
+    // Always: one call site, once per turn (the turn's park); the plain wait is inlined there
+    // and the batch wait kept out of line (`Inner::park_batch`).
+    #[inline(always)]
     pub(crate) fn park(&self, timeout: Option<Duration>) -> io::Result<()> {
         let mut inner = self.0.inner.borrow_mut();
         self.queue_closes(&mut inner);
@@ -642,48 +645,23 @@ impl Driver {
             inner.others_since_park = 1;
             return Ok(());
         }
-        let Some(batch) = inner.batch else {
-            let mut timeout = timeout;
-            if let Some(spin) = inner.spin {
-                match inner.spin_first(spin, timeout)? {
-                    Spun::Arrived => return Ok(()),
-                    Spun::TimedOut => {
-                        inner.empty_waits += 1;
-                        return Ok(());
-                    }
-                    Spun::Sleep(rest) => timeout = rest,
-                }
-            }
-            let r = inner.enter(1, timeout, 0);
-            if inner.reaped_besides_closes(before, closes_before) == 0 {
-                inner.empty_waits += 1;
-            }
-            return r;
-        };
-        let cap = (inner.owned / 4).max(1) as u32;
-        let want = batch.want(cap);
-        // A wait for one drops the min-wait (see `Inner::enter`).
-        let r = inner.enter(want, timeout, batch.wait_us);
-        let got = inner.reaped_besides_closes(before, closes_before);
-        if got == 0 {
-            inner.empty_waits += 1;
+        if let Some(batch) = inner.batch {
+            return inner.park_batch(batch, timeout, before, closes_before);
         }
-        // The tries' CQEs were posted while the enter submitted them: the loop's own echo,
-        // not what arrived. Counted in, they masked a wait that ran out its min-wait short
-        // of its target (eight tries and two arrivals met a target of eight) and doubled the
-        // pace a server's replies were judged by. (`empty_waits` above keeps them: a wait
-        // that did not ask past its tries, see `Inner::enter`, ends at a try's CQE so that the
-        // loop can resume a short one, a wake-up with work in it.)
-        let got = got.saturating_sub(inner.tries_entered);
-        if let Some(b) = inner.batch.as_mut() {
-            // The turn runs from the end of the last wait to the end of this one: its pace
-            // is how fast completions arrive, whatever the loop did in between.
-            let now = std::time::Instant::now();
-            let pace = b
-                .last_wait_end
-                .map_or(u32::MAX, |t| b.pace(got, now.saturating_duration_since(t)));
-            b.last_wait_end = Some(now);
-            b.adjust(got, cap, pace);
+        let mut timeout = timeout;
+        if let Some(spin) = inner.spin {
+            match inner.spin_first(spin, timeout)? {
+                Spun::Arrived => return Ok(()),
+                Spun::TimedOut => {
+                    inner.empty_waits += 1;
+                    return Ok(());
+                }
+                Spun::Sleep(rest) => timeout = rest,
+            }
+        }
+        let r = inner.enter(1, timeout, 0);
+        if inner.reaped_besides_closes(before, closes_before) == 0 {
+            inner.empty_waits += 1;
         }
         r
     }
@@ -820,6 +798,9 @@ impl Driver {
     /// meanwhile and completes at once is told too. Call with no borrow of the driver held.
     /// Newest first: the order between owners does not matter, and an owner (a write queue)
     /// has one op in flight at a time.
+    // Always: once or twice a turn in a server, whose replies are detached ops (outlined: 4
+    // instructions a request at one connection).
+    #[inline(always)]
     pub(crate) fn run_detached(&self) {
         loop {
             let next = self.0.inner.borrow_mut().detached.pop();

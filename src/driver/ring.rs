@@ -372,6 +372,45 @@ impl Inner {
         Ok(())
     }
 
+    /// [`Driver::park`] with batching on: a wait for the batch target, bounded by the
+    /// min-wait, then the target adjusted to what came (see `Batch`). Out of line: a loop
+    /// without `Builder::batch_wait` never comes here.
+    #[inline(never)]
+    pub(super) fn park_batch(
+        &mut self,
+        batch: Batch,
+        timeout: Option<Duration>,
+        before: u32,
+        closes_before: u32,
+    ) -> io::Result<()> {
+        let cap = (self.owned / 4).max(1) as u32;
+        let want = batch.want(cap);
+        // A wait for one drops the min-wait (see `Inner::enter`).
+        let r = self.enter(want, timeout, batch.wait_us);
+        let got = self.reaped_besides_closes(before, closes_before);
+        if got == 0 {
+            self.empty_waits += 1;
+        }
+        // The tries' CQEs were posted while the enter submitted them: the loop's own echo,
+        // not what arrived. Counted in, they masked a wait that ran out its min-wait short
+        // of its target (eight tries and two arrivals met a target of eight) and doubled the
+        // pace a server's replies were judged by. (`empty_waits` above keeps them: a wait
+        // that did not ask past its tries, see `Inner::enter`, ends at a try's CQE so that the
+        // loop can resume a short one, a wake-up with work in it.)
+        let got = got.saturating_sub(self.tries_entered);
+        if let Some(b) = self.batch.as_mut() {
+            // The turn runs from the end of the last wait to the end of this one: its pace
+            // is how fast completions arrive, whatever the loop did in between.
+            let now = std::time::Instant::now();
+            let pace = b
+                .last_wait_end
+                .map_or(u32::MAX, |t| b.pace(got, now.saturating_duration_since(t)));
+            b.last_wait_end = Some(now);
+            b.adjust(got, cap, pace);
+        }
+        r
+    }
+
     /// The spin before a wait for one with `timeout` (out of line: the loop's every turn
     /// goes through `Driver::park`, which a loop that never spins should not pay for in code
     /// size). The spin is bounded by the timeout, whose rest the sleep then gets.
