@@ -373,12 +373,13 @@ impl Inner {
     }
 
     /// [`Driver::park`] with batching on: a wait for the batch target, bounded by the
-    /// min-wait, then the target adjusted to what came (see `Batch`). Out of line: a loop
-    /// without `Builder::batch_wait` never comes here.
+    /// min-wait, then the target adjusted to what came (see `Batch`). `batch` is the loop's
+    /// (`self.batch`, which nothing else changes meanwhile); adjusted, it is stored back. Out
+    /// of line: a loop without `Builder::batch_wait` never comes here.
     #[inline(never)]
     pub(super) fn park_batch(
         &mut self,
-        batch: Batch,
+        mut batch: Batch,
         timeout: Option<Duration>,
         before: u32,
         closes_before: u32,
@@ -398,16 +399,15 @@ impl Inner {
         // that did not ask past its tries, see `Inner::enter`, ends at a try's CQE so that the
         // loop can resume a short one, a wake-up with work in it.)
         let got = got.saturating_sub(self.tries_entered);
-        if let Some(b) = self.batch.as_mut() {
-            // The turn runs from the end of the last wait to the end of this one: its pace
-            // is how fast completions arrive, whatever the loop did in between.
-            let now = std::time::Instant::now();
-            let pace = b
-                .last_wait_end
-                .map_or(u32::MAX, |t| b.pace(got, now.saturating_duration_since(t)));
-            b.last_wait_end = Some(now);
-            b.adjust(got, cap, pace);
-        }
+        // The turn runs from the end of the last wait to the end of this one: its pace is
+        // how fast completions arrive, whatever the loop did in between.
+        let now = std::time::Instant::now();
+        let pace = batch.last_wait_end.map_or(u32::MAX, |t| {
+            batch.pace(got, now.saturating_duration_since(t))
+        });
+        batch.last_wait_end = Some(now);
+        batch.adjust(got, cap, pace);
+        self.batch = Some(batch);
         r
     }
 
