@@ -269,16 +269,20 @@ impl BufPool {
             foreign_pending: AtomicBool::new(false),
             wake_loop,
         }));
-        // SAFETY: the ring memory is page-aligned, zeroed, `count` entries long, and owned by
-        // the pool, which the driver keeps until after it unregisters the group (close).
-        unsafe {
-            ring.submitter().register_buf_ring_with_flags(
-                ring_ptr.as_ptr() as u64,
-                count,
-                POOL_GROUP,
-                0,
-            )?;
-        }
+        // ENOMEM is retried: the entries count against the locked-memory limit, which rings
+        // closed moments ago may still hold (`retry_enomem` says why).
+        crate::sys::retry_enomem(crate::sys::ENOMEM_WINDOW, || {
+            // SAFETY: the ring memory is page-aligned, zeroed, `count` entries long, and owned
+            // by the pool, which the driver keeps until after it unregisters the group (close).
+            unsafe {
+                ring.submitter().register_buf_ring_with_flags(
+                    ring_ptr.as_ptr() as u64,
+                    count,
+                    POOL_GROUP,
+                    0,
+                )
+            }
+        })?;
         pool.0.registered.set(true);
         // The stack is popped from the top: the low ids go into the ring first.
         for bid in (0..count).rev() {

@@ -305,14 +305,18 @@ impl Driver {
             Ok(p) => p,
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
             Err(e) => {
+                let why = if e.raw_os_error() == Some(libc::ENOMEM) {
+                    crate::sys::memlock_advice()
+                } else {
+                    "Builder::recv_buffers sets its size".to_owned()
+                };
                 return Err(io::Error::new(
                     e.kind(),
                     format!(
-                        "registering the receive-buffer ring ({} x {} bytes) failed: {e}; \
-                         Builder::recv_buffers sets its size",
+                        "registering the receive-buffer ring ({} x {} bytes) failed: {e}; {why}",
                         pool.count, recv_size
                     ),
-                ))
+                ));
             }
         };
         let multishot_recv = multishot && pool.is_some();

@@ -17,7 +17,7 @@ mod setup;
 pub(crate) use enter::{EnterFd, WaitArgs, ENTER_NO_IOWAIT};
 pub(crate) use epoll::Epoll;
 pub(crate) use eventfd::EventFd;
-pub(crate) use setup::{setup, RingConfig};
+pub(crate) use setup::{memlock_advice, retry_enomem, setup, RingConfig, ENOMEM_WINDOW};
 pub use setup::{Features, SetupMode};
 
 use std::io;

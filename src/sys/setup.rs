@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
 use io_uring::{opcode, IoUring, Probe};
 
@@ -179,21 +180,36 @@ pub(crate) fn setup(cfg: &RingConfig) -> io::Result<(IoUring, Features)> {
     Err(explain(e, cfg.entries))
 }
 
-/// Builds the ring, retrying `ENOMEM` for a short while: the kernel releases a closed ring's
-/// memory asynchronously, so a process under a locked-memory limit that closes and creates
-/// rings quickly can briefly exceed it. About 250 ms in all, then the error stands.
+/// Builds the ring, retrying `ENOMEM` for a short while (see [`retry_enomem`]).
 fn build_retrying_enomem(b: &io_uring::Builder, entries: u32) -> io::Result<IoUring> {
-    let mut wait = std::time::Duration::from_millis(1);
-    let mut waited = std::time::Duration::ZERO;
+    retry_enomem(ENOMEM_WINDOW, || b.build(entries))
+}
+
+/// How long [`retry_enomem`] keeps trying. Long enough for a grace period on a busy machine
+/// (this host's were ~16 ms, a loaded CI runner's several times that); short enough that a
+/// limit truly used up by open rings is reported within a second.
+pub(crate) const ENOMEM_WINDOW: Duration = Duration::from_millis(1000);
+
+/// Runs `f` until it returns anything but `ENOMEM`, or until `window` has been spent sleeping
+/// between tries (1 ms, doubling up to 32 ms); then its last error stands.
+///
+/// Why: for a process without `CAP_IPC_LOCK` in the initial user namespace, every ring's
+/// memory and every registered buffer ring's entries count against `RLIMIT_MEMLOCK`, a budget
+/// shared by all of the user's processes. The kernel gives a closed ring's share back only
+/// once its teardown has run, after an RCU grace period, so a program that closes loops and
+/// creates new ones at once can find the budget briefly used up by rings it no longer has.
+pub(crate) fn retry_enomem<T>(
+    window: Duration,
+    mut f: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    let mut wait = Duration::from_millis(1);
+    let mut waited = Duration::ZERO;
     loop {
-        match b.build(entries) {
-            Err(e)
-                if e.raw_os_error() == Some(libc::ENOMEM)
-                    && waited < std::time::Duration::from_millis(250) =>
-            {
+        match f() {
+            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && waited < window => {
                 std::thread::sleep(wait);
                 waited += wait;
-                wait = (wait * 2).min(std::time::Duration::from_millis(32));
+                wait = (wait * 2).min(Duration::from_millis(32));
             }
             r => return r,
         }
@@ -309,20 +325,10 @@ fn explain(e: io::Error, entries: u32) -> io::Error {
             MIN_KERNEL.0, MIN_KERNEL.1
         ),
         libc::EPERM => explain_eperm(),
-        libc::ENOMEM => {
-            let limit = memlock_limit()
-                .map(|l| format!("currently {l}"))
-                .unwrap_or_else(|| "unknown".to_owned());
-            format!(
-                "io_uring_setup failed with ENOMEM for a ring of {entries} entries: ring memory \
-                 counts against the locked-memory limit (RLIMIT_MEMLOCK, {limit}) on kernels \
-                 before 5.12, and on any kernel for a process without CAP_IPC_LOCK in the \
-                 initial user namespace (a container's user, say); raise it with \
-                 `ulimit -l unlimited` (systemd: LimitMEMLOCK=infinity, docker: --ulimit \
-                 memlock=-1), or use fewer entries (Builder::entries) or receive buffers \
-                 (Builder::recv_buffers)"
-            )
-        }
+        libc::ENOMEM => format!(
+            "io_uring_setup failed with ENOMEM for a ring of {entries} entries: {}",
+            memlock_advice()
+        ),
         _ => format!("io_uring_setup failed: {e}"),
     };
     SetupError::new(errno, message).into_io()
@@ -370,6 +376,25 @@ fn explain_eperm() -> String {
     }
 }
 
+/// What an `ENOMEM` from ring set-up or from registering a buffer ring most likely means, and
+/// what to do about it.
+pub(crate) fn memlock_advice() -> String {
+    let limit = memlock_limit()
+        .map(|l| format!("currently {l}"))
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!(
+        "for a process without CAP_IPC_LOCK in the initial user namespace (a user other than \
+         root, or root in a container's user namespace) the kernel charges ring memory and \
+         buffer-ring entries to the locked-memory limit (RLIMIT_MEMLOCK, {limit}), a budget \
+         shared by all of the user's processes, and gives a closed ring's share back only \
+         after a grace period (ringloop retried for {} ms); raise the limit with \
+         `ulimit -l unlimited` (systemd: LimitMEMLOCK=infinity, docker: --ulimit memlock=-1), \
+         or open fewer loops, or give each fewer entries (Builder::entries) or receive \
+         buffers (Builder::recv_buffers)",
+        ENOMEM_WINDOW.as_millis()
+    )
+}
+
 fn memlock_limit() -> Option<String> {
     // SAFETY: rlimit is plain old data; all-zero is a valid value.
     let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
@@ -407,6 +432,43 @@ mod tests {
         let e = explain(io::Error::from_raw_os_error(libc::ENOMEM), 4096);
         assert_eq!(e.kind(), io::ErrorKind::OutOfMemory);
         assert!(e.to_string().contains("ulimit -l"), "{e}");
+    }
+
+    #[test]
+    fn enomem_is_retried_until_the_call_succeeds() {
+        let mut calls = 0;
+        let r = retry_enomem(Duration::from_secs(1), || {
+            calls += 1;
+            if calls < 4 {
+                Err(io::Error::from_raw_os_error(libc::ENOMEM))
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(r.unwrap(), 4);
+    }
+
+    #[test]
+    fn other_errors_are_not_retried() {
+        let mut calls = 0;
+        let r: io::Result<()> = retry_enomem(Duration::from_secs(1), || {
+            calls += 1;
+            Err(io::Error::from_raw_os_error(libc::EINVAL))
+        });
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EINVAL));
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn enomem_stands_once_the_window_is_spent() {
+        let mut calls = 0;
+        let r: io::Result<()> = retry_enomem(Duration::from_millis(20), || {
+            calls += 1;
+            Err(io::Error::from_raw_os_error(libc::ENOMEM))
+        });
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::ENOMEM));
+        // Sleeps of 1, 2, 4, 8 and 16 ms: the fifth brings the total past 20 ms.
+        assert_eq!(calls, 6);
     }
 
     #[test]
