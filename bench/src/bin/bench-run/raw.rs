@@ -396,6 +396,34 @@ mod tests {
     }
 
     #[test]
+    fn peers_and_ringloops_own_variants_get_a_table_each() {
+        let mut r = results();
+        r.servers.push("ringloop-batch");
+        r.samples.insert(
+            (0, "ringloop-batch"),
+            vec![sample(100.0), sample(300.0), sample(200.0)],
+        );
+        let md = crate::report::report(&r, "latest");
+        // A section: from its heading to the next one.
+        let section = |head: &str| {
+            let from = md
+                .find(head)
+                .unwrap_or_else(|| panic!("no {head:?} in {md}"));
+            let rest = &md[from + head.len()..];
+            rest[..rest.find("\n## ").unwrap_or(rest.len())].to_owned()
+        };
+        let peers = section("## ringloop against each peer");
+        let own = section("## ringloop against its own variants");
+        assert!(peers.contains("| req/s ÷ tokio | CPU ÷ tokio |"), "{peers}");
+        assert!(!peers.contains("ringloop-batch"), "{peers}");
+        assert!(
+            own.contains("| req/s ÷ ringloop-batch | CPU ÷ ringloop-batch |"),
+            "{own}"
+        );
+        assert!(!own.contains("tokio"), "{own}");
+    }
+
+    #[test]
     fn a_sample_line_from_before_steal_was_recorded_still_reads() {
         let t = results().to_tsv();
         let old: String = t

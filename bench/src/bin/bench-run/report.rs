@@ -368,38 +368,28 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 fn timed_tables(md: &mut String, r: &Results, known: &[String]) {
     let info = &r.info;
     let (rounds, syscall_runs) = (info.rounds, info.syscall_runs);
-    let (points, servers, samples) = (&r.points[..], &r.servers[..], &r.samples);
+    let (points, servers) = (&r.points[..], &r.servers[..]);
     let med = &r.medians();
-    let _ = writeln!(md, "Servers: {}. In this table, ratios are of the medians. CPU is the server's user+system CPU-seconds per 1M requests (from /proc); syscalls per request are counted by `perf stat -e raw_syscalls:sys_enter` on the server's PID, in a separate run per (server, point) since the tracepoint slows every call (the median of {} such runs of {} s).\n", known.join(", "), syscall_runs, info.syscall_secs);
+    let _ = writeln!(md, "Servers: {}. In the table of every figure (the last), ratios are of the medians. CPU is the server's user+system CPU-seconds per 1M requests (from /proc); syscalls per request are counted by `perf stat -e raw_syscalls:sys_enter` on the server's PID, in a separate run per (server, point) since the tracepoint slows every call (the median of {} such runs of {} s).\n", known.join(", "), syscall_runs, info.syscall_secs);
     let cpu = |m: &Sample| m.user + m.sys;
-    let rps = |m: &Sample| m.rps;
-    let peers: Vec<&str> = servers
+    // Two tables, each narrow enough to read: what users would pick instead, then ringloop's
+    // own opt-ins and ablations (`ringloop-*`).
+    let (variants, peers): (Vec<&str>, Vec<&str>) = servers
         .iter()
         .copied()
         .filter(|s| *s != "ringloop")
-        .collect();
-    if servers.contains(&"ringloop") && !peers.is_empty() {
-        let _ = writeln!(md, "## ringloop against each peer\n\nringloop ÷ peer, taken round by round (the two ran back to back, in the same round) and given as the median over the rounds{}. Above 1 is better for req/s; below 1 is better for CPU per request.\n", if rounds > 1 { ", with the lowest and highest round in brackets: a range that straddles 1.00 is no result either way" } else { "" });
-        let mut head = "| point |".to_owned();
-        let mut rule = "|---|".to_owned();
-        for p in &peers {
-            let _ = write!(head, " req/s ÷ {p} | CPU ÷ {p} |");
-            rule.push_str("---:|---:|");
+        .partition(|s| s.starts_with("ringloop-"));
+    if servers.contains(&"ringloop") && !(peers.is_empty() && variants.is_empty()) {
+        let how = format!("ringloop ÷ the other server, taken round by round (the two ran back to back, in the same round) and given as the median over the rounds{}. Above 1 is better for req/s; below 1 is better for CPU per request.", if rounds > 1 { ", with the lowest and highest round in brackets: a range that straddles 1.00 is no result either way" } else { "" });
+        if !peers.is_empty() {
+            let _ = writeln!(md, "## ringloop against each peer\n\n{how}\n");
+            ratio_table(md, r, &peers);
         }
-        let _ = writeln!(md, "{head}\n{rule}");
-        for (pi, p) in points.iter().enumerate() {
-            let mut row = format!("| {} |", p.label());
-            for peer in &peers {
-                let _ = write!(
-                    row,
-                    " {} | {} |",
-                    paired(samples, pi, peer, &rps),
-                    paired(samples, pi, peer, &cpu)
-                );
-            }
-            let _ = writeln!(md, "{row}");
+        if !variants.is_empty() {
+            let _ = writeln!(md, "## ringloop against its own variants\n\nThe default loop against the same loop with one thing changed (see Servers above), taken as above.\n");
+            ratio_table(md, r, &variants);
         }
-        let _ = writeln!(md, "\n## Every figure\n");
+        let _ = writeln!(md, "## Every figure\n");
     }
     let _ = writeln!(md, "| point | server | req/s | ringloop ÷ this | p50 µs | p99 µs | p99.9 µs | CPU s/1M req (user+sys) | user | sys | syscalls/req | peak RSS MiB |");
     let _ = writeln!(
@@ -433,6 +423,33 @@ fn timed_tables(md: &mut String, r: &Results, known: &[String]) {
             );
         }
     }
+}
+
+/// One row per point: ringloop's req/s and CPU per request over each of `others`', paired
+/// round by round.
+fn ratio_table(md: &mut String, r: &Results, others: &[&str]) {
+    let cpu = |m: &Sample| m.user + m.sys;
+    let rps = |m: &Sample| m.rps;
+    let mut head = "| point |".to_owned();
+    let mut rule = "|---|".to_owned();
+    for o in others {
+        let _ = write!(head, " req/s ÷ {o} | CPU ÷ {o} |");
+        rule.push_str("---:|---:|");
+    }
+    let _ = writeln!(md, "{head}\n{rule}");
+    for (pi, p) in r.points.iter().enumerate() {
+        let mut row = format!("| {} |", p.label());
+        for o in others {
+            let _ = write!(
+                row,
+                " {} | {} |",
+                paired(&r.samples, pi, o, &rps),
+                paired(&r.samples, pi, o, &cpu)
+            );
+        }
+        let _ = writeln!(md, "{row}");
+    }
+    md.push('\n');
 }
 
 /// The callgrind table: each server's instructions per request and ringloop's over them.
