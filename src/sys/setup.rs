@@ -169,7 +169,8 @@ pub(crate) fn setup(cfg: &RingConfig) -> io::Result<(IoUring, Features)> {
         if cfg.taskrun_flag && mode != SetupMode::Basic {
             b.setup_taskrun_flag();
         }
-        match build_retrying_enomem(&b, cfg.entries) {
+        // ENOMEM may be a closed ring's memory not yet given back: retried (`retry_enomem`).
+        match retry_enomem(ENOMEM_WINDOW, || b.build(cfg.entries)) {
             Ok(ring) => return finish(ring, mode),
             // EINVAL: this kernel does not know one of the flags; try the next rung.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = Some(e),
@@ -178,11 +179,6 @@ pub(crate) fn setup(cfg: &RingConfig) -> io::Result<(IoUring, Features)> {
     }
     let e = last_err.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL));
     Err(explain(e, cfg.entries))
-}
-
-/// Builds the ring, retrying `ENOMEM` for a short while (see [`retry_enomem`]).
-fn build_retrying_enomem(b: &io_uring::Builder, entries: u32) -> io::Result<IoUring> {
-    retry_enomem(ENOMEM_WINDOW, || b.build(entries))
 }
 
 /// How long [`retry_enomem`] keeps trying. Long enough for a grace period on a busy machine

@@ -231,6 +231,13 @@ struct Sample {
     steal: Option<f64>,
 }
 
+impl Sample {
+    /// Server CPU seconds per 1M requests, user and system together.
+    fn cpu(&self) -> f64 {
+        self.user + self.sys
+    }
+}
+
 #[derive(Clone)]
 struct Cfg {
     bin: PathBuf,
@@ -893,7 +900,7 @@ fn main() {
                         p.label(),
                         s,
                         sample.rps,
-                        sample.user + sample.sys,
+                        sample.cpu(),
                         sample
                             .steal
                             .map_or(String::new(), |v| format!("  steal {:.1}%", v * 100.0)),

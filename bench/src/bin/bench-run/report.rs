@@ -260,10 +260,7 @@ pub(crate) fn svg(r: &Results) -> String {
     type Metric<'a> = (&'a str, &'a dyn Fn(&Sample) -> f64);
     let metrics: [Metric; 2] = [
         ("requests/s", &|m: &Sample| m.rps),
-        (
-            "server CPU µs per request (dark: user space)",
-            &|m: &Sample| m.user + m.sys,
-        ),
+        ("server CPU µs per request (dark: user space)", &Sample::cpu),
     ];
     for (mi, (title, f)) in metrics.iter().enumerate() {
         let y0 = top + mi as f64 * (panel_h + 70.0) + 20.0;
@@ -364,14 +361,13 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 }
 
 /// The servers' notes and the tables of a run's timed rounds: ringloop against each peer,
-/// then every figure.
+/// against its own variants, then every figure.
 fn timed_tables(md: &mut String, r: &Results, known: &[String]) {
     let info = &r.info;
     let (rounds, syscall_runs) = (info.rounds, info.syscall_runs);
     let (points, servers) = (&r.points[..], &r.servers[..]);
     let med = &r.medians();
     let _ = writeln!(md, "Servers: {}. In the table of every figure (the last), ratios are of the medians. CPU is the server's user+system CPU-seconds per 1M requests (from /proc); syscalls per request are counted by `perf stat -e raw_syscalls:sys_enter` on the server's PID, in a separate run per (server, point) since the tracepoint slows every call (the median of {} such runs of {} s).\n", known.join(", "), syscall_runs, info.syscall_secs);
-    let cpu = |m: &Sample| m.user + m.sys;
     // Two tables, each narrow enough to read: what users would pick instead, then ringloop's
     // own opt-ins and ablations (`ringloop-*`).
     let (variants, peers): (Vec<&str>, Vec<&str>) = servers
@@ -403,7 +399,7 @@ fn timed_tables(md: &mut String, r: &Results, known: &[String]) {
                 Some(ours) if *s != "ringloop" => format!(
                     "{:.2}× req/s, {:.2}× CPU",
                     ours.rps / m.rps,
-                    cpu(ours) / cpu(m)
+                    ours.cpu() / m.cpu()
                 ),
                 _ => "—".to_owned(),
             };
@@ -415,7 +411,7 @@ fn timed_tables(md: &mut String, r: &Results, known: &[String]) {
                 m.p50,
                 m.p99,
                 m.p999,
-                cpu(m),
+                m.cpu(),
                 m.user,
                 m.sys,
                 m.syscalls.map_or("n/a".into(), |v| format!("{v:.3}")),
@@ -428,7 +424,6 @@ fn timed_tables(md: &mut String, r: &Results, known: &[String]) {
 /// One row per point: ringloop's req/s and CPU per request over each of `others`', paired
 /// round by round.
 fn ratio_table(md: &mut String, r: &Results, others: &[&str]) {
-    let cpu = |m: &Sample| m.user + m.sys;
     let rps = |m: &Sample| m.rps;
     let mut head = "| point |".to_owned();
     let mut rule = "|---|".to_owned();
@@ -444,7 +439,7 @@ fn ratio_table(md: &mut String, r: &Results, others: &[&str]) {
                 row,
                 " {} | {} |",
                 paired(&r.samples, pi, o, &rps),
-                paired(&r.samples, pi, o, &cpu)
+                paired(&r.samples, pi, o, &Sample::cpu)
             );
         }
         let _ = writeln!(md, "{row}");
