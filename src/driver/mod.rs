@@ -196,6 +196,9 @@ struct Inner {
     /// CQEs other than detached ops' reaped since the last `park` began (see
     /// `Driver::woke_only_detached`).
     others_since_park: u32,
+    /// Streams that reached their cap in a reap, cancelled once it released the completion
+    /// queue (see `Inner::reap`).
+    throttled: Vec<usize>,
     /// Blocking waits that brought in no completion (see `Driver::empty_waits`).
     empty_waits: u64,
     /// `close` has begun: no detached op is accepted any more.
@@ -357,6 +360,7 @@ impl Driver {
                 reaped: 0,
                 pool: reaper_pool,
                 others_since_park: 0,
+                throttled: Vec::new(),
                 empty_waits: 0,
                 closing: false,
                 trials: 0,
