@@ -52,6 +52,12 @@ impl SharedFd {
             .map_err(SharedFd)
     }
 
+    /// A reference that keeps the descriptor open, typed for a holder that knows nothing of
+    /// descriptors (the driver, for an op an I/O object armed). The same count as a clone.
+    pub(crate) fn hold(&self) -> Arc<dyn Send + Sync> {
+        self.0.clone()
+    }
+
     pub(crate) fn raw(&self) -> RawFd {
         self.0.fd.as_raw_fd()
     }

@@ -45,7 +45,7 @@ mod table;
 
 pub(crate) use op::{Op, OpCode};
 pub(crate) use registry::{current, current_id, lookup, unregister, with_current, EnterGuard};
-pub(crate) use stream::ForeignDrops;
+pub(crate) use stream::{ForeignDrops, StreamKeep};
 
 use ring::{Batch, Spun};
 

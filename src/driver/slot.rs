@@ -21,6 +21,7 @@ use std::io;
 use std::sync::Arc;
 use std::task::Waker;
 
+use super::stream::StreamKeep;
 use super::Driver;
 
 /// What a CQE said: the result and its flags.
@@ -109,7 +110,7 @@ pub(crate) struct Stream {
     pub(crate) finished: bool,
     /// What the kernel may use for this op's whole life (for an op armed by an I/O object
     /// rather than a future: its descriptor, say). Released with the slot.
-    pub(crate) keep: Option<Box<dyn Orphan>>,
+    pub(crate) keep: StreamKeep,
     /// At most this many CQEs wait in `queue` before the op is cancelled (0: no limit). The
     /// owner re-arms once it has drained the queue. This is the back-pressure a multishot
     /// accept needs: without it a server that stops accepting would keep taking connections
@@ -121,7 +122,7 @@ pub(crate) struct Stream {
 
 impl Stream {
     /// A live stream with nothing queued and no waiter, keeping `keep` (see the field).
-    pub(crate) fn new(keep: Option<Box<dyn Orphan>>, cap: usize) -> Stream {
+    pub(crate) fn new(keep: StreamKeep, cap: usize) -> Stream {
         Stream {
             waker: None,
             waiting: false,
@@ -277,7 +278,7 @@ impl Lifecycle {
             Lifecycle::Submitted { waker } => {
                 let waker = waker.take();
                 if c.more() {
-                    let mut st = Box::new(Stream::new(None, 0));
+                    let mut st = Box::new(Stream::new(StreamKeep::Nothing, 0));
                     st.queue.push(c);
                     *self = Lifecycle::Streaming(st);
                 } else {
@@ -383,7 +384,7 @@ mod tests {
 
     /// A live stream with no waiter yet.
     fn stream() -> Stream {
-        Stream::new(None, 0)
+        Stream::new(StreamKeep::Nothing, 0)
     }
 
     #[test]

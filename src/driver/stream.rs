@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 
 use io_uring::squeue;
 
+use super::bufring::BufPool;
 use super::slot::{self, Completion, Lifecycle, Orphan};
 use super::{closed_error, Driver};
 
@@ -25,7 +26,7 @@ impl Driver {
     pub(crate) fn arm_stream(
         &self,
         sqe: squeue::Entry,
-        keep: Box<dyn Orphan>,
+        keep: StreamKeep,
         cap: usize,
     ) -> io::Result<usize> {
         let mut inner = self.0.inner.borrow_mut();
@@ -34,10 +35,10 @@ impl Driver {
         }
         let st = match inner.spare_streams.pop() {
             Some(mut st) => {
-                *st = slot::Stream::new(Some(keep), cap);
+                *st = slot::Stream::new(keep, cap);
                 st
             }
-            None => Box::new(slot::Stream::new(Some(keep), cap)),
+            None => Box::new(slot::Stream::new(keep, cap)),
         };
         let key = inner.ops.insert(Lifecycle::Streaming(st));
         inner.owned += 1;
@@ -87,7 +88,7 @@ impl Driver {
         };
         let queued = st.queue.take_all();
         let waker = st.waker.take();
-        let mut keep = st.keep.take();
+        let mut keep = std::mem::replace(&mut st.keep, StreamKeep::Nothing);
         let finished = st.finished;
         let freed = if finished {
             Some(inner.ops.remove(key))
@@ -98,10 +99,8 @@ impl Driver {
         };
         drop(inner);
         drop(waker);
-        if let Some(k) = keep.as_mut() {
-            for c in queued {
-                k.release(c);
-            }
+        for c in queued {
+            keep.release(c);
         }
         if finished {
             drop(keep);
@@ -110,9 +109,8 @@ impl Driver {
             }
             return;
         }
+        let orphan = keep.into_orphan();
         let mut inner = self.0.inner.borrow_mut();
-        // Nothing to keep: an orphan that releases nothing.
-        let orphan = keep.unwrap_or_else(|| Box::new(NoKeep));
         let emptied = std::mem::replace(&mut inner.ops[key], Lifecycle::Orphaned(orphan));
         let _ = inner.push_cancel(key);
         drop(inner);
@@ -136,12 +134,67 @@ impl Driver {
         };
         debug_assert!(st.queue.is_empty());
         drop(st.waker.take());
-        drop(st.keep.take());
+        drop(std::mem::replace(&mut st.keep, StreamKeep::Nothing));
         let mut inner = self.0.inner.borrow_mut();
         if inner.spare_streams.len() < SPARE_STREAMS {
             inner.spare_streams.push(st);
         }
     }
+}
+
+/// What a stream keeps for the kernel until its final CQE. Stored in the stream's state,
+/// which the driver reuses, so that arming the common kind (a receive drawing on the loop's
+/// buffer pool) allocates nothing: boxing it cost a `malloc` and a `free` per connection
+/// (callgrind, a connection per request: 5112 → 4946 instructions each), and 16 bytes per
+/// idle one net of the larger state (`bench/`: 760 → 744).
+pub(crate) enum StreamKeep {
+    /// Nothing to keep.
+    Nothing,
+    /// What the op names (its descriptor, type-erased: the driver knows nothing of it), held
+    /// until the final CQE, and the pool its CQEs' buffers come from: the buffer of a CQE
+    /// nobody takes goes back there.
+    Buffers {
+        /// Held, not read.
+        #[allow(dead_code)]
+        hold: Arc<dyn Send + Sync>,
+        pool: BufPool,
+    },
+    /// Anything else, which releases its CQEs' resources itself (an accept's descriptors).
+    Other(Box<dyn Orphan>),
+}
+
+impl StreamKeep {
+    /// As the orphan of a slot whose owner is gone. Boxes only a `Buffers` keep: a stream is
+    /// orphaned when its owner drops it before the kernel ended it, which is rarer than
+    /// arming one.
+    pub(crate) fn into_orphan(self) -> Box<dyn Orphan> {
+        match self {
+            StreamKeep::Nothing => Box::new(NoKeep),
+            StreamKeep::Other(o) => o,
+            keep @ StreamKeep::Buffers { .. } => Box::new(keep),
+        }
+    }
+}
+
+impl Orphan for StreamKeep {
+    fn release(&mut self, c: Completion) {
+        match self {
+            StreamKeep::Nothing => {}
+            StreamKeep::Buffers { pool, .. } => {
+                if let Some(bid) = io_uring::cqueue::buffer_select(c.flags) {
+                    drop(pool.take(bid, 0));
+                }
+            }
+            StreamKeep::Other(o) => o.release(c),
+        }
+    }
+}
+
+/// An orphan with nothing to release (a zero-sized box: no allocation).
+struct NoKeep;
+
+impl Orphan for NoKeep {
+    fn release(&mut self, _: Completion) {}
 }
 
 /// Streams whose owner was dropped on a thread other than the loop's: the loop releases them
@@ -183,11 +236,4 @@ impl ForeignDrops {
         self.pending.store(true, Ordering::Release);
         (self.wake_loop)();
     }
-}
-
-/// An orphan with nothing to release.
-struct NoKeep;
-
-impl Orphan for NoKeep {
-    fn release(&mut self, _: Completion) {}
 }

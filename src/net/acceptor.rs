@@ -12,6 +12,7 @@ use socket2::SockRef;
 
 use super::ops::{accept_multi_sqe, Accept, AcceptKeep, Accepted, Stash};
 use crate::driver::Op;
+use crate::driver::StreamKeep;
 use crate::fd::SharedFd;
 use crate::net::armed::Armed;
 use crate::net::ops::accept_addr_buf;
@@ -109,7 +110,11 @@ impl Acceptor {
                     let keep = AcceptKeep {
                         fd: self.fd.clone(),
                     };
-                    driver.arm_stream(accept_multi_sqe(&self.fd), Box::new(keep), ACCEPT_AHEAD)
+                    driver.arm_stream(
+                        accept_multi_sqe(&self.fd),
+                        StreamKeep::Other(Box::new(keep)),
+                        ACCEPT_AHEAD,
+                    )
                 })
                 .map(Some)
         })

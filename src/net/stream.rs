@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use super::ops::{
-    filled_buffer, received, received_cqe, recv_multi_sqe, MultiKeep, Recv, RecvOwned, RecvSelect,
-    Send, Shutdown, Stash,
+    filled_buffer, received, received_cqe, recv_multi_sqe, Recv, RecvOwned, RecvSelect, Send,
+    Shutdown, Stash,
 };
 use crate::buf::{finish_read, BufResult, IoBuf, IoBufMut};
 use crate::driver::bufring::{BufPool, RecvBuf};
+use crate::driver::StreamKeep;
 use crate::driver::{Driver, Op};
 use crate::fd::SharedFd;
 use crate::net::armed::Armed;
@@ -283,11 +284,13 @@ fn plan_unarmed(driver: &Driver, fd: &SharedFd, rx: &Receiver) -> io::Result<Pla
     }
     let key = rx.armed.get_or_arm(driver, || {
         fd.claim_on(driver.id());
-        let keep = MultiKeep {
-            fd: fd.clone(),
+        // The descriptor stays open until the final CQE, and the buffers of CQEs nobody takes
+        // go back to the pool.
+        let keep = StreamKeep::Buffers {
+            hold: fd.hold(),
             pool: pool.clone(),
         };
-        driver.arm_stream(recv_multi_sqe(fd), Box::new(keep), 0)
+        driver.arm_stream(recv_multi_sqe(fd), keep, 0)
     })?;
     Ok(Plan::Multishot(key))
 }

@@ -12,7 +12,7 @@ mod stash;
 
 pub(crate) use accept::{accept_multi_sqe, Accept, AcceptKeep, Accepted};
 pub(crate) use recv_select::{
-    filled_buffer, received, received_cqe, recv_multi_sqe, MultiKeep, RecvOwned, RecvSelect,
+    filled_buffer, received, received_cqe, recv_multi_sqe, RecvOwned, RecvSelect,
 };
 pub(crate) use stash::Stash;
 

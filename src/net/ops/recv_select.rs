@@ -11,7 +11,7 @@ use io_uring::{cqueue, opcode, squeue, types};
 use super::Stash;
 use crate::buf::IoBufMut;
 use crate::driver::bufring::{BufPool, RecvBuf, POOL_GROUP};
-use crate::driver::slot::{Completion, Orphan};
+use crate::driver::slot::Completion;
 use crate::driver::OpCode;
 use crate::fd::SharedFd;
 
@@ -133,21 +133,4 @@ unsafe impl OpCode for RecvOwned {
 /// posts one CQE per chunk received, each in a buffer picked from the pool.
 pub(crate) fn recv_multi_sqe(fd: &SharedFd) -> squeue::Entry {
     opcode::RecvMulti::new(types::Fd(fd.raw()), POOL_GROUP).build()
-}
-
-/// What an armed multishot receive keeps for its whole life: the descriptor it reads, and
-/// the pool its CQEs' buffers go back to if nobody takes them.
-pub(crate) struct MultiKeep {
-    /// Held, not read: keeps the descriptor open until the final CQE.
-    #[allow(dead_code)]
-    pub(crate) fd: SharedFd,
-    pub(crate) pool: BufPool,
-}
-
-impl Orphan for MultiKeep {
-    fn release(&mut self, c: Completion) {
-        if let Some(bid) = cqueue::buffer_select(c.flags) {
-            drop(self.pool.take(bid, 0));
-        }
-    }
 }
