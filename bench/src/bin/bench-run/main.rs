@@ -575,11 +575,11 @@ fn callgrind_per_request(
 }
 
 /// User-space instructions per connection under callgrind, when every 64 B request comes on
-/// a connection of its own (`bench-load --churn`), 16 at a time: accept, receive, send,
+/// a connection of its own (`bench-load --churn`), `conns` at a time: accept, receive, send,
 /// close. The difference between runs of `n2` and `n1` connections, as above.
-fn callgrind_per_conn(cfg: &Cfg, server: &str, n1: u64, n2: u64) -> Option<f64> {
-    let a = callgrind_total(cfg, server, 16, n1, &[], true)?;
-    let b = callgrind_total(cfg, server, 16, n2, &[], true)?;
+fn callgrind_per_conn(cfg: &Cfg, server: &str, conns: usize, n1: u64, n2: u64) -> Option<f64> {
+    let a = callgrind_total(cfg, server, conns, n1, &[], true)?;
+    let b = callgrind_total(cfg, server, conns, n2, &[], true)?;
     Some((b - a) / (n2 - n1) as f64)
 }
 
@@ -993,12 +993,20 @@ fn main() {
     };
     // A connection per request: what accepting and closing cost. In quick mode for ringloop
     // and tokio only, over fewer connections, to keep `--churn` from rotting.
-    let callgrind_churn: Vec<(&'static str, Option<f64>)> = if valgrind {
+    // Over 16 connections at a time, as a server sees them, and over one, where every
+    // connection is a loop turn of its own and the count is exact.
+    let callgrind_churn: Vec<(&'static str, Option<f64>, Option<f64>)> = if valgrind {
         let (c1, c2) = if quick { (300, 900) } else { (2000, 6000) };
         distinct(&servers)
             .into_iter()
             .filter(|s| !quick || matches!(*s, "ringloop" | "tokio"))
-            .map(|s| (s, callgrind_per_conn(&cfg, s, c1, c2)))
+            .map(|s| {
+                (
+                    s,
+                    callgrind_per_conn(&cfg, s, 16, c1, c2),
+                    callgrind_per_conn(&cfg, s, 1, c1, c2),
+                )
+            })
             .collect()
     } else {
         Vec::new()

@@ -15,8 +15,9 @@
 //! - `callgrind-lto SERVER MANY ONE`: the same, with the servers built by the `release-lto`
 //!   profile (fat LTO, one codegen unit);
 //! - `callgrind-timeout SERVER MANY ONE`: the same, each receive under a 30 s timeout;
-//! - `callgrind-churn SERVER PER_CONN`: instructions per connection when each request comes
-//!   on a connection of its own, `-` where the count failed;
+//! - `callgrind-churn SERVER MANY ONE`: instructions per connection when each request comes
+//!   on a connection of its own, 16 connections at a time and one at a time, `-` where a
+//!   count failed (files written before the second was counted end at `MANY`);
 //! - `micro LINE`: the microbenchmarks' markdown table, a line each.
 
 use std::collections::BTreeMap;
@@ -66,7 +67,7 @@ pub(crate) struct Results {
     /// The same, each receive under a 30 s timeout (empty when not measured).
     pub(crate) callgrind_timeout: Vec<(&'static str, Option<f64>, Option<f64>)>,
     /// Instructions per connection, a request per connection (empty when not measured).
-    pub(crate) callgrind_churn: Vec<(&'static str, Option<f64>)>,
+    pub(crate) callgrind_churn: Vec<(&'static str, Option<f64>, Option<f64>)>,
     pub(crate) micro: String,
 }
 
@@ -157,8 +158,8 @@ impl Results {
         for (s, many, one) in &self.callgrind_timeout {
             let _ = writeln!(t, "callgrind-timeout\t{s}\t{}\t{}", opt(many), opt(one));
         }
-        for (s, per_conn) in &self.callgrind_churn {
-            let _ = writeln!(t, "callgrind-churn\t{s}\t{}", opt(per_conn));
+        for (s, many, one) in &self.callgrind_churn {
+            let _ = writeln!(t, "callgrind-churn\t{s}\t{}\t{}", opt(many), opt(one));
         }
         for line in self.micro.lines() {
             let _ = writeln!(t, "micro\t{line}");
@@ -247,9 +248,12 @@ impl Results {
                         _ => callgrind_timeout.push(row),
                     }
                 }
-                ("callgrind-churn", 3) => {
-                    let per_conn = if f[2] == "-" { None } else { Some(num(2)?) };
-                    callgrind_churn.push((server(1)?, per_conn));
+                ("callgrind-churn", 3 | 4) => {
+                    let count = |i: usize| match f.get(i) {
+                        None | Some(&"-") => Ok(None),
+                        Some(_) => num(i).map(Some),
+                    };
+                    callgrind_churn.push((server(1)?, count(2)?, count(3)?));
                 }
                 ("micro", _) => {
                     micro.push_str(line.strip_prefix("micro\t").unwrap_or(""));
@@ -377,7 +381,10 @@ mod tests {
                 ("tokio", None, Some(1210.0)),
             ],
             callgrind_timeout: vec![("ringloop", Some(1362.0), Some(1715.0))],
-            callgrind_churn: vec![("ringloop", Some(4199.0)), ("tokio", None)],
+            callgrind_churn: vec![
+                ("ringloop", Some(4199.0), Some(4946.0)),
+                ("tokio", None, Some(14000.0)),
+            ],
             micro: "| a | b |\n|---|---|\n".into(),
         }
     }
@@ -393,6 +400,32 @@ mod tests {
         );
         assert_eq!(back.medians()[&(0, "ringloop")].syscalls, Some(0.627));
         assert!(crate::report::report(&r, "latest").contains("median 1.2%, highest 1.2%."));
+    }
+
+    #[test]
+    fn churn_counts_over_one_connection_get_their_column_and_old_files_keep_theirs() {
+        let r = results();
+        let md = crate::report::report(&r, "latest");
+        assert!(
+            md.contains("| server | instructions/connection, 16 at a time | ringloop ÷ this | instructions/connection, 1 at a time | ringloop ÷ this |"),
+            "{md}"
+        );
+        assert!(md.contains("| tokio | failed | — | 14000 | 0.35 |"), "{md}");
+        // A file from before the count over one connection: one count a line.
+        let old: String = r
+            .to_tsv()
+            .lines()
+            .map(|l| match l.strip_prefix("callgrind-churn\t") {
+                Some(rest) => format!("callgrind-churn\t{}\n", rest.rsplit_once('\t').unwrap().0),
+                None => format!("{l}\n"),
+            })
+            .collect();
+        assert!(old.contains("callgrind-churn\tringloop\t4199\n"), "{old}");
+        let md = crate::report::report(&Results::from_tsv(&old).unwrap(), "latest");
+        assert!(
+            md.contains("| server | instructions/connection | ringloop ÷ this |\n|---|---:|---:|\n| ringloop | 4199 | — |\n| tokio | failed | — |"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -173,24 +173,28 @@ pub(crate) fn report(r: &Results, name: &str) -> String {
     }
     if !callgrind.is_empty() {
         let _ = writeln!(md, "\n## User-space instructions per request (callgrind)\n\n64 B echo over 16 connections and over 1; (instructions at {n2} requests − at {n1}) ÷ {}. Free of the machine's noise: exact over one connection, within a few percent over 16 (how many requests share a loop turn varies from run to run). Over one connection a server turns its loop once per request, so per-turn costs weigh fully there; over 16, several requests share a turn.\n", n2 - n1);
-        callgrind_table(&mut md, callgrind);
+        callgrind_table(&mut md, callgrind, REQUEST_COLUMNS);
     }
     if !r.callgrind_lto.is_empty() {
         let _ = writeln!(md, "\nThe same servers built with `--profile release-lto` (fat LTO, one codegen unit), as a production build may be. LTO inlines across crates, which the default release build does only for generic and `#[inline]` code, so it changes each server's cost by a different amount.\n");
-        callgrind_table(&mut md, &r.callgrind_lto);
+        callgrind_table(&mut md, &r.callgrind_lto, REQUEST_COLUMNS);
     }
     if !r.callgrind_timeout.is_empty() {
         let _ = writeln!(md, "\nThe same echo with each receive under a 30 s timeout (`--idle-timeout-ms 30000`: `ringloop::time::timeout`, `tokio::time::timeout`), as a server's idle timeout is: a timer registered and cancelled per request.\n");
-        callgrind_table(&mut md, &r.callgrind_timeout);
+        callgrind_table(&mut md, &r.callgrind_timeout, REQUEST_COLUMNS);
     }
-    if !r.callgrind_churn.is_empty() {
+    if r.callgrind_churn.iter().any(|(_, _, one)| one.is_some()) {
+        let _ = writeln!(md, "\nEvery 64 B request on a connection of its own (`bench-load --churn`: connect, send, read the echo, close), 16 connections at a time and one at a time: what accepting, setting up and closing a connection cost, as short-lived clients make a server pay. Instructions per connection, the difference between two runs as above. One at a time, no two connections share a loop turn and the count is exact; 16 at a time, how many share a turn varies from run to run, and the count with it (by up to a tenth).\n");
+        callgrind_table(&mut md, &r.callgrind_churn, CONN_COLUMNS);
+    } else if !r.callgrind_churn.is_empty() {
+        // A run from before the count over one connection: its report as it was.
         let _ = writeln!(md, "\nEvery 64 B request on a connection of its own (`bench-load --churn`: connect, send, read the echo, close), 16 connections at a time: what accepting, setting up and closing a connection cost, as short-lived clients make a server pay. Instructions per connection, the difference between two runs as above.\n\n| server | instructions/connection | ringloop ÷ this |\n|---|---:|---:|");
         let ours = r
             .callgrind_churn
             .iter()
-            .find_map(|(s, v)| (*s == "ringloop").then_some(*v))
+            .find_map(|(s, v, _)| (*s == "ringloop").then_some(*v))
             .flatten();
-        for (s, v) in &r.callgrind_churn {
+        for (s, v, _) in &r.callgrind_churn {
             let ratio = match (ours, v) {
                 (Some(o), Some(v)) if *s != "ringloop" => format!("{:.2}", o / v),
                 _ => "—".into(),
@@ -448,8 +452,22 @@ fn ratio_table(md: &mut String, r: &Results, others: &[&str]) {
 }
 
 /// The callgrind table: each server's instructions per request and ringloop's over them.
-fn callgrind_table(md: &mut String, rows: &[(&str, Option<f64>, Option<f64>)]) {
-    let _ = writeln!(md, "| server | instructions/request, 16 conns | ringloop ÷ this | instructions/request, 1 conn | ringloop ÷ this |\n|---|---:|---:|---:|---:|");
+/// The heads of a callgrind table's two count columns: per request over 16 connections and
+/// over one.
+const REQUEST_COLUMNS: [&str; 2] = [
+    "instructions/request, 16 conns",
+    "instructions/request, 1 conn",
+];
+
+/// The same for a connection per request: per connection, 16 at a time and one at a time.
+const CONN_COLUMNS: [&str; 2] = [
+    "instructions/connection, 16 at a time",
+    "instructions/connection, 1 at a time",
+];
+
+fn callgrind_table(md: &mut String, rows: &[(&str, Option<f64>, Option<f64>)], heads: [&str; 2]) {
+    let [many_head, one_head] = heads;
+    let _ = writeln!(md, "| server | {many_head} | ringloop ÷ this | {one_head} | ringloop ÷ this |\n|---|---:|---:|---:|---:|");
     let ours = rows.iter().find(|(s, ..)| *s == "ringloop");
     let (o16, o1) = ours.map_or((None, None), |(_, a, b)| (*a, *b));
     let fmt = |v: Option<f64>| v.map_or("failed".into(), |v| format!("{v:.0}"));
