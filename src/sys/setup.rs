@@ -34,7 +34,7 @@ impl SetupMode {
 }
 
 /// What the loop's set-up chose and what the running kernel supports.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Features {
     mode: SetupMode,
     sq_entries: u32,
@@ -129,6 +129,44 @@ impl Features {
     /// `io_uring::opcode::RecvMulti::CODE`), as reported by `IORING_REGISTER_PROBE`.
     pub fn supports_opcode(&self, code: u8) -> bool {
         self.probe.get(code as usize).copied().unwrap_or(false)
+    }
+}
+
+impl fmt::Debug for Features {
+    /// Every field, with the opcode probe as the ranges of supported opcode numbers
+    /// ("0-57, 59") rather than 256 booleans.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut opcodes: Vec<String> = Vec::new();
+        let mut code = 0;
+        while code < self.probe.len() {
+            if !self.probe[code] {
+                code += 1;
+                continue;
+            }
+            let first = code;
+            while code + 1 < self.probe.len() && self.probe[code + 1] {
+                code += 1;
+            }
+            opcodes.push(if first == code {
+                first.to_string()
+            } else {
+                format!("{first}-{code}")
+            });
+            code += 1;
+        }
+        f.debug_struct("Features")
+            .field("mode", &self.mode)
+            .field("sq_entries", &self.sq_entries)
+            .field("cq_entries", &self.cq_entries)
+            .field("kernel", &self.kernel)
+            .field("opcodes", &opcodes.join(", "))
+            .field("recv_buffer_ring", &self.recv_buffer_ring)
+            .field("multishot_recv", &self.multishot_recv)
+            .field("multishot_accept", &self.multishot_accept)
+            .field("iowait", &self.iowait)
+            .field("batch_wait", &self.batch_wait)
+            .field("no_sq_array", &self.no_sq_array)
+            .finish()
     }
 }
 
@@ -496,6 +534,24 @@ mod tests {
         let (_ring, f) = setup(&cfg).unwrap();
         assert_eq!(f.setup_mode(), SetupMode::Basic);
         assert!(f.supports_opcode(opcode::Nop::CODE));
+    }
+
+    #[test]
+    fn debug_shows_the_probe_as_opcode_ranges() {
+        let cfg = RingConfig {
+            entries: 8,
+            cq_entries: 16,
+            mode: None,
+            taskrun_flag: false,
+        };
+        let (_ring, mut f) = setup(&cfg).unwrap();
+        f.probe = vec![false; 256];
+        for code in [0, 1, 2, 5, 7, 8] {
+            f.probe[code] = true;
+        }
+        let shown = format!("{f:?}");
+        assert!(shown.contains(r#"opcodes: "0-2, 5, 7-8""#), "{shown}");
+        assert!(!shown.contains("false, false"), "{shown}");
     }
 
     /// Submits `n` NOPs in one enter and reaps them: the kernel found the SQEs where they
