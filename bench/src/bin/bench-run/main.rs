@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use ringloop_bench::{raise_nofile, Args};
 
+mod aims;
 mod raw;
 mod report;
 

@@ -429,6 +429,29 @@ mod tests {
     }
 
     #[test]
+    fn the_report_checks_the_aims_against_the_runs_own_figures() {
+        let mut r = results();
+        r.callgrind.push(("tokio", Some(1800.0), Some(1700.0)));
+        let md = crate::report::report(&r, "latest");
+        // ringloop ÷ tokio req/s by round: 2.0, 0.75, 2.0.
+        assert!(md.contains("| req/s ≥ 1.0× tokio at every point | the medians meet it at 1 of 1 points (0 in every round) | met by the medians, not in every round |"), "{md}");
+        // The same CPU per request in every round: 1.0, within the aim each time.
+        assert!(md.contains("| CPU per request ≤ 1.0× tokio at every point | the medians meet it at 1 of 1 points (1 in every round) | met |"), "{md}");
+        // No monoio or bare in the run: no aims against them.
+        assert!(!md.contains("monoio's at every point"), "{md}");
+        assert!(
+            md.contains("| system calls per request at 64 × 64 B ≤ 0.15 | 0.627 | missed |"),
+            "{md}"
+        );
+        // Over 16 connections 1214.5 ÷ 1800; over one, ringloop's count failed.
+        assert!(md.contains("| user-space instructions per request (callgrind) ≤ 0.7× tokio | 0.675× over 16 connections | met |"), "{md}");
+        assert!(
+            md.contains("| memory per idle connection ≤ 1 KiB | 568 B | met |"),
+            "{md}"
+        );
+    }
+
+    #[test]
     fn peers_and_ringloops_own_variants_get_a_table_each() {
         let mut r = results();
         r.servers.push("ringloop-batch");

@@ -7,17 +7,17 @@ use std::fmt::Write as _;
 use crate::raw::Results;
 use crate::Sample;
 
-/// ringloop ÷ `peer` at point `pi` for figure `f`, round by round, as "median× (lowest–highest)".
-fn paired(
+/// ringloop ÷ `peer` at point `pi` for figure `f`, round by round: the median, lowest and
+/// highest over the rounds and how many rounds, or `None` if either server has no sample
+/// there.
+pub(crate) fn paired_ratios(
     samples: &BTreeMap<(usize, &str), Vec<Sample>>,
     pi: usize,
     peer: &str,
     f: &dyn Fn(&Sample) -> f64,
-) -> String {
-    let (Some(ours), Some(theirs)) = (samples.get(&(pi, "ringloop")), samples.get(&(pi, peer)))
-    else {
-        return "—".into();
-    };
+) -> Option<(f64, f64, f64, usize)> {
+    let ours = samples.get(&(pi, "ringloop"))?;
+    let theirs = samples.get(&(pi, peer))?;
     let ratios: Vec<f64> = ours
         .iter()
         .zip(theirs)
@@ -25,16 +25,25 @@ fn paired(
         .filter(|r| r.is_finite())
         .collect();
     if ratios.is_empty() {
-        return "—".into();
+        return None;
     }
     let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let n = ratios.len();
-    let m = median(ratios);
-    if n > 1 {
-        format!("{m:.2} ({lo:.2}–{hi:.2})")
-    } else {
-        format!("{m:.2}")
+    Some((median(ratios), lo, hi, n))
+}
+
+/// [`paired_ratios`] as "median (lowest–highest)", or the median alone from one round.
+fn paired(
+    samples: &BTreeMap<(usize, &str), Vec<Sample>>,
+    pi: usize,
+    peer: &str,
+    f: &dyn Fn(&Sample) -> f64,
+) -> String {
+    match paired_ratios(samples, pi, peer, f) {
+        None => "—".into(),
+        Some((m, lo, hi, n)) if n > 1 => format!("{m:.2} ({lo:.2}–{hi:.2})"),
+        Some((m, ..)) => format!("{m:.2}"),
     }
 }
 
@@ -153,6 +162,7 @@ pub(crate) fn report(r: &Results, name: &str) -> String {
             }
         );
     }
+    crate::aims::section(&mut md, r);
     let known: Vec<String> = SERVER_NOTES
         .iter()
         .filter(|(name, _)| servers.contains(name))

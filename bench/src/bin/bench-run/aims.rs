@@ -1,0 +1,240 @@
+//! Where ringloop stands against the aims the project set for it (the bars of the benchmark
+//! issue), worked out from a run's own figures, so that every report, and every report
+//! redrawn from an old raw file, says which it meets.
+//!
+//! A ratio taken round by round counts as met or missed only if every round's is: where the
+//! rounds fall on both sides of the aim, the run has not decided it.
+
+use std::fmt::Write as _;
+
+use crate::raw::Results;
+use crate::report::paired_ratios;
+use crate::Sample;
+
+/// How a figure stands against an aim, worst last. For a ratio taken round by round: met or
+/// missed in every round, or met or missed by the median over rounds that fall on both sides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Verdict {
+    Met,
+    MetByMedian,
+    MissedByMedian,
+    Missed,
+}
+
+impl Verdict {
+    /// Where a figure with median `m` over rounds from `lo` to `hi` stands, for an aim `ok`
+    /// that holds on one side of a bound.
+    fn of_rounds(m: f64, lo: f64, hi: f64, ok: impl Fn(f64) -> bool) -> Verdict {
+        match (ok(lo), ok(hi), ok(m)) {
+            (true, true, _) => Verdict::Met,
+            (false, false, _) => Verdict::Missed,
+            (_, _, true) => Verdict::MetByMedian,
+            (_, _, false) => Verdict::MissedByMedian,
+        }
+    }
+
+    /// Where a single figure stands.
+    fn of(v: f64, ok: impl Fn(f64) -> bool) -> Verdict {
+        Verdict::of_rounds(v, v, v, ok)
+    }
+
+    fn word(self) -> &'static str {
+        match self {
+            Verdict::Met => "met",
+            Verdict::MetByMedian => "met by the medians, not in every round",
+            Verdict::MissedByMedian => "missed by the medians, not in every round",
+            Verdict::Missed => "missed",
+        }
+    }
+}
+
+/// An aim on a ratio against `peer` at every point, round by round: `f` is the figure, `ok`
+/// the aim on ringloop's over the peer's. The open loop's req/s is left out of req/s aims:
+/// its rate is fixed and every server keeps it.
+struct PointAim {
+    aim: &'static str,
+    peer: &'static str,
+    f: fn(&Sample) -> f64,
+    ok: fn(f64) -> bool,
+    closed_only: bool,
+}
+
+const POINT_AIMS: [PointAim; 5] = [
+    PointAim {
+        aim: "req/s ≥ 1.0× tokio at every point",
+        peer: "tokio",
+        f: |s| s.rps,
+        ok: |r| r >= 1.0,
+        closed_only: true,
+    },
+    PointAim {
+        aim: "req/s ≥ 1.05× monoio at every point",
+        peer: "monoio",
+        f: |s| s.rps,
+        ok: |r| r >= 1.05,
+        closed_only: true,
+    },
+    PointAim {
+        aim: "CPU per request ≤ 1.0× tokio at every point",
+        peer: "tokio",
+        f: Sample::cpu,
+        ok: |r| r <= 1.0,
+        closed_only: false,
+    },
+    PointAim {
+        aim: "CPU per request ≤ 1.0× bare at every point",
+        peer: "bare",
+        f: Sample::cpu,
+        ok: |r| r <= 1.0,
+        closed_only: false,
+    },
+    PointAim {
+        aim: "user-space CPU per request ≤ monoio's at every point",
+        peer: "monoio",
+        f: |s| s.user,
+        ok: |r| r <= 1.0,
+        closed_only: false,
+    },
+];
+
+/// The section, or nothing if the run measured none of what the aims are about.
+pub(crate) fn section(md: &mut String, r: &Results) {
+    let mut rows: Vec<(String, String, Verdict)> = Vec::new();
+    if r.timed() && r.servers.contains(&"ringloop") {
+        for a in &POINT_AIMS {
+            if r.servers.contains(&a.peer) {
+                if let Some(row) = point_aim(r, a) {
+                    rows.push(row);
+                }
+            }
+        }
+        if let Some(row) = syscalls_aim(r) {
+            rows.push(row);
+        }
+    }
+    if let Some(row) = callgrind_aim(r) {
+        rows.push(row);
+    }
+    if let Some((_, b)) = r.idle.iter().find(|(s, _)| *s == "ringloop") {
+        rows.push((
+            "memory per idle connection ≤ 1 KiB".into(),
+            format!("{b:.0} B"),
+            Verdict::of(*b, |b| b <= 1024.0),
+        ));
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "## Against its aims\n\nThe bars the project set for ringloop, checked against this run's own figures. A ratio against a peer is taken round by round, as in the tables below: an aim is met or missed outright only if it is in every round, and where the rounds fall on both sides the medians decide it, which on a noisy host is a weaker result. The points where the median misses an aim are named, with the lowest and highest round.\n\n| aim | this run | verdict |\n|---|---|---|");
+    for (aim, figure, verdict) in rows {
+        let _ = writeln!(md, "| {aim} | {figure} | {} |", verdict.word());
+    }
+    md.push('\n');
+}
+
+fn point_aim(r: &Results, a: &PointAim) -> Option<(String, String, Verdict)> {
+    let (mut n, mut by_median, mut every_round) = (0, 0, 0);
+    let mut verdict = Verdict::Met;
+    let mut short = Vec::new();
+    for (pi, p) in r.points.iter().enumerate() {
+        if a.closed_only && p.rate > 0 {
+            continue;
+        }
+        let Some((m, lo, hi, _)) = paired_ratios(&r.samples, pi, a.peer, &a.f) else {
+            continue;
+        };
+        let v = Verdict::of_rounds(m, lo, hi, a.ok);
+        verdict = verdict.max(v);
+        n += 1;
+        match v {
+            Verdict::Met => {
+                every_round += 1;
+                by_median += 1;
+            }
+            Verdict::MetByMedian => by_median += 1,
+            Verdict::MissedByMedian | Verdict::Missed => {
+                let range = if lo < hi {
+                    format!(" ({lo:.2}–{hi:.2})")
+                } else {
+                    String::new()
+                };
+                short.push(format!("{} {m:.2}{range}", p.label()));
+            }
+        }
+    }
+    if n == 0 {
+        return None;
+    }
+    let mut figure =
+        format!("the medians meet it at {by_median} of {n} points ({every_round} in every round)");
+    if !short.is_empty() {
+        let _ = write!(figure, "; not at {}", short.join(", "));
+    }
+    Some((a.aim.into(), figure, verdict))
+}
+
+fn syscalls_aim(r: &Results) -> Option<(String, String, Verdict)> {
+    let pi = r
+        .points
+        .iter()
+        .position(|p| p.conns == 64 && p.size == 64 && p.depth == 1 && !p.churn && p.rate == 0)?;
+    let v = r.medians().get(&(pi, "ringloop"))?.syscalls?;
+    Some((
+        "system calls per request at 64 × 64 B ≤ 0.15".into(),
+        format!("{v:.3}"),
+        Verdict::of(v, |v| v <= 0.15),
+    ))
+}
+
+fn callgrind_aim(r: &Results) -> Option<(String, String, Verdict)> {
+    let row = |s: &str| r.callgrind.iter().find(|(name, ..)| *name == s);
+    let (_, ours_many, ours_one) = row("ringloop")?;
+    let (_, tokio_many, tokio_one) = row("tokio")?;
+    let mut figures = Vec::new();
+    let mut verdict = Verdict::Met;
+    for (what, ours, theirs) in [
+        ("over 16 connections", ours_many, tokio_many),
+        ("over 1", ours_one, tokio_one),
+    ] {
+        if let (Some(o), Some(t)) = (ours, theirs) {
+            let ratio = o / t;
+            figures.push(format!("{ratio:.3}× {what}"));
+            verdict = verdict.max(Verdict::of(ratio, |v| v <= 0.7));
+        }
+    }
+    if figures.is_empty() {
+        return None;
+    }
+    Some((
+        "user-space instructions per request (callgrind) ≤ 0.7× tokio".into(),
+        figures.join(", "),
+        verdict,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Verdict;
+
+    #[test]
+    fn rounds_on_both_sides_of_an_aim_leave_it_to_the_median() {
+        let at_least_one = |v: f64| v >= 1.0;
+        assert_eq!(
+            Verdict::of_rounds(1.1, 1.01, 1.2, at_least_one),
+            Verdict::Met
+        );
+        assert_eq!(
+            Verdict::of_rounds(0.95, 0.9, 0.99, at_least_one),
+            Verdict::Missed
+        );
+        assert_eq!(
+            Verdict::of_rounds(1.02, 0.9, 1.1, at_least_one),
+            Verdict::MetByMedian
+        );
+        assert_eq!(
+            Verdict::of_rounds(0.98, 0.9, 1.1, at_least_one),
+            Verdict::MissedByMedian
+        );
+        assert_eq!(Verdict::of(1.0, at_least_one), Verdict::Met);
+    }
+}
