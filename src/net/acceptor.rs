@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use socket2::SockRef;
 
 use super::ops::{accept_multi_sqe, Accept, AcceptKeep, Accepted, Stash};
-use crate::driver::Op;
-use crate::driver::StreamKeep;
+use crate::driver::{Op, StreamKeep};
 use crate::fd::SharedFd;
 use crate::net::armed::Armed;
 use crate::net::ops::accept_addr_buf;

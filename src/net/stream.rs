@@ -15,8 +15,7 @@ use super::ops::{
 };
 use crate::buf::{finish_read, BufResult, IoBuf, IoBufMut};
 use crate::driver::bufring::{BufPool, RecvBuf};
-use crate::driver::StreamKeep;
-use crate::driver::{Driver, Op};
+use crate::driver::{Driver, Op, StreamKeep};
 use crate::fd::SharedFd;
 use crate::net::armed::Armed;
 use crate::net::queued::Sender;

@@ -137,22 +137,18 @@ impl fmt::Debug for Features {
     /// ("0-57, 59") rather than 256 booleans.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut opcodes: Vec<String> = Vec::new();
-        let mut code = 0;
-        while code < self.probe.len() {
-            if !self.probe[code] {
-                code += 1;
-                continue;
+        let mut start = None;
+        // A `false` past the end closes a range that runs to the last opcode.
+        for (code, &on) in self.probe.iter().chain([&false]).enumerate() {
+            match (on, start) {
+                (true, None) => start = Some(code),
+                (false, Some(first)) if first + 1 == code => opcodes.push(first.to_string()),
+                (false, Some(first)) => opcodes.push(format!("{first}-{}", code - 1)),
+                _ => {}
             }
-            let first = code;
-            while code + 1 < self.probe.len() && self.probe[code + 1] {
-                code += 1;
+            if !on {
+                start = None;
             }
-            opcodes.push(if first == code {
-                first.to_string()
-            } else {
-                format!("{first}-{code}")
-            });
-            code += 1;
         }
         f.debug_struct("Features")
             .field("mode", &self.mode)
@@ -222,11 +218,7 @@ pub(crate) fn setup(cfg: &RingConfig) -> io::Result<(IoUring, Features)> {
         }
         // ENOMEM may be a closed ring's memory not yet given back: retried (`retry_enomem`).
         match retry_enomem(ENOMEM_WINDOW, || b.build(cfg.entries)) {
-            Ok(ring) => {
-                let (ring, mut features) = finish(ring, mode)?;
-                features.no_sq_array = no_sq_array;
-                return Ok((ring, features));
-            }
+            Ok(ring) => return finish(ring, mode, no_sq_array),
             // EINVAL: this kernel does not know one of the flags; try the next attempt.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = Some(e),
             Err(e) => return Err(explain(e, cfg.entries)),
@@ -267,7 +259,7 @@ pub(crate) fn retry_enomem<T>(
     }
 }
 
-fn finish(ring: IoUring, mode: SetupMode) -> io::Result<(IoUring, Features)> {
+fn finish(ring: IoUring, mode: SetupMode, no_sq_array: bool) -> io::Result<(IoUring, Features)> {
     let kernel = super::kernel_release();
     let params = ring.params();
     if !params.is_feature_ext_arg() || !params.is_feature_nodrop() {
@@ -317,7 +309,7 @@ fn finish(ring: IoUring, mode: SetupMode) -> io::Result<(IoUring, Features)> {
         multishot_accept: false,
         iowait: true,
         batch_wait: None,
-        no_sq_array: false,
+        no_sq_array,
     };
     Ok((ring, features))
 }
