@@ -1,7 +1,7 @@
 //! The ring itself: pushing SQEs (never dropping one), `io_uring_enter` with its waits and
 //! transient errors, and the reaper that applies each CQE to its slot. All of it runs with
 //! the driver borrowed, so nothing here wakes a waker or drops a user value except through
-//! [`Released`](super::Released) (and the runtime's `wake_inline` hooks).
+//! [`Released`] (and the runtime's `wake_inline` hooks).
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -390,7 +390,7 @@ impl Inner {
         Ok(())
     }
 
-    /// [`Driver::park`] with batching on: a wait for the batch target, bounded by the
+    /// [`Driver::park`](super::Driver::park) with batching on: a wait for the batch target, bounded by the
     /// min-wait, then the target adjusted to what came (see `Batch`). `batch` is the loop's
     /// (`self.batch`, which nothing else changes meanwhile); adjusted, it is stored back. Out
     /// of line: a loop without `Builder::batch_wait` never comes here.
