@@ -515,28 +515,27 @@ mod tests {
         assert_eq!(calls, 6);
     }
 
-    #[test]
-    fn forced_basic_mode_is_honoured() {
+    /// A ring of 8 SQ and 32 CQ entries in `mode` (`None`: the best the kernel takes).
+    fn small_ring(mode: Option<SetupMode>) -> (IoUring, Features) {
         let cfg = RingConfig {
             entries: 8,
-            cq_entries: 16,
-            mode: Some(SetupMode::Basic),
+            cq_entries: 32,
+            mode,
             taskrun_flag: false,
         };
-        let (_ring, f) = setup(&cfg).unwrap();
+        setup(&cfg).unwrap()
+    }
+
+    #[test]
+    fn forced_basic_mode_is_honoured() {
+        let (_ring, f) = small_ring(Some(SetupMode::Basic));
         assert_eq!(f.setup_mode(), SetupMode::Basic);
         assert!(f.supports_opcode(opcode::Nop::CODE));
     }
 
     #[test]
     fn debug_shows_the_probe_as_opcode_ranges() {
-        let cfg = RingConfig {
-            entries: 8,
-            cq_entries: 16,
-            mode: None,
-            taskrun_flag: false,
-        };
-        let (_ring, mut f) = setup(&cfg).unwrap();
+        let (_ring, mut f) = small_ring(None);
         f.probe = vec![false; 256];
         for code in [0, 1, 2, 5, 7, 8] {
             f.probe[code] = true;
@@ -565,13 +564,7 @@ mod tests {
         let kernel = super::super::kernel_release();
         let new = super::super::parse_kernel_version(&kernel).is_some_and(|v| v >= (6, 6));
         for mode in [None, Some(SetupMode::CoopTaskrun), Some(SetupMode::Basic)] {
-            let cfg = RingConfig {
-                entries: 8,
-                cq_entries: 32,
-                mode,
-                taskrun_flag: false,
-            };
-            let (mut ring, f) = setup(&cfg).unwrap();
+            let (mut ring, f) = small_ring(mode);
             if new {
                 assert!(f.no_sq_array, "{kernel}, {mode:?}: set up with an SQ array");
             }
