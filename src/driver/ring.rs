@@ -390,8 +390,8 @@ impl Inner {
         Ok(())
     }
 
-    /// [`Driver::park`](super::Driver::park) with batching on: a wait for the batch target, bounded by the
-    /// min-wait, then the target adjusted to what came (see `Batch`). `batch` is the loop's
+    /// [`Driver::park`](super::Driver::park) with batching on: a wait for the batch target,
+    /// bounded by the min-wait, then the target adjusted to what came (see `Batch`). `batch` is the loop's
     /// (`self.batch`, which nothing else changes meanwhile); adjusted, it is stored back. Out
     /// of line: a loop without `Builder::batch_wait` never comes here.
     #[inline(never)]

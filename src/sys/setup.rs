@@ -142,12 +142,15 @@ impl fmt::Debug for Features {
         for (code, &on) in self.probe.iter().chain([&false]).enumerate() {
             match (on, start) {
                 (true, None) => start = Some(code),
-                (false, Some(first)) if first + 1 == code => opcodes.push(first.to_string()),
-                (false, Some(first)) => opcodes.push(format!("{first}-{}", code - 1)),
+                (false, Some(first)) => {
+                    opcodes.push(if first + 1 == code {
+                        first.to_string()
+                    } else {
+                        format!("{first}-{}", code - 1)
+                    });
+                    start = None;
+                }
                 _ => {}
-            }
-            if !on {
-                start = None;
             }
         }
         f.debug_struct("Features")
@@ -492,25 +495,28 @@ mod tests {
         assert_eq!(r.unwrap(), 4);
     }
 
+    /// `retry_enomem` over a call that always fails with `errno`: the error it returns, and
+    /// how many calls it made.
+    fn always_failing(window: Duration, errno: i32) -> (Option<i32>, usize) {
+        let mut calls = 0;
+        let r: io::Result<()> = retry_enomem(window, || {
+            calls += 1;
+            Err(io::Error::from_raw_os_error(errno))
+        });
+        (r.unwrap_err().raw_os_error(), calls)
+    }
+
     #[test]
     fn other_errors_are_not_retried() {
-        let mut calls = 0;
-        let r: io::Result<()> = retry_enomem(Duration::from_secs(1), || {
-            calls += 1;
-            Err(io::Error::from_raw_os_error(libc::EINVAL))
-        });
-        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EINVAL));
+        let (err, calls) = always_failing(Duration::from_secs(1), libc::EINVAL);
+        assert_eq!(err, Some(libc::EINVAL));
         assert_eq!(calls, 1);
     }
 
     #[test]
     fn enomem_stands_once_the_window_is_spent() {
-        let mut calls = 0;
-        let r: io::Result<()> = retry_enomem(Duration::from_millis(20), || {
-            calls += 1;
-            Err(io::Error::from_raw_os_error(libc::ENOMEM))
-        });
-        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::ENOMEM));
+        let (err, calls) = always_failing(Duration::from_millis(20), libc::ENOMEM);
+        assert_eq!(err, Some(libc::ENOMEM));
         // Sleeps of 1, 2, 4, 8 and 16 ms: the fifth brings the total past 20 ms.
         assert_eq!(calls, 6);
     }

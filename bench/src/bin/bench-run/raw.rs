@@ -191,6 +191,11 @@ impl Results {
                     .and_then(|v| v.parse().ok())
                     .ok_or_else(|| bad(&format!("field {} is not a number", i + 1)))
             };
+            // A count that may have failed (`-`) or, at the end of a line, not be there.
+            let count = |i: usize| match f.get(i) {
+                None | Some(&"-") => Ok(None),
+                Some(_) => num(i).map(Some),
+            };
             let server = |i: usize| -> Result<&'static str, String> {
                 f.get(i)
                     .and_then(|v| SERVERS.iter().copied().find(|s| s == v))
@@ -234,14 +239,7 @@ impl Results {
                 }
                 ("idle", 3) => idle.push((server(1)?, num(2)?)),
                 (kind @ ("callgrind" | "callgrind-lto" | "callgrind-timeout"), 4) => {
-                    let opt = |i: usize| {
-                        if f[i] == "-" {
-                            Ok(None)
-                        } else {
-                            num(i).map(Some)
-                        }
-                    };
-                    let row = (server(1)?, opt(2)?, opt(3)?);
+                    let row = (server(1)?, count(2)?, count(3)?);
                     match kind {
                         "callgrind" => callgrind.push(row),
                         "callgrind-lto" => callgrind_lto.push(row),
@@ -249,10 +247,6 @@ impl Results {
                     }
                 }
                 ("callgrind-churn", 3 | 4) => {
-                    let count = |i: usize| match f.get(i) {
-                        None | Some(&"-") => Ok(None),
-                        Some(_) => num(i).map(Some),
-                    };
                     callgrind_churn.push((server(1)?, count(2)?, count(3)?));
                 }
                 ("micro", _) => {

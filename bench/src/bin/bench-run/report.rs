@@ -205,12 +205,12 @@ pub(crate) fn report(r: &Results, name: &str) -> String {
             .find_map(|(s, v, _)| (*s == "ringloop").then_some(*v))
             .flatten();
         for (s, v, _) in &r.callgrind_churn {
-            let ratio = match (ours, v) {
-                (Some(o), Some(v)) if *s != "ringloop" => format!("{:.2}", o / v),
-                _ => "—".into(),
-            };
-            let v = v.map_or("failed".into(), |v| format!("{v:.0}"));
-            let _ = writeln!(md, "| {s} | {v} | {ratio} |");
+            let _ = writeln!(
+                md,
+                "| {s} | {} | {} |",
+                count_cell(*v),
+                ratio_cell(ours, *v, s)
+            );
         }
     }
     if !micro.trim().is_empty() {
@@ -480,20 +480,29 @@ fn callgrind_table(md: &mut String, rows: &[(&str, Option<f64>, Option<f64>)], h
     let _ = writeln!(md, "| server | {many_head} | ringloop ÷ this | {one_head} | ringloop ÷ this |\n|---|---:|---:|---:|---:|");
     let ours = rows.iter().find(|(s, ..)| *s == "ringloop");
     let (o16, o1) = ours.map_or((None, None), |(_, a, b)| (*a, *b));
-    let fmt = |v: Option<f64>| v.map_or("failed".into(), |v| format!("{v:.0}"));
-    let ratio = |o: Option<f64>, v: Option<f64>, s: &str| match (o, v) {
-        (Some(o), Some(v)) if s != "ringloop" => format!("{:.2}", o / v),
-        _ => "—".into(),
-    };
     for (s, many, one) in rows {
         let _ = writeln!(
             md,
             "| {s} | {} | {} | {} | {} |",
-            fmt(*many),
-            ratio(o16, *many, s),
-            fmt(*one),
-            ratio(o1, *one, s)
+            count_cell(*many),
+            ratio_cell(o16, *many, s),
+            count_cell(*one),
+            ratio_cell(o1, *one, s)
         );
+    }
+}
+
+/// An instruction count, or "failed".
+fn count_cell(v: Option<f64>) -> String {
+    v.map_or("failed".into(), |v| format!("{v:.0}"))
+}
+
+/// ringloop's count `ours` over server `s`'s `v`; a dash on ringloop's own row or where a
+/// count failed.
+fn ratio_cell(ours: Option<f64>, v: Option<f64>, s: &str) -> String {
+    match (ours, v) {
+        (Some(o), Some(v)) if s != "ringloop" => format!("{:.2}", o / v),
+        _ => "—".into(),
     }
 }
 
