@@ -351,3 +351,12 @@ fn features_report_the_setup() {
     assert!(f.cq_entries() > f.sq_entries());
     assert!(!f.kernel_release().is_empty());
 }
+
+/// The default rings stay small enough for a loop per core under a shared
+/// `RLIMIT_MEMLOCK` (see `Builder::entries`): growing them is a decision, not a drift.
+#[test]
+fn default_rings_are_512_submissions_and_2048_completions() {
+    let lp = EventLoop::new().unwrap();
+    assert_eq!(lp.features().sq_entries(), 512);
+    assert_eq!(lp.features().cq_entries(), 2048);
+}
