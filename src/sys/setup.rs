@@ -191,10 +191,11 @@ pub(crate) fn setup(cfg: &RingConfig) -> io::Result<(IoUring, Features)> {
     let mut last_err = None;
     // `IORING_SETUP_NO_SQARRAY` (6.6+) drops the SQ's index array: the kernel reads SQEs in
     // ring order, one load fewer per SQE. The loop's locked memory is a page smaller at 1024
-    // entries. At the default 512 it is not: the array fits in the page that the ring's header
-    // already pushes the completions into. Each rung is tried with it first. An older kernel refuses it with
-    // EINVAL, as it does a rung's own flags, so a refusal proves nothing for the next rung:
-    // at worst six quick refusals on a kernel that takes only `Basic`.
+    // entries. At the default 512 it is not: the array fits in the page that the ring's
+    // header already pushes the completions into. Each rung is tried with it first. An older
+    // kernel refuses it with EINVAL, as it does a rung's own flags, so a refusal proves
+    // nothing for the next rung: at worst six quick refusals on a kernel that takes only
+    // `Basic`.
     let attempts = ladder
         .iter()
         .flat_map(|&mode| [(mode, true), (mode, false)]);
