@@ -60,7 +60,7 @@ fn lower_memlock(bytes: u64) {
 #[test]
 fn at_the_locked_memory_limit_a_closed_loop_makes_room_for_a_new_one() {
     drop_ipc_lock();
-    // About a dozen loops at the default sizes.
+    // About two dozen loops at the default sizes (~84 KiB each on 6.18).
     lower_memlock(2 << 20);
 
     let mut open = Vec::new();
@@ -83,7 +83,7 @@ fn at_the_locked_memory_limit_a_closed_loop_makes_room_for_a_new_one() {
         "{msg}"
     );
     if open.len() < 2 {
-        eprintln!("too little of the budget is free (this user.s other processes hold it): {msg}");
+        eprintln!("too little of the budget is free (this user's other processes hold it): {msg}");
         return;
     }
 

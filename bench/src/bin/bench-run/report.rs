@@ -461,7 +461,6 @@ fn ratio_table(md: &mut String, r: &Results, others: &[&str]) {
     md.push('\n');
 }
 
-/// The callgrind table: each server's instructions per request and ringloop's over them.
 /// The heads of a callgrind table's two count columns: per request over 16 connections and
 /// over one.
 const REQUEST_COLUMNS: [&str; 2] = [
@@ -475,6 +474,7 @@ const CONN_COLUMNS: [&str; 2] = [
     "instructions/connection, 1 at a time",
 ];
 
+/// A callgrind table under `heads`: each server's two counts, and ringloop's over each.
 fn callgrind_table(md: &mut String, rows: &[(&str, Option<f64>, Option<f64>)], heads: [&str; 2]) {
     let [many_head, one_head] = heads;
     let _ = writeln!(md, "| server | {many_head} | ringloop ÷ this | {one_head} | ringloop ÷ this |\n|---|---:|---:|---:|---:|");
