@@ -61,8 +61,8 @@ impl<T> JoinHandle<T> {
         let cell = self.raw.join_waker_cell();
         let mut state = h.state.load(Ordering::Acquire);
         if state & JOIN_WAKER != 0 {
-            // SAFETY: with JOIN_WAKER set and COMPLETE unset nobody writes the cell; reading it
-            // to compare is fine.
+            // SAFETY: with JOIN_WAKER set nobody writes the cell (the owner only wakes it by
+            // reference, see `task.rs`); reading it to compare is fine.
             if unsafe { (*cell).as_ref() }.is_some_and(|w| w.will_wake(waker)) {
                 return true;
             }

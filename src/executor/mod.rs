@@ -592,4 +592,45 @@ mod tests {
         }
         assert_eq!(s.live_tasks(), 0);
     }
+
+    /// A join handle polled on another thread while its task completes: the handle reads the
+    /// join waker's cell to compare wakers while the owner wakes through it. Miri's race
+    /// detector checks that nothing writes the cell meanwhile (run by `.ci/run` under Miri).
+    #[test]
+    fn a_join_handle_polled_on_another_thread_as_its_task_completes() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Mutex;
+        let s = sched();
+        let _g = s.enter();
+        let go = Arc::new(AtomicBool::new(false));
+        let parked: Arc<Mutex<Option<Waker>>> = Arc::default();
+        let (g, w) = (go.clone(), parked.clone());
+        let mut jh = s.spawn(poll_fn(move |cx| {
+            if g.load(Ordering::Acquire) {
+                return Poll::Ready(7u32);
+            }
+            *w.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        }));
+        s.run(16);
+        let joiner = std::thread::spawn(move || {
+            // A fresh waker each poll would take the cell back; the same one only compares.
+            let waker = Waker::noop();
+            let mut cx = std::task::Context::from_waker(waker);
+            loop {
+                if let Poll::Ready(r) = std::pin::Pin::new(&mut jh).poll(&mut cx) {
+                    return r.unwrap();
+                }
+                std::thread::yield_now();
+            }
+        });
+        go.store(true, Ordering::Release);
+        let waker = parked.lock().unwrap().take().expect("the task waits");
+        waker.wake();
+        while s.live_tasks() != 0 {
+            s.run(16);
+            std::thread::yield_now();
+        }
+        assert_eq!(joiner.join().unwrap(), 7);
+    }
 }

@@ -10,8 +10,11 @@
 //!   - `JOIN_INTEREST`: a `JoinHandle` exists. Cleared by the handle's drop. Whoever sees the
 //!     other side's bit missing drops the output: the owner at completion if no handle is
 //!     left, else the handle (after `COMPLETE`).
-//!   - `JOIN_WAKER`: `join_waker` holds a waker the owner may take. While unset, only the
-//!     handle touches `join_waker`; while set and not `COMPLETE`, nobody writes it.
+//!   - `JOIN_WAKER`: `join_waker` holds a waker the owner may wake. While unset, only the
+//!     handle touches `join_waker`; while set, nobody writes it: the handle only reads it
+//!     (to compare wakers) until it clears the bit, and the owner, on completing, wakes it
+//!     by reference. Once `COMPLETE` is set with the bit still set, the cell is never
+//!     written again; its waker is dropped with the allocation.
 //!   - `CANCELLED`: `abort()` was called; the owner drops the future at its next turn.
 //! - `scheduled`, `next`, `slab_key`: the owner thread only (the thread running the loop).
 //! - `stage`: the owner thread until `COMPLETE`; then the join handle (if `JOIN_INTEREST`).
@@ -173,10 +176,12 @@ impl RawTask {
             unsafe { (h.vtable.drop_output)(self.ptr) }
         } else if prev & JOIN_WAKER != 0 {
             // SAFETY: JOIN_WAKER was set before COMPLETE, so the handle stopped writing the
-            // waker cell; now that COMPLETE is set it never writes it again.
-            let w = unsafe { (*self.join_waker_cell()).take() };
-            if let Some(w) = w {
-                w.wake();
+            // waker cell, and with COMPLETE set it never writes it again. The handle may
+            // still read it (to compare wakers) on another thread, so this only reads too:
+            // the waker is woken by reference and left in the cell, which nobody writes
+            // again; it is dropped with the allocation.
+            if let Some(w) = unsafe { (*self.join_waker_cell()).as_ref() } {
+                w.wake_by_ref();
             }
         }
     }
