@@ -506,3 +506,127 @@ fn a_stream_handed_to_another_task_wakes_that_task() {
         });
     }
 }
+
+/// Every single-shot receive path (buffer select, heap buffer) in every ring mode: the paths
+/// where a dropped `recv()` leaves a RECV in the kernel.
+fn single_shot_paths() -> Vec<(String, ringloop::Builder)> {
+    use ringloop::SetupMode::{Basic, CoopTaskrun, DeferTaskrun};
+    let mut out = Vec::new();
+    for mode in [DeferTaskrun, CoopTaskrun, Basic] {
+        out.push((
+            format!("{mode:?}, buffer select"),
+            EventLoop::builder().setup_mode(mode).multishot(false),
+        ));
+        out.push((
+            format!("{mode:?}, heap buffer"),
+            EventLoop::builder()
+                .setup_mode(mode)
+                .recv_buffer_ring(false),
+        ));
+    }
+    out
+}
+
+/// Polls `fut` once, so that its op is queued (not yet submitted: no enter has run).
+async fn poll_once<F: Future + Unpin>(fut: &mut F) {
+    std::future::poll_fn(|cx| {
+        assert!(std::pin::Pin::new(&mut *fut).poll(cx).is_pending());
+        Poll::Ready(())
+    })
+    .await;
+}
+
+/// A connected pair whose client is a plain blocking socket, written from inside the task.
+async fn std_pair() -> (std::net::TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (s, _) = l.accept().await.unwrap();
+    (c, s)
+}
+
+/// Receives until `want` bytes have come.
+async fn recv_exactly(s: &TcpStream, want: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < want {
+        let b = time::timeout(Duration::from_secs(5), s.recv())
+            .await
+            .expect("bytes were sent")
+            .unwrap();
+        assert!(!b.is_empty(), "early EOF");
+        got.extend_from_slice(&b);
+    }
+    got
+}
+
+#[test]
+fn a_dropped_receive_and_the_next_in_one_enter_keep_the_byte_order() {
+    // 4 KiB waiting in the socket, 2 KiB buffers: a dropped RECV and the next one, submitted
+    // together, would each take 2 KiB, and the dropped one's bytes came out second.
+    for (name, b) in single_shot_paths() {
+        let mut lp = b.recv_buffers(8, 2048).build().unwrap();
+        lp.block_on(async {
+            let (mut c, s) = std_pair().await;
+            let data: Vec<u8> = (0..4096u32).map(|i| (i / 2048) as u8 + b'a').collect();
+            std::io::Write::write_all(&mut c, &data).unwrap();
+            let mut first = Box::pin(s.recv());
+            poll_once(&mut first).await;
+            drop(first);
+            let got = recv_exactly(&s, data.len()).await;
+            assert!(got == data, "{name}: bytes out of order");
+        });
+    }
+}
+
+#[test]
+fn a_receive_dropped_after_its_completion_and_before_its_reap_keeps_the_byte_order() {
+    // The RECV is in the kernel when "A" arrives; the thread then blocks, and the receive
+    // completes (on basic and cooperative rings, as task work on the way back from that
+    // system call) before the loop has reaped it. Its future is dropped, "B" is sent: the
+    // next receives must give "A" then "B".
+    for (name, b) in single_shot_paths() {
+        let mut lp = b.build().unwrap();
+        lp.block_on(async {
+            let (mut c, s) = std_pair().await;
+            let mut first = Box::pin(s.recv());
+            poll_once(&mut first).await;
+            time::sleep(Duration::from_millis(1)).await; // an enter submits the RECV
+            std::io::Write::write_all(&mut c, b"A").unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+            drop(first);
+            std::io::Write::write_all(&mut c, b"B").unwrap();
+            let got = recv_exactly(&s, 2).await;
+            assert_eq!(got, b"AB", "{name}: bytes out of order");
+        });
+    }
+}
+
+#[test]
+fn two_tasks_receiving_on_one_stream_are_both_served() {
+    // Each single-shot path has one receive in flight per stream; the task that takes its
+    // result must not leave the other waiting on a receive that is gone.
+    for (name, b) in single_shot_paths() {
+        let mut lp = b.build().unwrap();
+        lp.block_on(async {
+            let (mut c, s) = std_pair().await;
+            let s = Rc::new(s);
+            let tasks: Vec<_> = (0..2)
+                .map(|_| {
+                    let s = s.clone();
+                    spawn(async move {
+                        let b = time::timeout(Duration::from_secs(5), s.recv()).await;
+                        b.expect("served").unwrap().len()
+                    })
+                })
+                .collect();
+            time::sleep(Duration::from_millis(5)).await; // both wait on the receive
+            std::io::Write::write_all(&mut c, b"one").unwrap();
+            time::sleep(Duration::from_millis(5)).await;
+            std::io::Write::write_all(&mut c, b"two").unwrap();
+            let mut total = 0;
+            for t in tasks {
+                total += t.await.unwrap();
+            }
+            assert_eq!(total, 6, "{name}");
+        });
+    }
+}

@@ -4,14 +4,13 @@ use std::io;
 use std::net::Shutdown as How;
 
 use std::future::Future;
-use std::mem::ManuallyDrop;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{ready, Context, Poll, Waker};
 
 use super::ops::{
     filled_buffer, received, received_cqe, recv_multi_sqe, Recv, RecvOwned, RecvSelect, Send,
-    Shutdown, Stash,
+    Shutdown,
 };
 use crate::buf::{finish_read, BufResult, IoBuf, IoBufMut};
 use crate::driver::bufring::{BufPool, RecvBuf};
@@ -31,31 +30,65 @@ pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, buf: B) -> BufResult<usize,
 }
 
 /// The receive side of a stream socket: a multishot receive armed on the loop (its slot key),
-/// and results kept for dropped `recv()` futures on the single-shot paths.
+/// or, on the single-shot paths, the one receive in flight.
 #[derive(Default)]
 pub(crate) struct Receiver {
-    /// Made by the first single-shot receive: a multishot receive keeps its CQEs in the op
-    /// table instead, so most streams never need one (an allocation per connection saved).
-    stash: OnceArc<Stash<io::Result<RecvBuf>>>,
+    /// The single-shot paths' receive, made by the first one: a multishot receive keeps its
+    /// CQEs in the op table instead, so most streams never need it (an allocation per
+    /// connection saved).
+    single: OnceArc<Mutex<Single>>,
     /// The armed multishot receive.
     armed: Armed,
 }
 
+/// The single-shot paths' receive in flight. The stream owns it, not the `recv()` future that
+/// started it: the kernel does not order two receives on one socket, so at most one may be in
+/// flight per stream, and a future dropped mid-receive leaves it here for the next call, which
+/// takes its result first. Dropping the stream drops it (cancelled; a buffer the kernel picked
+/// goes back to the pool).
+#[derive(Default)]
+struct Single {
+    op: Option<SingleOp>,
+    /// The tasks of futures waiting on `op`. Its slot wakes only the last to poll it, so the
+    /// one that takes the result wakes the others, and a waiting future dropped wakes them all
+    /// (one of them must be the slot's waiter again).
+    waiters: Vec<Waker>,
+}
+
+enum SingleOp {
+    /// No buffer ring: a receive into a heap buffer.
+    Owned(Op<RecvOwned>),
+    /// One buffer-select receive.
+    Select(Op<RecvSelect>),
+}
+
+/// What a single-shot receive came back with.
+enum SingleDone {
+    /// The heap-buffer receive's result (`None`: cancelled, nothing to report).
+    Owned(Option<io::Result<RecvBuf>>),
+    /// The buffer-select receive's result and CQE flags.
+    Select(io::Result<u32>, u32),
+}
+
 impl Receiver {
-    /// The stash, made if this is the first op to need one.
-    fn stash_for_op(&self) -> Arc<Stash<io::Result<RecvBuf>>> {
-        self.stash
-            .get_or_init(|| Arc::new(Stash::default()))
-            .clone()
+    /// The single-shot receive, made if this is the first call to need it.
+    fn single(&self) -> MutexGuard<'_, Single> {
+        let single = self
+            .single
+            .get_or_init(|| Arc::new(Mutex::new(Single::default())))
+            .into_ref();
+        // Nothing panics while it is held; a poisoned one is still consistent.
+        single.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// Receives the next chunk into a loop-owned buffer (none is held while waiting).
 ///
 /// With multishot receives (Linux 6.0+) one RECV stays armed per stream and its CQEs queue in
-/// the loop's op table, so a dropped `recv()` future loses nothing. On the single-shot paths
-/// a result arriving for a dropped future waits in the stash for the next call. An empty pool
-/// (`ENOBUFS`) waits for a buffer to come back and retries; the data stays in the socket.
+/// the loop's op table; on the single-shot paths the stream owns its one receive in flight
+/// (see [`Single`]). Either way a dropped `recv()` future loses nothing and reorders nothing.
+/// An empty pool (`ENOBUFS`) waits for a buffer to come back and retries; the data stays in
+/// the socket.
 ///
 /// A hand-written future rather than an `async fn`: this is the per-request path of every
 /// server, and one poll here is one thread-local lookup of the driver and no nested state
@@ -64,37 +97,31 @@ pub(crate) fn recv<'a>(fd: &'a SharedFd, rx: &'a Receiver) -> RecvFuture<'a> {
     RecvFuture {
         fd,
         rx,
-        state: ManuallyDrop::new(RecvState::Idle),
+        state: RecvState::Idle,
     }
 }
 
 pub(crate) struct RecvFuture<'a> {
     fd: &'a SharedFd,
     rx: &'a Receiver,
-    /// Dropped by hand (see `Drop`): the drop of the common states is then a check, inlined
-    /// into the caller, rather than a call to the glue of the fallbacks' ops. Assigned only
-    /// through the `ManuallyDrop`, so that the old state is dropped as usual.
-    state: ManuallyDrop<RecvState>,
+    state: RecvState,
 }
 
 impl Drop for RecvFuture<'_> {
     #[inline]
     fn drop(&mut self) {
-        if matches!(*self.state, RecvState::Owned(_) | RecvState::Single(_)) {
-            // SAFETY: this is the future's drop, so the state is dropped once and not used
-            // after.
-            unsafe { self.drop_state() };
+        if self.state == RecvState::Single {
+            self.leave_single();
         }
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum RecvState {
-    /// Nothing in flight: check the stash, then take the path `plan` picks.
+    /// Nothing pending: take the path `plan` picks.
     Idle,
-    /// No buffer ring: a receive into a heap buffer.
-    Owned(Op<RecvOwned>),
-    /// One buffer-select receive.
-    Single(Op<RecvSelect>),
+    /// Waiting on the stream's single-shot receive (see [`Single`]).
+    Single,
     /// The pool was empty (`ENOBUFS`): wait for a buffer to come back, then retry.
     NoBuffers,
 }
@@ -105,16 +132,12 @@ impl Future for RecvFuture<'_> {
     // Always inlined: see `driver::registry::with_current`.
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<RecvBuf>> {
-        // Every field is Unpin (references and `Op`s).
+        // Every field is Unpin (references and a plain enum).
         let this = self.get_mut();
         crate::driver::with_current(|driver| {
             // The steady state of a busy connection, kept apart from the fallbacks so that
             // it stays small: the armed multishot receive's next CQE, bytes in a pool buffer.
-            if let (RecvState::Idle, false, Some(key)) = (
-                &*this.state,
-                this.rx.stash.get().is_some_and(|s| s.maybe_nonempty()),
-                this.rx.armed.key(),
-            ) {
+            if let (RecvState::Idle, Some(key)) = (this.state, this.rx.armed.key()) {
                 let c = ready!(this.rx.armed.poll_next_on(driver, key, cx));
                 if let Some(buf) = filled_buffer(pool_of(driver), c.res, c.flags) {
                     return Poll::Ready(Ok(buf));
@@ -128,18 +151,6 @@ impl Future for RecvFuture<'_> {
 }
 
 impl RecvFuture<'_> {
-    /// Drops the state (an op of the fallbacks) out of line.
-    ///
-    /// # Safety
-    ///
-    /// Only from `drop`: the state must not be dropped twice or used after.
-    #[cold]
-    #[inline(never)]
-    unsafe fn drop_state(&mut self) {
-        // SAFETY: the caller's contract (once, and nothing after).
-        unsafe { ManuallyDrop::drop(&mut self.state) }
-    }
-
     /// A receive's result that is not bytes in a buffer: end of stream, an error, or one to
     /// retry (`ENOBUFS`, a cancellation).
     #[cold]
@@ -170,74 +181,105 @@ impl RecvFuture<'_> {
         let r = received(pool_of(driver), result, flags);
         if r.is_none() && out_of_buffers {
             pool_of(driver).starved();
-            *self.state = RecvState::NoBuffers;
+            self.state = RecvState::NoBuffers;
         }
         r
     }
 
-    /// Every path: the stash, arming, the fallbacks of old kernels, an empty pool.
+    /// Every path: arming, the single-shot paths of old kernels, an empty pool.
     #[inline(never)]
     fn poll_on(&mut self, driver: &Driver, cx: &mut Context<'_>) -> Poll<io::Result<RecvBuf>> {
         loop {
-            let (result, flags) = match &mut *self.state {
-                RecvState::Idle => {
-                    if let Some(r) = self.rx.stash.get().and_then(|s| s.pop()) {
-                        return Poll::Ready(r);
-                    }
-                    match plan_on(driver, self.fd, self.rx) {
-                        Err(e) => return Poll::Ready(Err(e)),
-                        Ok(Plan::Multishot(key)) => {
-                            let c = ready!(self.rx.armed.poll_next_on(driver, key, cx));
-                            if let Some(r) = received_cqe(pool_of(driver), c.res, c.flags) {
-                                return Poll::Ready(r);
-                            }
-                            (c.result(), c.flags)
+            let (result, flags) = match self.state {
+                RecvState::Idle | RecvState::Single => match plan_on(driver, self.fd, self.rx) {
+                    Err(e) => return Poll::Ready(Err(e)),
+                    Ok(Plan::Multishot(key)) => {
+                        let c = ready!(self.rx.armed.poll_next_on(driver, key, cx));
+                        if let Some(r) = received_cqe(pool_of(driver), c.res, c.flags) {
+                            return Poll::Ready(r);
                         }
-                        Ok(Plan::Owned(size)) => {
-                            *self.state = RecvState::Owned(Op::new(RecvOwned {
-                                fd: self.fd.clone(),
-                                buf: Vec::with_capacity(size),
-                                stash: self.rx.stash_for_op(),
-                            }));
-                            continue;
-                        }
-                        Ok(Plan::Single(len, pool)) => {
-                            *self.state = RecvState::Single(Op::new(RecvSelect {
-                                fd: self.fd.clone(),
-                                pool,
-                                len,
-                                stash: self.rx.stash_for_op(),
-                            }));
-                            continue;
-                        }
+                        (c.result(), c.flags)
                     }
-                }
-                RecvState::Owned(op) => {
-                    let mut out = ready!(op.poll_on(driver, cx));
-                    *self.state = RecvState::Idle;
-                    match out.data.received(out.result) {
-                        Some(r) => return Poll::Ready(r),
-                        None => continue,
-                    }
-                }
-                RecvState::Single(op) => {
-                    let out = ready!(op.poll_on(driver, cx));
-                    *self.state = RecvState::Idle;
-                    (out.result, out.flags)
-                }
+                    Ok(plan) => match ready!(self.poll_single(driver, cx, plan)) {
+                        SingleDone::Owned(Some(r)) => return Poll::Ready(r),
+                        SingleDone::Owned(None) => continue,
+                        SingleDone::Select(result, flags) => (result, flags),
+                    },
+                },
                 RecvState::NoBuffers => {
                     let pool = pool_of(driver);
                     if pool.available() == 0 {
                         pool.wait_for_buffer(cx.waker());
                         return Poll::Pending;
                     }
-                    *self.state = RecvState::Idle;
+                    self.state = RecvState::Idle;
                     continue;
                 }
             };
             if let Some(r) = self.settle(driver, result, flags) {
                 return Poll::Ready(r);
             }
+        }
+    }
+
+    /// Polls the stream's single-shot receive, starting one as `plan` says if none is in
+    /// flight (see [`Single`]).
+    #[cold]
+    fn poll_single(
+        &mut self,
+        driver: &Driver,
+        cx: &mut Context<'_>,
+        plan: Plan,
+    ) -> Poll<SingleDone> {
+        let mut single = self.rx.single();
+        let op = single.op.get_or_insert_with(|| match plan {
+            Plan::Owned(size) => SingleOp::Owned(Op::new(RecvOwned {
+                fd: self.fd.clone(),
+                buf: Vec::with_capacity(size),
+            })),
+            Plan::Single(len, pool) => SingleOp::Select(Op::new(RecvSelect {
+                fd: self.fd.clone(),
+                pool,
+                len,
+            })),
+            Plan::Multishot(_) => unreachable!("the multishot path has no single-shot receive"),
+        });
+        let done = match op {
+            SingleOp::Owned(op) => op
+                .poll_on(driver, cx)
+                .map(|mut out| SingleDone::Owned(out.data.received(out.result))),
+            SingleOp::Select(op) => op
+                .poll_on(driver, cx)
+                .map(|out| SingleDone::Select(out.result, out.flags)),
+        };
+        let Poll::Ready(done) = done else {
+            if !single.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                single.waiters.push(cx.waker().clone());
+            }
+            self.state = RecvState::Single;
+            return Poll::Pending;
+        };
+        // Its outcome was handed out: the op's drop has nothing to cancel or release.
+        let finished = single.op.take();
+        let mut others = std::mem::take(&mut single.waiters);
+        drop(single);
+        drop(finished);
+        others.retain(|w| !w.will_wake(cx.waker()));
+        for w in others {
+            w.wake();
+        }
+        self.state = RecvState::Idle;
+        Poll::Ready(done)
+    }
+
+    /// A future waiting on the stream's single-shot receive is dropped; it may have been the
+    /// one its slot would wake, so every other waiter is woken to poll again.
+    #[cold]
+    #[inline(never)]
+    fn leave_single(&mut self) {
+        let waiters = std::mem::take(&mut self.rx.single().waiters);
+        for w in waiters {
+            w.wake();
         }
     }
 }

@@ -137,7 +137,8 @@ impl UnixStream {
     /// Reads into `buf` from its start, up to its capacity; sets its length to the bytes
     /// read. `Ok(0)` is end of stream.
     ///
-    /// Not cancel-safe: bytes read for a future that is dropped go down with its buffer. Use
+    /// Not cancel-safe: a future dropped while its read is in the kernel takes its buffer
+    /// with it, and with that any bytes the kernel still reads into it. Use
     /// [`recv`](Self::recv) where a read may be abandoned (in a timeout, say).
     pub async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
         stream::read(&self.fd, buf).await

@@ -1,7 +1,7 @@
 //! `OnceArc`: an `Arc` set at most once, then read with one atomic load.
 //!
-//! Per-stream state that is made on first use (a stream's write queue, the stash of results
-//! for dropped receives, the hand-back of a receive dropped on another thread) is set once per
+//! Per-stream state that is made on first use (a stream's write queue, its single-shot
+//! receive, the hand-back of a receive dropped on another thread) is set once per
 //! connection, so a server pays for setting it on every connection it accepts. `OnceLock`
 //! goes through `std::sync::Once`'s state machine for that, about 80 instructions each time;
 //! here it is one compare-and-swap, and reading it is the one load an `Option<Arc<T>>` would
@@ -41,6 +41,17 @@ impl<T> Deref for ArcRef<'_, T> {
     #[inline]
     fn deref(&self) -> &Arc<T> {
         &self.arc
+    }
+}
+
+impl<'a, T> ArcRef<'a, T> {
+    /// The value, borrowed for as long as the `OnceArc` is (not just this `ArcRef`).
+    #[inline]
+    pub(crate) fn into_ref(self) -> &'a T {
+        let p = Arc::as_ptr(&self.arc);
+        // SAFETY: the `OnceArc` this lends from holds its reference, never replaced, until it
+        // is dropped, and its borrow for `'a` rules that out: the pointee outlives `'a`.
+        unsafe { &*p }
     }
 }
 

@@ -1,14 +1,13 @@
 //! The two receives behind `recv()`: `IORING_OP_RECV` with `IOSQE_BUFFER_SELECT` (the kernel
 //! picks a buffer from the loop's pool when data arrives, so a waiting receive holds no
-//! buffer), and, without a pool, `IORING_OP_RECV` into a heap buffer allocated for it. Both
-//! stash a result that arrives for a dropped future, which makes `recv()` cancel-safe.
+//! buffer), and, without a pool, `IORING_OP_RECV` into a heap buffer allocated for it. The
+//! stream owns the one in flight (see `net::stream::Single`), so one orphaned here belongs to a
+//! stream that is gone: its result is released, never read.
 
 use std::io;
-use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, squeue, types};
 
-use super::Stash;
 use crate::buf::IoBufMut;
 use crate::driver::bufring::{BufPool, RecvBuf, POOL_GROUP};
 use crate::driver::slot::Completion;
@@ -22,8 +21,6 @@ pub(crate) struct RecvSelect {
     pub(crate) fd: SharedFd,
     pub(crate) pool: BufPool,
     pub(crate) len: u32,
-    /// Where a result goes if nobody waits for it any more.
-    pub(crate) stash: Arc<Stash<Received>>,
 }
 
 /// The common case of a receive's CQE: bytes in a buffer the kernel picked from the pool.
@@ -83,9 +80,8 @@ unsafe impl OpCode for RecvSelect {
     }
 
     fn release(&mut self, c: Completion) {
-        if let Some(r) = received(&self.pool, c.result(), c.flags) {
-            self.stash.push(r);
-        }
+        // The stream is gone: a buffer the kernel picked goes back to the pool.
+        drop(received(&self.pool, c.result(), c.flags));
     }
 }
 
@@ -94,7 +90,6 @@ pub(crate) struct RecvOwned {
     pub(crate) fd: SharedFd,
     /// Written by the kernel until the CQE.
     pub(crate) buf: Vec<u8>,
-    pub(crate) stash: Arc<Stash<Received>>,
 }
 
 impl RecvOwned {
@@ -120,12 +115,6 @@ unsafe impl OpCode for RecvOwned {
         self.fd.claim();
         let len = u32::try_from(self.buf.capacity()).unwrap_or(u32::MAX);
         opcode::Recv::new(types::Fd(self.fd.raw()), self.buf.as_mut_ptr(), len).build()
-    }
-
-    fn release(&mut self, c: Completion) {
-        if let Some(r) = self.received(c.result()) {
-            self.stash.push(r);
-        }
     }
 }
 

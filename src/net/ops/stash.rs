@@ -4,9 +4,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-/// What makes `accept()` and `recv()` cancel-safe: a completion whose future was dropped
-/// (a connection, received bytes, end of stream) is kept here, and the next call takes from
-/// here first. Checking an empty stash costs one atomic load.
+/// What makes `accept()` cancel-safe on the single-shot path: a connection accepted for a
+/// dropped future is kept here, and the next call takes from here first. Checking an empty
+/// stash costs one atomic load.
 pub(crate) struct Stash<T> {
     nonempty: AtomicBool,
     queue: Mutex<VecDeque<T>>,
@@ -32,13 +32,7 @@ impl<T> Stash<T> {
         self.nonempty.store(true, Ordering::Release);
     }
 
-    /// Whether something may be waiting: one atomic load, for a fast path to skip the stash.
-    #[inline]
-    pub(crate) fn maybe_nonempty(&self) -> bool {
-        self.nonempty.load(Ordering::Acquire)
-    }
-
-    /// Checked on every `recv()`/`accept()`: the empty case is one inlined atomic load.
+    /// Checked on every `accept()`: the empty case is one inlined atomic load.
     #[inline]
     pub(crate) fn pop(&self) -> Option<T> {
         if !self.nonempty.load(Ordering::Acquire) {
