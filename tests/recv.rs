@@ -6,6 +6,8 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 
+mod common;
+
 use ringloop::net::{TcpListener, TcpStream};
 use ringloop::{spawn, time, EventLoop, RecvBuf};
 
@@ -628,5 +630,134 @@ fn two_tasks_receiving_on_one_stream_are_both_served() {
             }
             assert_eq!(total, 6, "{name}");
         });
+    }
+}
+
+#[test]
+fn a_stalled_connection_does_not_take_the_whole_pool() {
+    // One connection's task takes one chunk and then stops reading while its peer keeps
+    // sending, a kilobyte at a time: its multishot receive is cancelled once it has queued
+    // an eighth of the pool, rather than take a buffer for every chunk until the pool is
+    // gone, and another connection is still served from the pool.
+    let mut lp = EventLoop::builder().recv_buffers(64, 1024).build().unwrap();
+    let stalled = lp.block_on(async {
+        let (mut peer, s) = std_pair().await;
+        let task = spawn(async move {
+            drop(s.recv().await);
+            std::future::pending::<()>().await;
+        });
+        time::sleep(Duration::from_millis(5)).await;
+        peer.set_nonblocking(true).unwrap();
+        for _ in 0..48 {
+            let _ = std::io::Write::write(&mut peer, &[7u8; 1024]);
+            time::sleep(Duration::from_millis(1)).await;
+        }
+        (peer, task)
+    });
+    let held = 64 - lp.recv_buffers_available().unwrap();
+    assert!(held <= 16, "a stalled stream holds {held} of 64 buffers");
+    lp.block_on(async {
+        let (mut c, s) = std_pair().await;
+        let data: Vec<u8> = (0..8192u32).map(|i| i as u8).collect();
+        std::io::Write::write_all(&mut c, &data).unwrap();
+        assert!(recv_exactly(&s, data.len()).await == data);
+    });
+    assert_eq!(lp.recv_heap_fallbacks(), Some(0), "the pool ran dry");
+    drop(stalled);
+}
+
+#[test]
+fn a_receive_waiting_on_a_dry_pool_sleeps_rather_than_spins() {
+    // Eight stalled connections hold the whole pool in their queues. Another connection's
+    // receive finds the pool empty: it must wait (and, once the pool stays dry, receive into
+    // a heap buffer), not re-arm at once against buffers that are not free.
+    let mut lp = EventLoop::builder().recv_buffers(16, 1024).build().unwrap();
+    lp.block_on(async {
+        let mut stalled = Vec::new();
+        for _ in 0..8 {
+            let (mut peer, s) = std_pair().await;
+            let s = Rc::new(s);
+            let s2 = s.clone();
+            let armed = spawn(async move { drop(s2.recv().await) });
+            time::sleep(Duration::from_millis(1)).await; // armed
+            armed.abort();
+            peer.set_nonblocking(true).unwrap();
+            let _ = std::io::Write::write(&mut peer, &vec![7u8; 64 * 1024]);
+            stalled.push((peer, s));
+        }
+        time::sleep(Duration::from_millis(20)).await;
+
+        let (mut c, s) = std_pair().await;
+        let s = Rc::new(s);
+        let cpu = common::thread_cpu();
+        let waiting = spawn({
+            let s = s.clone();
+            async move { s.recv().await.map(|b| b.to_vec()) }
+        });
+        time::sleep(Duration::from_millis(200)).await;
+        let used = common::thread_cpu() - cpu;
+        assert!(
+            used < Duration::from_millis(100),
+            "the loop spun: {used:?} of CPU"
+        );
+        std::io::Write::write_all(&mut c, b"late").unwrap();
+        let got = time::timeout(Duration::from_secs(5), waiting).await;
+        assert_eq!(got.expect("served").unwrap().unwrap(), b"late");
+    });
+    assert!(
+        lp.recv_heap_fallbacks().unwrap() > 0,
+        "the pool never ran dry"
+    );
+}
+
+#[test]
+fn handlers_holding_every_buffer_of_the_pool_still_receive_their_requests() {
+    // Four handlers each keep the buffers of a request until all of it has come: 8 KiB in
+    // 1 KiB buffers. The first halves take the whole pool of 16; no buffer will come back
+    // before a request is complete. Once the pool stays dry, receives go through heap
+    // buffers instead of waiting for a buffer that never comes back.
+    for multishot in [true, false] {
+        let mut lp = EventLoop::builder()
+            .multishot(multishot)
+            .recv_buffers(16, 1024)
+            .build()
+            .unwrap();
+        lp.block_on(async {
+            const REQUEST: usize = 8192;
+            let mut peers = Vec::new();
+            let mut handlers = Vec::new();
+            for i in 0..4u8 {
+                let (mut c, s) = std_pair().await;
+                std::io::Write::write_all(&mut c, &vec![i; REQUEST / 2]).unwrap();
+                peers.push(c);
+                handlers.push(spawn(async move {
+                    let mut held: Vec<RecvBuf> = Vec::new();
+                    let mut got = 0;
+                    while got < REQUEST {
+                        let b = s.recv().await.unwrap();
+                        assert!(!b.is_empty(), "early EOF");
+                        got += b.len();
+                        held.push(b);
+                    }
+                    assert!(held.iter().all(|b| b.iter().all(|&x| x == i)));
+                    got
+                }));
+            }
+            time::sleep(Duration::from_millis(20)).await; // every handler holds its half
+            for (i, c) in peers.iter_mut().enumerate() {
+                std::io::Write::write_all(c, &vec![i as u8; REQUEST / 2]).unwrap();
+            }
+            for h in handlers {
+                let got = time::timeout(Duration::from_secs(5), h)
+                    .await
+                    .expect("a handler waited for a buffer that never came back");
+                assert_eq!(got.unwrap(), REQUEST);
+            }
+        });
+        assert_eq!(lp.recv_buffers_available(), Some(16));
+        assert!(
+            lp.recv_heap_fallbacks().unwrap() > 0,
+            "the pool never ran dry"
+        );
     }
 }

@@ -6,6 +6,9 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::thread_cpu;
 use ringloop::net::TcpListener;
 use ringloop::{time, EventLoop, SetupMode};
 
@@ -36,18 +39,6 @@ fn on_spinning_loops(spin: Duration, mut test: impl FnMut(SetupMode, &mut EventL
             Err(e) => eprintln!("{mode:?} not available here ({e}): not tested"),
         }
     }
-}
-
-/// The CPU time the calling thread has used.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec for the call to write.
-    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(r, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 #[test]

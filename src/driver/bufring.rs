@@ -25,7 +25,7 @@
 //!
 //! # Who may touch what
 //!
-//! - `tail`, `picked`, `out`, the spares, the window, `waiters`, `has_waiters`: the loop's
+//! - `tail`, `picked`, the spares, the window, `waiters`, `has_waiters`: the loop's
 //!   thread only (checked by thread id on the paths that may run elsewhere: `RecvBuf::drop`).
 //! - `foreign`: any thread, under its mutex; a `RecvBuf` dropped on another thread queues its
 //!   id there and wakes the loop, which writes it back on its next turn.
@@ -190,8 +190,6 @@ struct PoolInner {
     mem: NonNull<u8>,
     mem_layout: Layout,
     tail: Cell<u16>,
-    /// Buffers held by `RecvBuf`s (and the kernel between pick and CQE is not counted).
-    out: Cell<usize>,
     /// Free buffers not in the ring, a LIFO stack: `spare[..spare_len]`, the last returned
     /// on top. It has room for every buffer, so a push always fits.
     spare: Box<[Cell<u16>]>,
@@ -202,6 +200,8 @@ struct PoolInner {
     picked: Cell<u16>,
     /// Receives that found the ring empty (`ENOBUFS`).
     starvations: Cell<u64>,
+    /// Receives that went through a heap buffer because the pool stayed dry.
+    heap_fallbacks: Cell<u64>,
     /// Tasks waiting for a buffer after `ENOBUFS`.
     waiters: RefCell<Vec<Waker>>,
     /// `waiters` is not empty: one flag to test on each write-back.
@@ -256,12 +256,12 @@ impl BufPool {
             mem,
             mem_layout,
             tail: Cell::new(0),
-            out: Cell::new(0),
             spare: (0..count).map(|_| Cell::new(0)).collect(),
             spare_len: Cell::new(0),
             window: Window::new(count, Instant::now()),
             picked: Cell::new(0),
             starvations: Cell::new(0),
+            heap_fallbacks: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
             has_waiters: Cell::new(false),
             registered: Cell::new(false),
@@ -296,7 +296,6 @@ impl BufPool {
     #[inline]
     pub(crate) fn take(&self, bid: u16, len: u32) -> RecvBuf {
         let len = (len as usize).min(self.0.size);
-        self.0.out.set(self.0.out.get() + 1);
         RecvBuf {
             store: Store::Pooled {
                 pool: self.0.clone(),
@@ -306,9 +305,30 @@ impl BufPool {
         }
     }
 
-    /// Free buffers: in the ring, ready for the kernel, or spare.
+    /// Free buffers: in the ring, ready for the kernel, or spare. A buffer the kernel picked
+    /// is not free, whether a `RecvBuf` holds it or its CQE waits in a stream's queue.
     pub(crate) fn available(&self) -> usize {
-        self.0.count as usize - self.0.out.get()
+        usize::from(self.0.level()) + usize::from(self.0.spare_len.get())
+    }
+
+    /// How many CQEs one stream's multishot receive may queue untaken before it is
+    /// cancelled (see `Driver::arm_stream`): an eighth of the pool, so that a connection
+    /// whose task stops reading while its peer keeps sending cannot take the whole pool.
+    pub(crate) fn stream_cap(&self) -> usize {
+        (usize::from(self.0.count) / 8).max(1)
+    }
+
+    /// A receive found the pool dry for longer than it waits, and goes through a heap
+    /// buffer instead (see `net::stream`).
+    #[cold]
+    pub(crate) fn fell_back(&self) {
+        let p = &*self.0;
+        p.heap_fallbacks.set(p.heap_fallbacks.get() + 1);
+    }
+
+    /// Receives that went through a heap buffer because the pool stayed dry.
+    pub(crate) fn heap_fallbacks(&self) -> u64 {
+        self.0.heap_fallbacks.get()
     }
 
     /// The reaper saw a CQE that carried a buffer: the kernel took it from the ring. Counted
@@ -484,7 +504,6 @@ impl PoolInner {
     /// spares; and wakes tasks waiting for one. Owner thread.
     #[inline]
     fn give_back(&self, bid: u16) {
-        self.out.set(self.out.get().saturating_sub(1));
         // Once unregistered the window is 0 (see `unregister`): everything goes to the
         // spares, and the ring is left alone.
         if self.level() < self.window.target.get() {

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll, Waker};
+use std::time::Duration;
 
 use super::ops::{
     filled_buffer, received, received_cqe, recv_multi_sqe, Recv, RecvOwned, RecvSelect, Send,
@@ -18,6 +19,7 @@ use crate::driver::{Driver, Op, StreamKeep};
 use crate::fd::SharedFd;
 use crate::net::armed::Armed;
 use crate::net::queued::Sender;
+use crate::time::{self, Sleep};
 use crate::util::once_arc::OnceArc;
 
 pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
@@ -71,6 +73,14 @@ enum SingleDone {
 }
 
 impl Receiver {
+    /// Whether a single-shot receive is in flight: one load where the stream never needed
+    /// one.
+    fn single_in_flight(&self) -> bool {
+        self.single
+            .get()
+            .is_some_and(|s| s.lock().unwrap_or_else(|e| e.into_inner()).op.is_some())
+    }
+
     /// The single-shot receive, made if this is the first call to need it.
     fn single(&self) -> MutexGuard<'_, Single> {
         let single = self
@@ -98,13 +108,22 @@ pub(crate) fn recv<'a>(fd: &'a SharedFd, rx: &'a Receiver) -> RecvFuture<'a> {
         fd,
         rx,
         state: RecvState::Idle,
+        dry: None,
     }
 }
+
+/// How long a receive waits for a buffer to come back to a dry pool before it goes through a
+/// heap buffer instead. Buffers come back within a turn or two where tasks drop them as they
+/// go; a pool dry for longer is held (by `RecvBuf`s kept until a request is complete, or by
+/// streams whose tasks stopped reading), and waiting could then last for ever.
+pub(crate) const POOL_DRY_WAIT: Duration = Duration::from_millis(20);
 
 pub(crate) struct RecvFuture<'a> {
     fd: &'a SharedFd,
     rx: &'a Receiver,
     state: RecvState,
+    /// In `NoBuffers`: ends the wait for a buffer ([`POOL_DRY_WAIT`]).
+    dry: Option<Sleep>,
 }
 
 impl Drop for RecvFuture<'_> {
@@ -122,7 +141,8 @@ enum RecvState {
     Idle,
     /// Waiting on the stream's single-shot receive (see [`Single`]).
     Single,
-    /// The pool was empty (`ENOBUFS`): wait for a buffer to come back, then retry.
+    /// The pool was empty (`ENOBUFS`): wait for a buffer to come back, then retry; or, if
+    /// none has come back within [`POOL_DRY_WAIT`], receive into a heap buffer.
     NoBuffers,
 }
 
@@ -208,12 +228,25 @@ impl RecvFuture<'_> {
                 },
                 RecvState::NoBuffers => {
                     let pool = pool_of(driver);
-                    if pool.available() == 0 {
+                    if pool.available() != 0 {
+                        self.dry = None;
+                        self.state = RecvState::Idle;
+                        continue;
+                    }
+                    let dry = self.dry.get_or_insert_with(|| time::sleep(POOL_DRY_WAIT));
+                    if Pin::new(dry).poll(cx).is_pending() {
                         pool.wait_for_buffer(cx.waker());
                         return Poll::Pending;
                     }
-                    self.state = RecvState::Idle;
-                    continue;
+                    // The pool stayed dry: this one receive goes through a heap buffer.
+                    self.dry = None;
+                    pool.fell_back();
+                    let size = driver.recv_size();
+                    match ready!(self.poll_single(driver, cx, Plan::Owned(size))) {
+                        SingleDone::Owned(Some(r)) => return Poll::Ready(r),
+                        SingleDone::Owned(None) => continue,
+                        SingleDone::Select(result, flags) => (result, flags),
+                    }
                 }
             };
             if let Some(r) = self.settle(driver, result, flags) {
@@ -323,6 +356,11 @@ fn plan_unarmed(driver: &Driver, fd: &SharedFd, rx: &Receiver) -> io::Result<Pla
         let len = u32::try_from(driver.recv_size()).unwrap_or(u32::MAX);
         return Ok(Plan::Single(len, pool.clone()));
     }
+    if rx.single_in_flight() {
+        // A heap-buffer receive is in flight (a dry pool's, whose future was dropped): it
+        // is the stream's one receive until it completes.
+        return Ok(Plan::Owned(driver.recv_size()));
+    }
     let key = rx.armed.get_or_arm(driver, || {
         fd.claim_on(driver.id());
         // The descriptor stays open until the final CQE, and the buffers of CQEs nobody takes
@@ -331,7 +369,8 @@ fn plan_unarmed(driver: &Driver, fd: &SharedFd, rx: &Receiver) -> io::Result<Pla
             hold: fd.hold(),
             pool: pool.clone(),
         };
-        driver.arm_stream(recv_multi_sqe(fd), keep, 0)
+        let cap = pool.stream_cap();
+        driver.arm_stream(recv_multi_sqe(fd), keep, cap)
     })?;
     Ok(Plan::Multishot(key))
 }

@@ -292,8 +292,9 @@ impl EventLoop {
         self.core.driver.empty_waits()
     }
 
-    /// Free receive buffers in the pool: in its ring or spare (`None` without a pool). For
-    /// tests and diagnostics: an idle connection holds none.
+    /// Free receive buffers in the pool: in its ring or spare (`None` without a pool); not
+    /// those held by `RecvBuf`s or queued on a stream. For tests and diagnostics: an idle
+    /// connection holds none.
     #[doc(hidden)]
     pub fn recv_buffers_available(&self) -> Option<usize> {
         self.core.driver.pool().map(|p| p.available())
@@ -308,6 +309,13 @@ impl EventLoop {
             let (window, starved) = p.window_stats();
             (window.into(), starved)
         })
+    }
+
+    /// Receives that went through a heap buffer because the receive pool stayed dry (every
+    /// buffer held by `RecvBuf`s or queued on streams not read). For tests and diagnostics.
+    #[doc(hidden)]
+    pub fn recv_heap_fallbacks(&self) -> Option<u64> {
+        self.core.driver.pool().map(|p| p.heap_fallbacks())
     }
 
     /// Timers registered and not yet fired. For tests and diagnostics.

@@ -1,7 +1,11 @@
 //! Helpers shared by the integration tests.
 
+// Each test file uses some of them.
+#![allow(dead_code)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ringloop::{IoBuf, IoBufMut};
 
@@ -52,4 +56,16 @@ unsafe impl<const PAD: usize> IoBufMut for Counted<PAD> {
         // SAFETY: forwarded from the caller.
         unsafe { self.bytes.set_init(init) }
     }
+}
+
+/// The CPU time the calling thread has used.
+pub fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to write.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(r, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
