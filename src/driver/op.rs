@@ -26,6 +26,11 @@ pub(crate) unsafe trait OpCode: 'static {
     /// Told of a CQE that reached an op nobody waits for any more, so that a result which
     /// carries a resource (an fd, say) is released. Must not touch the loop.
     fn release(&mut self, _c: Completion) {}
+
+    /// Told that the kernel completed the op, just before its outcome is handed out (not
+    /// for an op that never reached the kernel, whose outcome is the submission's error).
+    #[inline]
+    fn completed(&mut self) {}
 }
 
 impl<T: OpCode> Orphan for T {
@@ -136,11 +141,15 @@ impl<T: OpCode> Op<T> {
             wrong_loop();
         }
         match driver.poll_op(self.key, cx) {
-            Poll::Ready(c) => Poll::Ready(Outcome {
-                result: c.result(),
-                flags: c.flags,
-                data: self.data.take().expect("Op polled after it completed"),
-            }),
+            Poll::Ready(c) => {
+                let mut data = self.data.take().expect("Op polled after it completed");
+                data.completed();
+                Poll::Ready(Outcome {
+                    result: c.result(),
+                    flags: c.flags,
+                    data,
+                })
+            }
             Poll::Pending => Poll::Pending,
         }
     }
