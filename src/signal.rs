@@ -187,6 +187,44 @@ pub(crate) async fn wait_after(kind: Kind, seen: u64) -> io::Result<()> {
     }
 }
 
+/// A waiter for SIGINT and SIGTERM whose handlers and eventfd are set up when it is made, so
+/// that a caller that must watch for signals for a long time (a `Cluster`) learns at once
+/// if it cannot (more than 64 waiters, no descriptor for the eventfd).
+pub(crate) struct Watch {
+    reg: Arc<Registered>,
+    /// Each kind's generation when the watch began: a later one is a delivery.
+    seen: [u64; 2],
+}
+
+impl Watch {
+    pub(crate) fn new() -> io::Result<Watch> {
+        let seen = [watch(Kind::Interrupt)?, watch(Kind::Terminate)?];
+        // Registered after the generations were read: a signal in between shows as a newer
+        // generation at the first comparison.
+        let reg = Registered::new()?;
+        Ok(Watch { reg, seen })
+    }
+
+    /// Resolves once SIGINT or SIGTERM was delivered after the watch began.
+    pub(crate) async fn signalled(&self) -> io::Result<()> {
+        loop {
+            if GENERATION
+                .iter()
+                .zip(self.seen)
+                .any(|(g, seen)| g.load(Ordering::SeqCst) != seen)
+            {
+                return Ok(());
+            }
+            Op::new(ReadEvent {
+                reg: self.reg.clone(),
+                buf: Box::new(0),
+            })
+            .await
+            .result?;
+        }
+    }
+}
+
 /// Resolves when the process receives SIGINT (Ctrl-C) after this future is first polled.
 ///
 /// # Errors

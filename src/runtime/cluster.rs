@@ -10,7 +10,7 @@ use std::thread;
 use std::time::Duration;
 
 use super::{Builder, EventLoop, Handle};
-use crate::signal::{self, Kind};
+use crate::signal;
 use crate::util::race::race;
 
 /// Sets up a [`Cluster`]. Made by [`Cluster::builder`].
@@ -197,7 +197,9 @@ impl Cluster {
             }
         }
         if let Some(s) = signals {
-            s.finish();
+            if let Err(e) = s.finish() {
+                first_err.get_or_insert(e);
+            }
         }
         first_err.map_or(Ok(()), Err)
     }
@@ -271,14 +273,23 @@ fn pin_to_cpu(core: usize) -> io::Result<()> {
 /// as the cluster runs (a task on a core would die with that core's loop).
 struct SignalWatcher {
     handle: Handle,
-    thread: thread::JoinHandle<()>,
+    thread: thread::JoinHandle<io::Result<()>>,
 }
 
 impl SignalWatcher {
+    /// Fails, rather than leave the cluster deaf to signals, if the watch cannot be set up
+    /// (no room among the process's signal waiters, no descriptor, no loop for the thread).
     fn start(cluster: ClusterHandle) -> io::Result<SignalWatcher> {
-        // Installed now, generations read now: a signal sent from here on is seen.
-        let int_seen = signal::watch(Kind::Interrupt)?;
-        let term_seen = signal::watch(Kind::Terminate)?;
+        // Set up now: a signal sent from here on is seen.
+        let watch = signal::Watch::new().map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot watch for SIGINT/SIGTERM: {e}; \
+                     ClusterBuilder::handle_signals(false) runs without"
+                ),
+            )
+        })?;
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = thread::Builder::new()
             .name("ringloop-signals".to_owned())
@@ -287,27 +298,31 @@ impl SignalWatcher {
                     Ok(lp) => lp,
                     Err(e) => {
                         let _ = tx.send(Err(e));
-                        return;
+                        return Ok(());
                     }
                 };
                 let h = lp.handle();
                 let _ = tx.send(Ok(h.clone()));
                 let signalled = lp.block_on(race(
-                    async move {
-                        let r = race(
-                            signal::wait_after(Kind::Interrupt, int_seen),
-                            signal::wait_after(Kind::Terminate, term_seen),
-                        )
-                        .await;
-                        r.is_ok()
-                    },
+                    async move { Some(watch.signalled().await) },
                     async move {
                         h.stopping().await;
-                        false
+                        None
                     },
                 ));
-                if signalled {
-                    cluster.stop();
+                match signalled {
+                    Some(Ok(())) => {
+                        cluster.stop();
+                        Ok(())
+                    }
+                    Some(Err(e)) => Err(io::Error::new(
+                        e.kind(),
+                        format!(
+                            "the signal watcher failed, and SIGINT/SIGTERM stopped nothing \
+                             from then on: {e}"
+                        ),
+                    )),
+                    None => Ok(()),
                 }
             })?;
         let handle = rx
@@ -316,9 +331,12 @@ impl SignalWatcher {
         Ok(SignalWatcher { handle, thread })
     }
 
-    fn finish(self) {
+    /// Ends the watch; its error, if it failed while the cluster ran.
+    fn finish(self) -> io::Result<()> {
         self.handle.stop();
-        let _ = self.thread.join();
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the signal thread panicked")))
     }
 }
 
