@@ -51,13 +51,13 @@ mod tests {
     use super::*;
     use std::os::fd::{FromRawFd, RawFd};
 
-    /// A descriptor numbered 2000 or more, which no other test's opens (lowest free number
-    /// first) will take meanwhile.
-    fn high_fd() -> RawFd {
+    /// A descriptor numbered `min` or more, which no other test's opens (lowest free number
+    /// first) will take meanwhile; each test here passes its own `min`.
+    fn high_fd(min: RawFd) -> RawFd {
         let f = std::fs::File::open("/dev/null").unwrap();
         // SAFETY: `f` is a valid descriptor; F_DUPFD_CLOEXEC makes a new one we own.
-        let fd = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 2000) };
-        assert!(fd >= 2000);
+        let fd = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+        assert!(fd >= min);
         fd
     }
 
@@ -68,7 +68,7 @@ mod tests {
 
     #[test]
     fn a_close_never_submitted_closes_its_descriptor() {
-        let fd = high_fd();
+        let fd = high_fd(2000);
         // SAFETY: `fd` was just made and nothing else owns it.
         let op = Close::new(unsafe { OwnedFd::from_raw_fd(fd) });
         drop(op);
@@ -77,7 +77,7 @@ mod tests {
 
     #[test]
     fn a_close_the_kernel_completed_is_not_closed_again() {
-        let fd = high_fd();
+        let fd = high_fd(3000);
         // SAFETY: as above.
         let mut op = Close::new(unsafe { OwnedFd::from_raw_fd(fd) });
         op.completed();
