@@ -206,6 +206,10 @@ struct PoolInner {
     waiters: RefCell<Vec<Waker>>,
     /// `waiters` is not empty: one flag to test on each write-back.
     has_waiters: Cell<bool>,
+    /// Write-backs leave the waiters for the caller to wake (see `BufPool::release_with`),
+    /// and `waiters_due` says a buffer came back for them.
+    deferring: Cell<bool>,
+    waiters_due: Cell<bool>,
     /// False once the ring that knew this pool is gone: write-backs become no-ops.
     registered: Cell<bool>,
     foreign: Mutex<Vec<u16>>,
@@ -264,6 +268,8 @@ impl BufPool {
             heap_fallbacks: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
             has_waiters: Cell::new(false),
+            deferring: Cell::new(false),
+            waiters_due: Cell::new(false),
             registered: Cell::new(false),
             foreign: Mutex::new(Vec::new()),
             foreign_pending: AtomicBool::new(false),
@@ -376,6 +382,21 @@ impl BufPool {
     #[inline]
     pub(crate) fn has_waiters(&self) -> bool {
         self.0.has_waiters.get()
+    }
+
+    /// Runs `release`, which may give buffers back, with the wake-ups that would wake tasks
+    /// waiting for a buffer handed to `wakers` instead, for the caller to wake later: the
+    /// driver's reaper, which must not wake a waker while the driver is borrowed.
+    pub(crate) fn release_with(&self, release: impl FnOnce(), wakers: &mut Vec<Waker>) {
+        let p = &*self.0;
+        let was = p.deferring.replace(true);
+        release();
+        p.deferring.set(was);
+        if !was && p.waiters_due.replace(false) {
+            p.top_up();
+            p.has_waiters.set(false);
+            wakers.append(&mut p.waiters.borrow_mut());
+        }
     }
 
     /// Registers `waker` to be woken when a buffer goes back into the ring.
@@ -513,7 +534,11 @@ impl PoolInner {
             self.push_spare(bid);
         }
         if self.has_waiters.get() {
-            self.wake_waiters();
+            if self.deferring.get() {
+                self.waiters_due.set(true);
+            } else {
+                self.wake_waiters();
+            }
         }
     }
 

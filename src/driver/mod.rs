@@ -973,9 +973,12 @@ impl Driver {
                 DropOutcome::Completed(c)
             }
             Some(Lifecycle::Streaming(st)) if st.finished => {
-                // Every CQE is in: nothing to cancel, the caller owns the data again.
+                // Every CQE is in: nothing to cancel, the caller owns the data again. The
+                // slot's state (its waker, what it kept) is dropped once the borrow ends.
                 let first = st.queue.front();
-                inner.ops.remove(key);
+                let freed = inner.ops.remove(key);
+                drop(inner);
+                drop(freed);
                 match first {
                     Some(c) => DropOutcome::Completed(c),
                     None => DropOutcome::Completed(Completion { res: 0, flags: 0 }),

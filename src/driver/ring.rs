@@ -10,6 +10,7 @@ use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::sys::{WaitArgs, ENTER_NO_IOWAIT};
 
+use super::bufring::BufPool;
 use super::slot::{Completion, Lifecycle, OnCqe};
 use super::table::OpTable;
 use super::{
@@ -168,10 +169,22 @@ impl Batch {
 /// `reap`'s loop cost every CQE there a few instructions of register shuffling.
 #[cold]
 #[inline(never)]
-fn orphan_cqe(ops: &mut OpTable, key: usize, c: Completion, free: bool, released: &mut Released) {
+fn orphan_cqe(
+    ops: &mut OpTable,
+    key: usize,
+    c: Completion,
+    free: bool,
+    released: &mut Released,
+    pool: Option<&BufPool>,
+) {
     if !free {
         if let Some(Lifecycle::Orphaned(o)) = ops.get_mut(key) {
-            o.release(c);
+            // A buffer it gives back may be what tasks wait for: they are woken once the
+            // borrow ends, with the rest.
+            match pool {
+                Some(p) => p.release_with(|| o.release(c), &mut released.wakers),
+                None => o.release(c),
+            }
         }
     } else if let Lifecycle::Orphaned(o) = ops.remove(key) {
         released.orphans.push((o, c));
@@ -633,8 +646,8 @@ impl Inner {
                     released.wakers.extend(w);
                     throttled.push(key);
                 }
-                OnCqe::ReleaseInPlace => orphan_cqe(ops, key, c, false, released),
-                OnCqe::FreeOrphan => orphan_cqe(ops, key, c, true, released),
+                OnCqe::ReleaseInPlace => orphan_cqe(ops, key, c, false, released, pool.as_ref()),
+                OnCqe::FreeOrphan => orphan_cqe(ops, key, c, true, released, pool.as_ref()),
                 OnCqe::Detached => {
                     // The final CQE frees the slot first: its owner may then reuse the key.
                     if !c.more() {
