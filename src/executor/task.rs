@@ -175,11 +175,11 @@ impl RawTask {
             // SAFETY: no join handle is left to read the output; the owner drops it here.
             unsafe { (h.vtable.drop_output)(self.ptr) }
         } else if prev & JOIN_WAKER != 0 {
+            // The handle may still read the cell (to compare wakers) on another thread, so
+            // this only reads too: the waker is woken by reference and left in the cell,
+            // which nobody writes again; it is dropped with the allocation.
             // SAFETY: JOIN_WAKER was set before COMPLETE, so the handle stopped writing the
-            // waker cell, and with COMPLETE set it never writes it again. The handle may
-            // still read it (to compare wakers) on another thread, so this only reads too:
-            // the waker is woken by reference and left in the cell, which nobody writes
-            // again; it is dropped with the allocation.
+            // cell, and with COMPLETE set it never writes it again.
             if let Some(w) = unsafe { (*self.join_waker_cell()).as_ref() } {
                 w.wake_by_ref();
             }
