@@ -325,7 +325,7 @@ impl BufPool {
     }
 
     /// A receive found the pool dry for longer than it waits, and goes through a heap
-    /// buffer instead (see `net::stream`).
+    /// buffer instead (see `net::recv`).
     #[cold]
     pub(crate) fn fell_back(&self) {
         let p = &*self.0;

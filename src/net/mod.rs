@@ -49,11 +49,13 @@ mod acceptor;
 mod armed;
 mod listen;
 mod ops;
-mod queued;
+mod recv;
+mod send;
 mod stream;
 mod tcp;
 mod udp;
 mod unix;
+mod write_queue;
 
 pub use listen::ListenOptions;
 pub use tcp::{TcpListener, TcpStream};

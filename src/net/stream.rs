@@ -1,537 +1,145 @@
-//! Operations shared by the stream sockets (TCP, Unix).
-
-use std::io;
-use std::net::Shutdown as How;
+//! What TCP and Unix streams share: a connected socket with its receive side and its write
+//! side, and the public methods over them, written once for both types (`stream_methods!`).
 
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{ready, Context, Poll, Waker};
-use std::time::Duration;
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::OwnedFd;
 
-use super::ops::{
-    filled_buffer, received, received_cqe, recv_multi_sqe, Recv, RecvOwned, RecvSelect, Send,
-    Shutdown,
-};
-use crate::buf::{finish_read, BufResult, IoBuf, IoBufMut};
-use crate::driver::bufring::{BufPool, RecvBuf};
-use crate::driver::{Driver, Op, StreamKeep};
+use super::recv::{self, Receiver};
+use super::send;
+use super::write_queue::{self, Sender};
+use crate::buf::{BufResult, IoBuf, IoBufMut, RecvBuf};
 use crate::fd::SharedFd;
-use crate::net::armed::Armed;
-use crate::net::queued::Sender;
-use crate::time::{self, Sleep};
-use crate::util::once_arc::OnceArc;
 
-pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
-    let out = Op::new(Recv {
-        fd: fd.clone(),
-        buf,
-    })
-    .await;
-    finish_read(out.result, out.data.buf)
+/// A connected stream socket: the inside of [`TcpStream`](super::TcpStream) and
+/// [`UnixStream`](super::UnixStream).
+pub(crate) struct Stream {
+    pub(crate) fd: SharedFd,
+    /// The receive side: an armed multishot receive, or the one single-shot receive in flight.
+    rx: Receiver,
+    /// The write side: the queue of `write_queued` writes, made on the first one.
+    tx: Sender,
 }
 
-/// The receive side of a stream socket: a multishot receive armed on the loop (its slot key),
-/// or, on the single-shot paths, the one receive in flight.
-#[derive(Default)]
-pub(crate) struct Receiver {
-    /// The single-shot paths' receive, made by the first one: a multishot receive keeps its
-    /// CQEs in the op table instead, so most streams never need it (an allocation per
-    /// connection saved).
-    single: OnceArc<Mutex<Single>>,
-    /// The armed multishot receive.
-    armed: Armed,
-}
-
-/// The single-shot paths' receive in flight. The stream owns it, not the `recv()` future that
-/// started it: the kernel does not order two receives on one socket, so at most one may be in
-/// flight per stream, and a future dropped mid-receive leaves it here for the next call, which
-/// takes its result first. Dropping the stream drops it (cancelled; a buffer the kernel picked
-/// goes back to the pool).
-#[derive(Default)]
-struct Single {
-    op: Option<SingleOp>,
-    /// The tasks of futures waiting on `op`. Its slot wakes only the last to poll it, so the
-    /// one that takes the result wakes the others, and a waiting future dropped wakes them all
-    /// (one of them must be the slot's waiter again).
-    waiters: Vec<Waker>,
-}
-
-enum SingleOp {
-    /// No buffer ring: a receive into a heap buffer.
-    Owned(Op<RecvOwned>),
-    /// One buffer-select receive.
-    Select(Op<RecvSelect>),
-}
-
-/// What a single-shot receive came back with.
-enum SingleDone {
-    /// The heap-buffer receive's result (`None`: cancelled, nothing to report).
-    Owned(Option<io::Result<RecvBuf>>),
-    /// The buffer-select receive's result and CQE flags.
-    Select(io::Result<u32>, u32),
-}
-
-impl Receiver {
-    /// Whether a single-shot receive is in flight: one load where the stream never needed
-    /// one.
-    fn single_in_flight(&self) -> bool {
-        self.single
-            .get()
-            .is_some_and(|s| s.lock().unwrap_or_else(|e| e.into_inner()).op.is_some())
+impl Stream {
+    /// A stream over the connected socket `fd`, whose writes go through `tx`.
+    pub(crate) fn new(fd: OwnedFd, tx: Sender) -> Stream {
+        Stream {
+            fd: SharedFd::stream(fd),
+            rx: Receiver::default(),
+            tx,
+        }
     }
 
-    /// The single-shot receive, made if this is the first call to need it.
-    fn single(&self) -> MutexGuard<'_, Single> {
-        let single = self
-            .single
-            .get_or_init(|| Arc::new(Mutex::new(Single::default())))
-            .into_ref();
-        // Nothing panics while it is held; a poisoned one is still consistent.
-        single.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
+        recv::read(&self.fd, buf).await
     }
-}
 
-/// Receives the next chunk into a loop-owned buffer (none is held while waiting).
-///
-/// With multishot receives (Linux 6.0+) one RECV stays armed per stream and its CQEs queue in
-/// the loop's op table; on the single-shot paths the stream owns its one receive in flight
-/// (see [`Single`]). Either way a dropped `recv()` future loses nothing and reorders nothing.
-/// An empty pool (`ENOBUFS`) waits for a buffer to come back and retries; the data stays in
-/// the socket.
-///
-/// A hand-written future rather than an `async fn`: this is the per-request path of every
-/// server, and one poll here is one thread-local lookup of the driver and no nested state
-/// machines.
-pub(crate) fn recv<'a>(fd: &'a SharedFd, rx: &'a Receiver) -> RecvFuture<'a> {
-    RecvFuture {
-        fd,
-        rx,
-        state: RecvState::Idle,
-        dry: None,
-    }
-}
-
-/// How long a receive waits for a buffer to come back to a dry pool before it goes through a
-/// heap buffer instead. Buffers come back within a turn or two where tasks drop them as they
-/// go; a pool dry for longer is held (by `RecvBuf`s kept until a request is complete, or by
-/// streams whose tasks stopped reading), and waiting could then last for ever.
-pub(crate) const POOL_DRY_WAIT: Duration = Duration::from_millis(20);
-
-pub(crate) struct RecvFuture<'a> {
-    fd: &'a SharedFd,
-    rx: &'a Receiver,
-    state: RecvState,
-    /// In `NoBuffers`: ends the wait for a buffer ([`POOL_DRY_WAIT`]).
-    dry: Option<Sleep>,
-}
-
-impl Drop for RecvFuture<'_> {
     #[inline]
-    fn drop(&mut self) {
-        if self.state == RecvState::Single {
-            self.leave_single();
+    pub(crate) fn recv(&self) -> impl Future<Output = io::Result<RecvBuf>> + '_ {
+        recv::recv(&self.fd, &self.rx)
+    }
+
+    #[inline]
+    pub(crate) fn write<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + '_ {
+        send::send(&self.fd, &self.tx, buf, false)
+    }
+
+    #[inline]
+    pub(crate) fn write_all<B: IoBuf>(
+        &self,
+        buf: B,
+    ) -> impl Future<Output = BufResult<(), B>> + '_ {
+        send::write_all(&self.fd, &self.tx, buf)
+    }
+
+    #[inline]
+    pub(crate) fn write_queued<B: IoBuf + std::marker::Send>(
+        &self,
+        buf: B,
+    ) -> impl Future<Output = io::Result<()>> + '_ {
+        write_queue::write_queued(&self.fd, &self.tx, buf)
+    }
+
+    pub(crate) async fn flush(&self) -> io::Result<()> {
+        send::flush(&self.tx).await
+    }
+
+    pub(crate) async fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        send::shutdown(&self.fd, &self.tx, how).await
+    }
+}
+
+/// The public methods that [`TcpStream`](super::TcpStream) and
+/// [`UnixStream`](super::UnixStream) share, with their docs, expanded inside each type's
+/// `impl` block over its `stream` field.
+macro_rules! stream_methods {
+    () => {
+        /// Reads into `buf` from its start, up to its capacity; sets its length to the bytes
+        /// read. `Ok(0)` is end of stream.
+        ///
+        /// Not cancel-safe: a future dropped while its read is in the kernel takes its buffer
+        /// with it, and with that any bytes the kernel still reads into it. Use
+        /// [`recv`](Self::recv) where a read may be abandoned (in a timeout, say).
+        pub async fn read<B: $crate::buf::IoBufMut>(
+            &self,
+            buf: B,
+        ) -> $crate::buf::BufResult<usize, B> {
+            self.stream.read(buf).await
         }
-    }
-}
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum RecvState {
-    /// Nothing pending: take the path `plan` picks.
-    Idle,
-    /// Waiting on the stream's single-shot receive (see [`Single`]).
-    Single,
-    /// The pool was empty (`ENOBUFS`): wait for a buffer to come back, then retry; or, if
-    /// none has come back within [`POOL_DRY_WAIT`], receive into a heap buffer.
-    NoBuffers,
-}
-
-impl Future for RecvFuture<'_> {
-    type Output = io::Result<RecvBuf>;
-
-    // Always inlined: see `driver::registry::with_current`.
-    #[inline(always)]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<RecvBuf>> {
-        // Every field is Unpin (references and a plain enum).
-        let this = self.get_mut();
-        crate::driver::with_current(|driver| {
-            // The steady state of a busy connection, kept apart from the fallbacks so that
-            // it stays small: the armed multishot receive's next CQE, bytes in a pool buffer.
-            if let (RecvState::Idle, Some(key)) = (this.state, this.rx.armed.key()) {
-                let c = ready!(this.rx.armed.poll_next_on(driver, key, cx));
-                if let Some(buf) = filled_buffer(pool_of(driver), c.res, c.flags) {
-                    return Poll::Ready(Ok(buf));
-                }
-                return this.after_cqe(driver, cx, c.result(), c.flags);
-            }
-            this.poll_on(driver, cx)
-        })
-        .unwrap_or_else(|| panic!("ringloop: recv() polled outside a running event loop"))
-    }
-}
-
-impl RecvFuture<'_> {
-    /// A receive's result that is not bytes in a buffer: end of stream, an error, or one to
-    /// retry (`ENOBUFS`, a cancellation).
-    #[cold]
-    #[inline(never)]
-    fn after_cqe(
-        &mut self,
-        driver: &Driver,
-        cx: &mut Context<'_>,
-        result: io::Result<u32>,
-        flags: u32,
-    ) -> Poll<io::Result<RecvBuf>> {
-        if let Some(r) = self.settle(driver, result, flags) {
-            return Poll::Ready(r);
+        /// Receives the next chunk into a loop-owned buffer from the loop's pool
+        /// ([`Builder::recv_buffers`](crate::Builder::recv_buffers)); an empty
+        /// [`RecvBuf`](crate::RecvBuf) means end of stream. No buffer is held while waiting,
+        /// so idle connections cost none.
+        ///
+        /// Cancel-safe: if the future is dropped (say, in a timeout), no byte is lost; the
+        /// next call returns it. When the pool runs dry the call waits for buffers to come
+        /// back; the data stays in the socket meanwhile.
+        ///
+        /// (An `async fn` in effect; written out so the hot path has no extra state machine.)
+        #[inline]
+        pub fn recv(
+            &self,
+        ) -> impl ::std::future::Future<Output = ::std::io::Result<$crate::buf::RecvBuf>> + '_ {
+            self.stream.recv()
         }
-        self.poll_on(driver, cx)
-    }
 
-    /// What `recv()` returns for a receive's result, if anything; on `ENOBUFS` the future
-    /// waits for a buffer next.
-    fn settle(
-        &mut self,
-        driver: &Driver,
-        result: io::Result<u32>,
-        flags: u32,
-    ) -> Option<io::Result<RecvBuf>> {
-        let out_of_buffers =
-            matches!(result, Err(ref e) if e.raw_os_error() == Some(libc::ENOBUFS));
-        let r = received(pool_of(driver), result, flags);
-        if r.is_none() && out_of_buffers {
-            pool_of(driver).starved();
-            self.state = RecvState::NoBuffers;
+        /// Writes `buf[..len]` once; returns how many bytes the kernel took.
+        #[inline]
+        pub fn write<B: $crate::buf::IoBuf>(
+            &self,
+            buf: B,
+        ) -> impl ::std::future::Future<Output = $crate::buf::BufResult<usize, B>> + '_ {
+            self.stream.write(buf)
         }
-        r
-    }
 
-    /// Every path: arming, the single-shot paths of old kernels, an empty pool.
-    #[inline(never)]
-    fn poll_on(&mut self, driver: &Driver, cx: &mut Context<'_>) -> Poll<io::Result<RecvBuf>> {
-        loop {
-            let (result, flags) = match self.state {
-                RecvState::Idle | RecvState::Single => match plan_on(driver, self.fd, self.rx) {
-                    Err(e) => return Poll::Ready(Err(e)),
-                    Ok(Plan::Multishot(key)) => {
-                        let c = ready!(self.rx.armed.poll_next_on(driver, key, cx));
-                        if let Some(r) = received_cqe(pool_of(driver), c.res, c.flags) {
-                            return Poll::Ready(r);
-                        }
-                        (c.result(), c.flags)
-                    }
-                    Ok(plan) => match ready!(self.poll_single(driver, cx, plan)) {
-                        SingleDone::Owned(Some(r)) => return Poll::Ready(r),
-                        SingleDone::Owned(None) => continue,
-                        SingleDone::Select(result, flags) => (result, flags),
-                    },
-                },
-                RecvState::NoBuffers => {
-                    let pool = pool_of(driver);
-                    if pool.available() != 0 {
-                        self.dry = None;
-                        self.state = RecvState::Idle;
-                        continue;
-                    }
-                    let dry = self.dry.get_or_insert_with(|| time::sleep(POOL_DRY_WAIT));
-                    if Pin::new(dry).poll(cx).is_pending() {
-                        pool.wait_for_buffer(cx.waker());
-                        return Poll::Pending;
-                    }
-                    // The pool stayed dry: this one receive goes through a heap buffer.
-                    self.dry = None;
-                    pool.fell_back();
-                    let size = driver.recv_size();
-                    match ready!(self.poll_single(driver, cx, Plan::Owned(size))) {
-                        SingleDone::Owned(Some(r)) => return Poll::Ready(r),
-                        SingleDone::Owned(None) => continue,
-                        SingleDone::Select(result, flags) => (result, flags),
-                    }
-                }
-            };
-            if let Some(r) = self.settle(driver, result, flags) {
-                return Poll::Ready(r);
-            }
+        /// Writes all of `buf[..len]`, handling short writes.
+        #[inline]
+        pub fn write_all<B: $crate::buf::IoBuf>(
+            &self,
+            buf: B,
+        ) -> impl ::std::future::Future<Output = $crate::buf::BufResult<(), B>> + '_ {
+            self.stream.write_all(buf)
         }
-    }
 
-    /// Polls the stream's single-shot receive, starting one as `plan` says if none is in
-    /// flight (see [`Single`]).
-    #[cold]
-    fn poll_single(
-        &mut self,
-        driver: &Driver,
-        cx: &mut Context<'_>,
-        plan: Plan,
-    ) -> Poll<SingleDone> {
-        let mut single = self.rx.single();
-        let op = single.op.get_or_insert_with(|| match plan {
-            Plan::Owned(size) => SingleOp::Owned(Op::new(RecvOwned {
-                fd: self.fd.clone(),
-                buf: Vec::with_capacity(size),
-            })),
-            Plan::Single(len, pool) => SingleOp::Select(Op::new(RecvSelect {
-                fd: self.fd.clone(),
-                pool,
-                len,
-            })),
-            Plan::Multishot(_) => unreachable!("the multishot path has no single-shot receive"),
-        });
-        let done = match op {
-            SingleOp::Owned(op) => op
-                .poll_on(driver, cx)
-                .map(|mut out| SingleDone::Owned(out.data.received(out.result))),
-            SingleOp::Select(op) => op
-                .poll_on(driver, cx)
-                .map(|out| SingleDone::Select(out.result, out.flags)),
-        };
-        let Poll::Ready(done) = done else {
-            if !single.waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                single.waiters.push(cx.waker().clone());
-            }
-            self.state = RecvState::Single;
-            return Poll::Pending;
-        };
-        // Its outcome was handed out: the op's drop has nothing to cancel or release.
-        let finished = single.op.take();
-        let mut others = std::mem::take(&mut single.waiters);
-        drop(single);
-        drop(finished);
-        others.retain(|w| !w.will_wake(cx.waker()));
-        for w in others {
-            w.wake();
+        /// Waits until every write queued with [`write_queued`](Self::write_queued) has been
+        /// sent (the kernel took all of its bytes).
+        ///
+        /// # Errors
+        ///
+        /// The first error a queued write met, as for `write_queued`.
+        pub async fn flush(&self) -> ::std::io::Result<()> {
+            self.stream.flush().await
         }
-        self.state = RecvState::Idle;
-        Poll::Ready(done)
-    }
 
-    /// A future waiting on the stream's single-shot receive is dropped; it may have been the
-    /// one its slot would wake, so every other waiter is woken to poll again.
-    #[cold]
-    #[inline(never)]
-    fn leave_single(&mut self) {
-        let waiters = std::mem::take(&mut self.rx.single().waiters);
-        for w in waiters {
-            w.wake();
+        /// Shuts down the read, write or both halves; the peer sees end of stream after a
+        /// write shutdown, which goes after every queued write.
+        pub async fn shutdown(&self, how: ::std::net::Shutdown) -> ::std::io::Result<()> {
+            self.stream.shutdown(how).await
         }
-    }
-}
-
-/// The loop's receive pool. Only called on the pooled paths, which `plan_on` chose because the
-/// loop has a pool; a loop's pool is fixed for its life, and a receive is polled on one loop
-/// (its op or armed slot checks that).
-#[inline]
-fn pool_of(driver: &Driver) -> &BufPool {
-    driver
-        .pool()
-        .expect("the pooled receive path runs only on a loop with a pool")
-}
-
-/// How the next receive runs on the current loop.
-enum Plan {
-    /// No buffer ring: a heap buffer of this size.
-    Owned(usize),
-    /// The armed multishot receive in this slot.
-    Multishot(usize),
-    /// One buffer-select receive of at most this many bytes.
-    Single(u32, BufPool),
-}
-
-/// Decides the receive path, arming the multishot receive if needed.
-#[inline]
-fn plan_on(driver: &Driver, fd: &SharedFd, rx: &Receiver) -> io::Result<Plan> {
-    // An armed multishot receive is the steady state of a busy connection.
-    if let Some(key) = rx.armed.key() {
-        return Ok(Plan::Multishot(key));
-    }
-    plan_unarmed(driver, fd, rx)
-}
-
-#[cold]
-fn plan_unarmed(driver: &Driver, fd: &SharedFd, rx: &Receiver) -> io::Result<Plan> {
-    let Some(pool) = driver.pool() else {
-        return Ok(Plan::Owned(driver.recv_size()));
     };
-    if !driver.multishot_recv() {
-        let len = u32::try_from(driver.recv_size()).unwrap_or(u32::MAX);
-        return Ok(Plan::Single(len, pool.clone()));
-    }
-    if rx.single_in_flight() {
-        // A heap-buffer receive is in flight (a dry pool's, whose future was dropped): it
-        // is the stream's one receive until it completes.
-        return Ok(Plan::Owned(driver.recv_size()));
-    }
-    let key = rx.armed.get_or_arm(driver, || {
-        fd.claim_on(driver.id());
-        // The descriptor stays open until the final CQE, and the buffers of CQEs nobody takes
-        // go back to the pool.
-        let keep = StreamKeep::Buffers {
-            hold: fd.hold(),
-            pool: pool.clone(),
-        };
-        let cap = pool.stream_cap();
-        driver.arm_stream(recv_multi_sqe(fd), keep, cap)
-    })?;
-    Ok(Plan::Multishot(key))
 }
 
-/// One send of `buf` (`all == false`: the result is what the kernel took), or a loop of sends
-/// until all of it is written (`all == true`: the result is the total). Writes of at least the
-/// loop's threshold use SEND_ZC. It goes after the stream's queued writes (see `queued`).
-pub(crate) fn send<'a, B: IoBuf>(
-    fd: &SharedFd,
-    tx: &'a Sender,
-    buf: B,
-    all: bool,
-) -> SendFuture<'a, B> {
-    SendFuture {
-        tx,
-        op: Op::new(Send {
-            fd: fd.clone(),
-            buf,
-            offset: 0,
-            zero_copy: false,
-        }),
-        all,
-        fresh: true,
-        zero_copy_failed: false,
-    }
-}
-
-/// The future of [`send`]: one `Op` resubmitted from where the last send stopped, so a short
-/// write costs one more SQE and nothing else.
-pub(crate) struct SendFuture<'a, B: IoBuf> {
-    /// Queued writes go first.
-    tx: &'a Sender,
-    op: Op<Send<B>>,
-    all: bool,
-    /// Not yet polled: the first send still has to pick copy or zero-copy.
-    fresh: bool,
-    /// A zero-copy send failed for lack of lockable memory: copy from then on.
-    zero_copy_failed: bool,
-}
-
-impl<B: IoBuf> Future for SendFuture<'_, B> {
-    type Output = BufResult<usize, B>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<BufResult<usize, B>> {
-        // `Op` is Unpin and so are the flags.
-        let this = self.get_mut();
-        crate::driver::with_current(|driver| this.poll_on(driver, cx))
-            .unwrap_or_else(|| panic!("ringloop: a write was polled outside a running event loop"))
-    }
-}
-
-impl<B: IoBuf> SendFuture<'_, B> {
-    fn poll_on(&mut self, driver: &Driver, cx: &mut Context<'_>) -> Poll<BufResult<usize, B>> {
-        if self.fresh {
-            if !self.tx.clear() {
-                if let Err(e) = ready!(self.tx.poll_flush_on(driver, cx)) {
-                    let data = self
-                        .op
-                        .take_unsubmitted()
-                        .expect("not submitted before flush");
-                    return Poll::Ready((Err(e), data.buf));
-                }
-            }
-            self.fresh = false;
-            if let Some(data) = self.op.unsubmitted_mut() {
-                if self.all && data.remaining() == 0 {
-                    // Nothing to write: no SQE at all.
-                    let data = self.op.take_unsubmitted().expect("checked above");
-                    return Poll::Ready((Ok(0), data.buf));
-                }
-                prepare(data, driver, true);
-            }
-        }
-        loop {
-            let out = ready!(self.op.poll_on(driver, cx));
-            let mut data = out.data;
-            match out.result {
-                // The kernel charges a zero-copy send's pinned pages to RLIMIT_MEMLOCK unless
-                // the process has CAP_IPC_LOCK in the initial user namespace, which a
-                // container's root does not: a large send then fails with ENOMEM (ENOBUFS for
-                // the socket's option memory) before sending a byte. Copy instead.
-                Err(e)
-                    if data.zero_copy
-                        && matches!(e.raw_os_error(), Some(libc::ENOMEM | libc::ENOBUFS)) =>
-                {
-                    data.zero_copy = false;
-                    self.zero_copy_failed = true;
-                    self.op = Op::new(data);
-                    continue;
-                }
-                Err(e) if self.all && e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Poll::Ready((Err(e), data.buf)),
-                Ok(0) if self.all => {
-                    let e =
-                        io::Error::new(io::ErrorKind::WriteZero, "no more bytes could be written");
-                    return Poll::Ready((Err(e), data.buf));
-                }
-                Ok(n) => {
-                    data.offset += n as usize;
-                    if !self.all || data.remaining() == 0 {
-                        return Poll::Ready((Ok(data.offset), data.buf));
-                    }
-                }
-            }
-            prepare(&mut data, driver, !self.zero_copy_failed);
-            self.op = Op::new(data);
-        }
-    }
-}
-
-/// [`send`] with `all`, resolving to `()`: what `write_all` returns.
-pub(crate) struct WriteAll<'a, B: IoBuf>(SendFuture<'a, B>);
-
-pub(crate) fn write_all<'a, B: IoBuf>(fd: &SharedFd, tx: &'a Sender, buf: B) -> WriteAll<'a, B> {
-    WriteAll(send(fd, tx, buf, true))
-}
-
-impl<B: IoBuf> Future for WriteAll<'_, B> {
-    type Output = BufResult<(), B>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<BufResult<(), B>> {
-        let (r, buf) = ready!(Pin::new(&mut self.get_mut().0).poll(cx));
-        Poll::Ready((r.map(drop), buf))
-    }
-}
-
-/// Waits until the stream's queued writes are sent; the first error one of them met.
-pub(crate) async fn flush(tx: &Sender) -> io::Result<()> {
-    if tx.clear() {
-        return Ok(());
-    }
-    std::future::poll_fn(|cx| tx.poll_flush(cx)).await
-}
-
-/// Readies `data` for its next submission on `driver`'s loop: claims the socket for the loop
-/// and picks copy or (if allowed) zero-copy for what is left to send.
-#[inline]
-fn prepare<B: IoBuf>(data: &mut Send<B>, driver: &Driver, zero_copy_allowed: bool) {
-    data.fd.claim_on(driver.id());
-    data.zero_copy = zero_copy_allowed
-        && driver
-            .send_zc_threshold()
-            .is_some_and(|t| data.remaining() >= t);
-}
-
-/// Shuts down `how`, a write side once the stream's queued writes are sent (a FIN must not
-/// overtake them).
-pub(crate) async fn shutdown(fd: &SharedFd, tx: &Sender, how: How) -> io::Result<()> {
-    if how != How::Read {
-        flush(tx).await?;
-    }
-    let how = match how {
-        How::Read => libc::SHUT_RD,
-        How::Write => libc::SHUT_WR,
-        How::Both => libc::SHUT_RDWR,
-    };
-    Op::new(Shutdown {
-        fd: fd.clone(),
-        how,
-    })
-    .await
-    .result
-    .map(|_| ())
-}
+pub(super) use stream_methods;

@@ -3,16 +3,17 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
 use super::acceptor::Acceptor;
 use super::ops::Connect;
-use super::queued::{self, Sender};
-use super::{context, each_addr, nothing_resolved, resolve, stream, ListenOptions};
-use crate::buf::{BufResult, IoBuf, IoBufMut, RecvBuf};
+use super::stream::{stream_methods, Stream};
+use super::write_queue::Sender;
+use super::{context, each_addr, nothing_resolved, resolve, ListenOptions};
+use crate::buf::IoBuf;
 use crate::driver::Op;
 use crate::fd::SharedFd;
 
@@ -151,18 +152,13 @@ impl fmt::Debug for TcpListener {
 /// Methods take `&self`, so one task can read while another writes. Dropping the stream
 /// closes its descriptor once no operation uses it any more.
 pub struct TcpStream {
-    fd: SharedFd,
-    /// The receive side: an armed multishot receive, or results kept for dropped futures.
-    receiver: stream::Receiver,
-    sender: Sender,
+    stream: Stream,
 }
 
 impl TcpStream {
     fn from_fd(fd: OwnedFd) -> TcpStream {
         TcpStream {
-            fd: SharedFd::stream(fd),
-            receiver: stream::Receiver::default(),
-            sender: Sender::tcp(),
+            stream: Stream::new(fd, Sender::tcp()),
         }
     }
 
@@ -182,38 +178,7 @@ impl TcpStream {
         Err(last.unwrap_or_else(|| nothing_resolved("connect")))
     }
 
-    /// Reads into `buf` from its start, up to its capacity; sets its length to the bytes
-    /// read. `Ok(0)` is end of stream.
-    ///
-    /// Not cancel-safe: a future dropped while its read is in the kernel takes its buffer
-    /// with it, and with that any bytes the kernel still reads into it. Use
-    /// [`recv`](Self::recv) where a read may be abandoned (in a timeout, say).
-    pub async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
-        stream::read(&self.fd, buf).await
-    }
-
-    /// Receives the next chunk into a loop-owned buffer from the loop's pool
-    /// ([`Builder::recv_buffers`](crate::Builder::recv_buffers)); an empty [`RecvBuf`] means
-    /// end of stream. No buffer is held while waiting, so idle connections cost none.
-    ///
-    /// Cancel-safe: if the future is dropped (say, in a timeout), no byte is lost; the next
-    /// call returns it. When the pool runs dry the call waits for buffers to come back; the
-    /// data stays in the socket meanwhile.
-    ///
-    /// (An `async fn` in effect; written out so the hot path has no extra state machine.)
-    pub fn recv(&self) -> impl Future<Output = io::Result<RecvBuf>> + '_ {
-        stream::recv(&self.fd, &self.receiver)
-    }
-
-    /// Writes `buf[..len]` once; returns how many bytes the kernel took.
-    pub fn write<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + '_ {
-        stream::send(&self.fd, &self.sender, buf, false)
-    }
-
-    /// Writes all of `buf[..len]`, handling short writes.
-    pub fn write_all<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<(), B>> + '_ {
-        stream::write_all(&self.fd, &self.sender, buf)
-    }
+    stream_methods!();
 
     /// Queues all of `buf[..len]` to be written after every write queued before it, and
     /// resolves as soon as the loop holds `buf`, without waiting for the kernel to send it:
@@ -276,39 +241,23 @@ impl TcpStream {
         &self,
         buf: B,
     ) -> impl Future<Output = io::Result<()>> + '_ {
-        queued::write_queued(&self.fd, &self.sender, buf)
-    }
-
-    /// Waits until every write queued with [`write_queued`](Self::write_queued) has been sent
-    /// (the kernel took all of its bytes).
-    ///
-    /// # Errors
-    ///
-    /// The first error a queued write met, as for `write_queued`.
-    pub async fn flush(&self) -> io::Result<()> {
-        stream::flush(&self.sender).await
-    }
-
-    /// Shuts down the read, write or both halves; the peer sees end of stream after a
-    /// write shutdown.
-    pub async fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        stream::shutdown(&self.fd, &self.sender, how).await
+        self.stream.write_queued(buf)
     }
 
     /// Sets `TCP_NODELAY` (disables Nagle's algorithm).
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
-        SockRef::from(&self.fd).set_tcp_nodelay(on)
+        SockRef::from(&self.stream.fd).set_tcp_nodelay(on)
     }
 
     /// Whether `TCP_NODELAY` is set: by [`set_nodelay`](TcpStream::set_nodelay), or copied
     /// from its listener (see [`TcpListener::set_nodelay`]).
     pub fn nodelay(&self) -> io::Result<bool> {
-        SockRef::from(&self.fd).tcp_nodelay()
+        SockRef::from(&self.stream.fd).tcp_nodelay()
     }
 
     /// The remote address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        SockRef::from(&self.fd)
+        SockRef::from(&self.stream.fd)
             .peer_addr()?
             .as_socket()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket"))
@@ -316,7 +265,7 @@ impl TcpStream {
 
     /// The local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        local_addr(&self.fd)
+        local_addr(&self.stream.fd)
     }
 }
 
@@ -324,7 +273,7 @@ async fn connect_one(addr: SocketAddr) -> io::Result<TcpStream> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     let stream = TcpStream::from_fd(OwnedFd::from(sock));
     Op::new(Connect {
-        fd: stream.fd.clone(),
+        fd: stream.stream.fd.clone(),
         addr: Box::new(SockAddr::from(addr)),
     })
     .await
@@ -335,14 +284,14 @@ async fn connect_one(addr: SocketAddr) -> io::Result<TcpStream> {
 
 impl AsRawFd for TcpStream {
     fn as_raw_fd(&self) -> RawFd {
-        self.fd.raw()
+        self.stream.fd.raw()
     }
 }
 
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpStream")
-            .field("fd", &self.fd.raw())
+            .field("fd", &self.stream.fd.raw())
             .field("peer", &self.peer_addr().ok())
             .finish()
     }

@@ -4,7 +4,6 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::mem::ManuallyDrop;
-use std::net::Shutdown;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
@@ -13,9 +12,10 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::acceptor::Acceptor;
 use super::ops::Connect;
-use super::queued::{self, Sender};
-use super::{stream, ListenOptions};
-use crate::buf::{BufResult, IoBuf, IoBufMut, RecvBuf};
+use super::stream::{stream_methods, Stream};
+use super::write_queue::Sender;
+use super::ListenOptions;
+use crate::buf::IoBuf;
 use crate::driver::Op;
 use crate::fd::SharedFd;
 
@@ -101,18 +101,13 @@ impl fmt::Debug for UnixListener {
 
 /// A Unix-domain stream connection.
 pub struct UnixStream {
-    fd: SharedFd,
-    /// The receive side: an armed multishot receive, or results kept for dropped futures.
-    receiver: stream::Receiver,
-    sender: Sender,
+    stream: Stream,
 }
 
 impl UnixStream {
     fn from_fd(fd: OwnedFd) -> UnixStream {
         UnixStream {
-            fd: SharedFd::stream(fd),
-            receiver: stream::Receiver::default(),
-            sender: Sender::default(),
+            stream: Stream::new(fd, Sender::default()),
         }
     }
 }
@@ -125,7 +120,7 @@ impl UnixStream {
         let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
         let stream = UnixStream::from_fd(OwnedFd::from(sock));
         Op::new(Connect {
-            fd: stream.fd.clone(),
+            fd: stream.stream.fd.clone(),
             addr: Box::new(addr),
         })
         .await
@@ -134,38 +129,7 @@ impl UnixStream {
         Ok(stream)
     }
 
-    /// Reads into `buf` from its start, up to its capacity; sets its length to the bytes
-    /// read. `Ok(0)` is end of stream.
-    ///
-    /// Not cancel-safe: a future dropped while its read is in the kernel takes its buffer
-    /// with it, and with that any bytes the kernel still reads into it. Use
-    /// [`recv`](Self::recv) where a read may be abandoned (in a timeout, say).
-    pub async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
-        stream::read(&self.fd, buf).await
-    }
-
-    /// Receives the next chunk into a loop-owned buffer from the loop's pool
-    /// ([`Builder::recv_buffers`](crate::Builder::recv_buffers)); an empty [`RecvBuf`] means
-    /// end of stream. No buffer is held while waiting, so idle connections cost none.
-    ///
-    /// Cancel-safe: if the future is dropped (say, in a timeout), no byte is lost; the next
-    /// call returns it. When the pool runs dry the call waits for buffers to come back; the
-    /// data stays in the socket meanwhile.
-    ///
-    /// (An `async fn` in effect; written out so the hot path has no extra state machine.)
-    pub fn recv(&self) -> impl Future<Output = io::Result<RecvBuf>> + '_ {
-        stream::recv(&self.fd, &self.receiver)
-    }
-
-    /// Writes `buf[..len]` once; returns how many bytes the kernel took.
-    pub fn write<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + '_ {
-        stream::send(&self.fd, &self.sender, buf, false)
-    }
-
-    /// Writes all of `buf[..len]`, handling short writes.
-    pub fn write_all<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<(), B>> + '_ {
-        stream::write_all(&self.fd, &self.sender, buf)
-    }
+    stream_methods!();
 
     /// Queues all of `buf[..len]` to be written after every write queued before it, and
     /// resolves as soon as the loop holds `buf`; as [`TcpStream::write_queued`], which says
@@ -181,44 +145,30 @@ impl UnixStream {
         &self,
         buf: B,
     ) -> impl Future<Output = io::Result<()>> + '_ {
-        queued::write_queued(&self.fd, &self.sender, buf)
-    }
-
-    /// Waits until every queued write has been sent.
-    ///
-    /// # Errors
-    ///
-    /// The first error a queued write met.
-    pub async fn flush(&self) -> io::Result<()> {
-        stream::flush(&self.sender).await
-    }
-
-    /// Shuts down the read, write or both halves.
-    pub async fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        stream::shutdown(&self.fd, &self.sender, how).await
+        self.stream.write_queued(buf)
     }
 
     /// The remote address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        with_std(self.fd.raw(), |s| s.peer_addr())
+        with_std(self.stream.fd.raw(), |s| s.peer_addr())
     }
 
     /// The local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        with_std(self.fd.raw(), |s| s.local_addr())
+        with_std(self.stream.fd.raw(), |s| s.local_addr())
     }
 }
 
 impl AsRawFd for UnixStream {
     fn as_raw_fd(&self) -> RawFd {
-        self.fd.raw()
+        self.stream.fd.raw()
     }
 }
 
 impl fmt::Debug for UnixStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UnixStream")
-            .field("fd", &self.fd.raw())
+            .field("fd", &self.stream.fd.raw())
             .finish()
     }
 }

@@ -1,7 +1,7 @@
 //! The two receives behind `recv()`: `IORING_OP_RECV` with `IOSQE_BUFFER_SELECT` (the kernel
 //! picks a buffer from the loop's pool when data arrives, so a waiting receive holds no
 //! buffer), and, without a pool, `IORING_OP_RECV` into a heap buffer allocated for it. The
-//! stream owns the one in flight (see `net::stream::Single`), so one orphaned here belongs to a
+//! stream owns the one in flight (see `net::recv::Single`), so one orphaned here belongs to a
 //! stream that is gone: its result is released, never read.
 
 use std::io;
