@@ -104,6 +104,8 @@
 #![warn(missing_docs)]
 
 pub mod buf;
+#[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
+pub mod compat;
 mod driver;
 mod executor;
 mod fd;

@@ -620,6 +620,23 @@ impl RecvBuf {
         self.len == 0
     }
 
+    /// Drops the first `n` bytes (all of them if `n` is larger), moving the rest to the
+    /// buffer's start: a buffer partly read through the byte-stream traits goes back to a
+    /// `recv()` caller holding only what is left.
+    #[cfg_attr(
+        not(any(feature = "tokio-io", feature = "futures-io", feature = "hyper")),
+        allow(dead_code)
+    )]
+    pub(crate) fn drop_front(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.copy_within(n.., 0);
+        let rest = self.len - n;
+        if let Store::Owned(v) = &mut self.store {
+            v.truncate(rest);
+        }
+        self.len = rest;
+    }
+
     fn ptr(&self) -> *mut u8 {
         match &self.store {
             Store::Pooled { pool, bid } => pool.buf_ptr(*bid),

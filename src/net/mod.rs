@@ -47,6 +47,8 @@
 
 mod acceptor;
 mod armed;
+#[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
+mod byte_stream;
 mod listen;
 mod ops;
 mod recv;

@@ -38,6 +38,56 @@ pub(crate) struct Receiver {
     single: OnceArc<Mutex<Single>>,
     /// The armed multishot receive.
     armed: Armed,
+    /// What a read through the byte-stream traits left of its last buffer: served first,
+    /// by the next read and by `recv()` alike, so that mixing them keeps the bytes' order.
+    #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
+    rest: Rest,
+}
+
+/// The unread part of a receive buffer: `buf[pos..]`. Set and taken only through `&mut` to
+/// the stream (the trait reads), or by a `recv()` that finds `held` set.
+#[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
+#[derive(Default)]
+pub(crate) struct Rest {
+    /// Whether `kept` holds a buffer: one load on `recv()`'s path.
+    held: std::sync::atomic::AtomicBool,
+    kept: Mutex<Option<(RecvBuf, usize)>>,
+}
+
+#[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
+impl Receiver {
+    /// Takes the rest of the last buffer a trait read left, if any: `(buffer, bytes of it
+    /// already read)`.
+    pub(crate) fn take_rest(&mut self) -> Option<(RecvBuf, usize)> {
+        if !*self.rest.held.get_mut() {
+            return None;
+        }
+        *self.rest.held.get_mut() = false;
+        self.rest
+            .kept
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Keeps `buf[pos..]` to be read first by the next read or `recv()`.
+    pub(crate) fn keep_rest(&mut self, buf: RecvBuf, pos: usize) {
+        *self.rest.kept.get_mut().unwrap_or_else(|e| e.into_inner()) = Some((buf, pos));
+        *self.rest.held.get_mut() = true;
+    }
+
+    /// What a trait read left, for `recv()`, holding only the unread bytes.
+    #[cold]
+    #[inline(never)]
+    fn rest_for_recv(&self) -> Option<RecvBuf> {
+        use std::sync::atomic::Ordering;
+        // Nothing panics while it is held; a poisoned one is still consistent.
+        let mut kept = self.rest.kept.lock().unwrap_or_else(|e| e.into_inner());
+        self.rest.held.store(false, Ordering::Relaxed);
+        let (mut buf, pos) = kept.take()?;
+        buf.drop_front(pos);
+        Some(buf)
+    }
 }
 
 /// The single-shot paths' receive in flight. The stream owns it, not the `recv()` future that
@@ -123,6 +173,39 @@ pub(crate) struct RecvFuture<'a> {
     dry: Option<Sleep>,
 }
 
+/// What a receive polled by hand keeps between polls, where no future lives across them:
+/// the byte-stream traits' reads, which get `&mut` to the stream at each poll and keep this in
+/// it (see [`poll_recv`]).
+#[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
+#[derive(Default)]
+pub(crate) struct RecvPoll {
+    state: RecvState,
+    dry: Option<Sleep>,
+}
+
+/// Polls a receive whose state is kept in `saved` between polls: `recv()` made into a poll
+/// function, with the same guarantees (nothing lost or reordered if it is never polled again).
+#[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
+pub(crate) fn poll_recv(
+    fd: &SharedFd,
+    rx: &Receiver,
+    saved: &mut RecvPoll,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<RecvBuf>> {
+    let mut fut = RecvFuture {
+        fd,
+        rx,
+        state: saved.state,
+        dry: saved.dry.take(),
+    };
+    let r = Pin::new(&mut fut).poll(cx);
+    // Kept for the next poll, and taken out of the future so that its drop does not leave
+    // the stream's single-shot receive (this poller still waits on it).
+    saved.state = std::mem::take(&mut fut.state);
+    saved.dry = fut.dry.take();
+    r
+}
+
 impl Drop for RecvFuture<'_> {
     #[inline]
     fn drop(&mut self) {
@@ -132,9 +215,10 @@ impl Drop for RecvFuture<'_> {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
 enum RecvState {
     /// Nothing pending: take the path `plan` picks.
+    #[default]
     Idle,
     /// Waiting on the stream's single-shot receive (see [`Single`]).
     Single,
@@ -151,6 +235,14 @@ impl Future for RecvFuture<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<RecvBuf>> {
         // Every field is Unpin (references and a plain enum).
         let this = self.get_mut();
+        #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
+        if this.state == RecvState::Idle
+            && this.rx.rest.held.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            if let Some(buf) = this.rx.rest_for_recv() {
+                return Poll::Ready(Ok(buf));
+            }
+        }
         crate::driver::with_current(|driver| {
             // The steady state of a busy connection, kept apart from the fallbacks so that
             // it stays small: the armed multishot receive's next CQE, bytes in a pool buffer.

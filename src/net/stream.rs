@@ -17,9 +17,12 @@ use crate::fd::SharedFd;
 pub(crate) struct Stream {
     pub(crate) fd: SharedFd,
     /// The receive side: an armed multishot receive, or the one single-shot receive in flight.
-    rx: Receiver,
+    pub(super) rx: Receiver,
     /// The write side: the queue of `write_queued` writes, made on the first one.
-    tx: Sender,
+    pub(super) tx: Sender,
+    /// The trait reads' receive between polls (see `byte_stream`).
+    #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
+    pub(super) reading: recv::RecvPoll,
 }
 
 impl Stream {
@@ -29,6 +32,8 @@ impl Stream {
             fd: SharedFd::stream(fd),
             rx: Receiver::default(),
             tx,
+            #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
+            reading: recv::RecvPoll::default(),
         }
     }
 

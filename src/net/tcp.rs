@@ -282,6 +282,14 @@ async fn connect_one(addr: SocketAddr) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
+impl TcpStream {
+    /// The stream inside, for the byte-stream traits (`compat`).
+    #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
+    pub(crate) fn inner(&mut self) -> &mut Stream {
+        &mut self.stream
+    }
+}
+
 impl AsRawFd for TcpStream {
     fn as_raw_fd(&self) -> RawFd {
         self.stream.fd.raw()

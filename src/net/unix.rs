@@ -159,6 +159,14 @@ impl UnixStream {
     }
 }
 
+impl UnixStream {
+    /// The stream inside, for the byte-stream traits (`compat`).
+    #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
+    pub(crate) fn inner(&mut self) -> &mut Stream {
+        &mut self.stream
+    }
+}
+
 impl AsRawFd for UnixStream {
     fn as_raw_fd(&self) -> RawFd {
         self.stream.fd.raw()

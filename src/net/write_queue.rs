@@ -115,6 +115,27 @@ impl Sender {
         })
     }
 
+    /// Copies what of `bufs` fits into the queue (see [`WriteQueue::poll_copy`]), made for
+    /// the running loop if this is the stream's first queued write.
+    ///
+    /// # Panics
+    ///
+    /// Outside a running loop, or on another loop than the one serving the stream.
+    #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
+    pub(crate) fn poll_copy(
+        &self,
+        fd: &SharedFd,
+        bufs: &[io::IoSlice<'_>],
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        crate::driver::with_current(|driver| {
+            // Claimed first: the queue is made for the loop serving the socket, no other.
+            fd.claim_on(driver.id());
+            self.queue(fd, driver).poll_copy(driver, bufs, cx)
+        })
+        .unwrap_or_else(|| panic!("ringloop: a stream was written outside a running event loop"))
+    }
+
     /// No queued write is waiting or in flight, and none failed: an awaited write or a
     /// shutdown may go at once. One atomic load.
     #[inline]
@@ -431,11 +452,69 @@ impl WriteQueue {
             st.register(cx.waker(), driver);
             return Poll::Pending;
         }
-        let kept = KeptBuf::new(b);
+        self.push(driver, st, KeptBuf::new(b), B::DROP_WAKES_NOTHING)
+    }
+
+    /// Copies the bytes of `bufs`, up to the queue's room, into a buffer the queue takes, as
+    /// [`offer`](WriteQueue::offer) would; how many were taken. Waits for room while the
+    /// queue is full, so a peer that does not read holds at most [`BACKLOG_BYTES`] (plus the
+    /// one write in flight) of the stream's memory.
+    #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
+    pub(crate) fn poll_copy(
+        self: &Arc<Self>,
+        driver: &Driver,
+        bufs: &[io::IoSlice<'_>],
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        let st = self.borrow(driver);
+        if let Some(f) = &st.failed {
+            return Poll::Ready(Err(f.error()));
+        }
+        let total = bufs
+            .iter()
+            .map(|b| b.len())
+            .fold(0usize, usize::saturating_add);
+        if total == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        let mut st = st;
+        if st.full() {
+            st.register(cx.waker(), driver);
+            return Poll::Pending;
+        }
+        // Not full: with a write in flight the backlog is below the bound, and without one
+        // it is empty, so there is room for at least one byte.
+        let room = BACKLOG_BYTES.saturating_sub(st.backlog).max(1);
+        let take = total.min(room);
+        let mut copy = Vec::with_capacity(take);
+        for b in bufs {
+            let want = take - copy.len();
+            if want == 0 {
+                break;
+            }
+            copy.extend_from_slice(&b[..b.len().min(want)]);
+        }
+        match self.push(driver, st, KeptBuf::new(copy), true) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(take)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Takes `kept` into the queue, with room for it: submits it if nothing is in flight
+    /// (tried at submit if `tries_ok`, see the module doc), else queues it behind.
+    #[inline]
+    fn push(
+        self: &Arc<Self>,
+        driver: &Driver,
+        mut st: LoopRef<'_, State>,
+        kept: KeptBuf,
+        tries_ok: bool,
+    ) -> Poll<io::Result<()>> {
         let len = kept.len();
         if st.inflight.is_none() {
             let trial = if st.untried == 0 {
-                B::DROP_WAKES_NOTHING
+                tries_ok
                     && len <= TRY_MAX
                     && *st
                         .watched
