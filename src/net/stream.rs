@@ -27,6 +27,7 @@ pub(crate) struct Stream {
 
 impl Stream {
     /// A stream over the connected socket `fd`, whose writes go through `tx`.
+    #[inline]
     pub(crate) fn new(fd: OwnedFd, tx: Sender) -> Stream {
         Stream {
             fd: SharedFd::stream(fd),
@@ -37,6 +38,7 @@ impl Stream {
         }
     }
 
+    #[inline]
     pub(crate) async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
         recv::read(&self.fd, buf).await
     }
