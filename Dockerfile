@@ -29,8 +29,8 @@ RUN cargo build --locked --release --examples
 
 FROM build AS test
 # Compiles the suite now; runs it (with lints) when the container starts.
-RUN cargo test --locked --no-run
-CMD ["sh", "-c", "cargo fmt --check && cargo clippy --locked --all-targets -- -D warnings && cargo test --locked"]
+RUN cargo test --locked --all-features --no-run
+CMD ["sh", "-c", "cargo fmt --check && cargo clippy --locked --all-targets --all-features -- -D warnings && cargo test --locked --all-features"]
 
 FROM ${RUNTIME_IMAGE} AS runtime
 COPY --from=build /src/target/release/examples/echo_server /usr/local/bin/echo_server

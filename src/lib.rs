@@ -42,6 +42,11 @@
 //! - [`signal`]: SIGINT and SIGTERM as futures.
 //! - [`Cluster`]: thread-per-core, one loop per core, graceful then forced shutdown.
 //! - [`buf`]: the owned-buffer traits ([`IoBuf`], [`IoBufMut`]) and slices.
+//! - `compat` (cargo features `tokio-io`, `futures-io`, `hyper`, off by default): hyper,
+//!   axum, rustls and tokio code on ringloop. The streams implement tokio's, futures' and
+//!   hyper's I/O traits (reads copied out of loop-owned buffers, writes copied into the
+//!   write queue, both cancel-safe), and `compat::HyperExecutor` and `compat::HyperTimer`
+//!   give hyper the loop's tasks and timer wheel.
 //!
 //! ## Lifecycle
 //!
