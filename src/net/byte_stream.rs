@@ -21,7 +21,7 @@ impl Stream {
     /// (at most `room`, at least one unless at end of stream), and the count is returned.
     /// `Ok(0)` with `room > 0` is end of stream.
     pub(crate) fn poll_read_bytes(
-        &mut self,
+        &self,
         cx: &mut Context<'_>,
         room: usize,
         put: impl FnOnce(&[u8]),
@@ -29,19 +29,25 @@ impl Stream {
         if room == 0 {
             return Poll::Ready(Ok(0));
         }
-        let (buf, pos) = match self.rx.take_rest() {
+        let mut reads = self.rx.byte_reads();
+        let (buf, pos) = match reads.rest.take() {
             Some(rest) => rest,
-            None => {
-                let buf = ready!(recv::poll_recv(&self.fd, &self.rx, &mut self.reading, cx))?;
-                (buf, 0)
-            }
+            None => match recv::poll_recv(&self.fd, &self.rx, &mut reads.poll, cx) {
+                Poll::Ready(Ok(buf)) => (buf, 0),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            },
         };
         let unread = &buf[pos..];
         let n = unread.len().min(room);
         put(&unread[..n]);
         if n < unread.len() {
-            self.rx.keep_rest(buf, pos + n);
+            reads.rest = Some((buf, pos + n));
+            return Poll::Ready(Ok(n));
         }
+        // A buffer back to the pool may wake a task waiting for one: not under the lock.
+        drop(reads);
+        drop(buf);
         Poll::Ready(Ok(n))
     }
 

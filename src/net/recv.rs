@@ -38,53 +38,42 @@ pub(crate) struct Receiver {
     single: OnceArc<Mutex<Single>>,
     /// The armed multishot receive.
     armed: Armed,
-    /// What a read through the byte-stream traits left of its last buffer: served first,
-    /// by the next read and by `recv()` alike, so that mixing them keeps the bytes' order.
+    /// The byte-stream traits' reads (see `byte_stream`), made by the first one.
     #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
-    rest: Rest,
+    bytes: OnceArc<Mutex<ByteReads>>,
 }
 
-/// The unread part of a receive buffer: `buf[pos..]`. Set and taken only through `&mut` to
-/// the stream (the trait reads), or by a `recv()` that finds `held` set.
+/// What the byte-stream traits' reads keep between calls: allocated by a stream's first such
+/// read, so that a stream that never makes one pays a pointer for them.
 #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
 #[derive(Default)]
-pub(crate) struct Rest {
-    /// Whether `kept` holds a buffer: one load on `recv()`'s path.
-    held: std::sync::atomic::AtomicBool,
-    kept: Mutex<Option<(RecvBuf, usize)>>,
+pub(crate) struct ByteReads {
+    /// The unread part of the last receive buffer, `buf[pos..]`: served first, by the next
+    /// read and by `recv()` alike, so that mixing them keeps the bytes' order.
+    pub(crate) rest: Option<(RecvBuf, usize)>,
+    /// The receive in progress, between polls.
+    pub(crate) poll: RecvPoll,
 }
 
 #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
 impl Receiver {
-    /// Takes the rest of the last buffer a trait read left, if any: `(buffer, bytes of it
-    /// already read)`.
-    pub(crate) fn take_rest(&mut self) -> Option<(RecvBuf, usize)> {
-        if !*self.rest.held.get_mut() {
-            return None;
-        }
-        *self.rest.held.get_mut() = false;
-        self.rest
-            .kept
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+    /// The byte-stream reads' state, made if this is the stream's first such read.
+    pub(crate) fn byte_reads(&self) -> MutexGuard<'_, ByteReads> {
+        let bytes = self
+            .bytes
+            .get_or_init(|| Arc::new(Mutex::new(ByteReads::default())))
+            .into_ref();
+        // Nothing panics while it is held; a poisoned one is still consistent.
+        bytes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Keeps `buf[pos..]` to be read first by the next read or `recv()`.
-    pub(crate) fn keep_rest(&mut self, buf: RecvBuf, pos: usize) {
-        *self.rest.kept.get_mut().unwrap_or_else(|e| e.into_inner()) = Some((buf, pos));
-        *self.rest.held.get_mut() = true;
-    }
-
-    /// What a trait read left, for `recv()`, holding only the unread bytes.
+    /// What a byte-stream read left of its last buffer, for `recv()`: a buffer holding only
+    /// the unread bytes.
     #[cold]
     #[inline(never)]
-    fn rest_for_recv(&self) -> Option<RecvBuf> {
-        use std::sync::atomic::Ordering;
-        // Nothing panics while it is held; a poisoned one is still consistent.
-        let mut kept = self.rest.kept.lock().unwrap_or_else(|e| e.into_inner());
-        self.rest.held.store(false, Ordering::Relaxed);
-        let (mut buf, pos) = kept.take()?;
+    fn rest_for_recv(bytes: &Mutex<ByteReads>) -> Option<RecvBuf> {
+        let taken = bytes.lock().unwrap_or_else(|e| e.into_inner()).rest.take();
+        let (mut buf, pos) = taken?;
         buf.drop_front(pos);
         Some(buf)
     }
@@ -174,8 +163,7 @@ pub(crate) struct RecvFuture<'a> {
 }
 
 /// What a receive polled by hand keeps between polls, where no future lives across them:
-/// the byte-stream traits' reads, which get `&mut` to the stream at each poll and keep this in
-/// it (see [`poll_recv`]).
+/// the byte-stream traits' reads keep it in the stream's [`ByteReads`] (see [`poll_recv`]).
 #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
 #[derive(Default)]
 pub(crate) struct RecvPoll {
@@ -198,7 +186,7 @@ pub(crate) fn poll_recv(
         state: saved.state,
         dry: saved.dry.take(),
     };
-    let r = Pin::new(&mut fut).poll(cx);
+    let r = fut.poll_recv(cx);
     // Kept for the next poll, and taken out of the future so that its drop does not leave
     // the stream's single-shot receive (this poller still waits on it).
     saved.state = std::mem::take(&mut fut.state);
@@ -236,13 +224,23 @@ impl Future for RecvFuture<'_> {
         // Every field is Unpin (references and a plain enum).
         let this = self.get_mut();
         #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
-        if this.state == RecvState::Idle
-            && this.rx.rest.held.load(std::sync::atomic::Ordering::Relaxed)
-        {
-            if let Some(buf) = this.rx.rest_for_recv() {
-                return Poll::Ready(Ok(buf));
+        if this.state == RecvState::Idle {
+            if let Some(bytes) = this.rx.bytes.get() {
+                if let Some(buf) = Receiver::rest_for_recv(&bytes) {
+                    return Poll::Ready(Ok(buf));
+                }
             }
         }
+        this.poll_recv(cx)
+    }
+}
+
+impl RecvFuture<'_> {
+    /// The receive itself, without the byte-stream reads' rest: `poll`, and `poll_recv` (on
+    /// behalf of those reads, which serve their rest themselves).
+    #[inline(always)]
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<RecvBuf>> {
+        let this = self;
         crate::driver::with_current(|driver| {
             // The steady state of a busy connection, kept apart from the fallbacks so that
             // it stays small: the armed multishot receive's next CQE, bytes in a pool buffer.
@@ -257,9 +255,7 @@ impl Future for RecvFuture<'_> {
         })
         .unwrap_or_else(|| panic!("ringloop: recv() polled outside a running event loop"))
     }
-}
 
-impl RecvFuture<'_> {
     /// A receive's result that is not bytes in a buffer: end of stream, an error, or one to
     /// retry (`ENOBUFS`, a cancellation).
     #[cold]

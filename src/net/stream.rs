@@ -20,9 +20,6 @@ pub(crate) struct Stream {
     pub(super) rx: Receiver,
     /// The write side: the queue of `write_queued` writes, made on the first one.
     pub(super) tx: Sender,
-    /// The trait reads' receive between polls (see `byte_stream`).
-    #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
-    pub(super) reading: recv::RecvPoll,
 }
 
 impl Stream {
@@ -33,8 +30,6 @@ impl Stream {
             fd: SharedFd::stream(fd),
             rx: Receiver::default(),
             tx,
-            #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
-            reading: recv::RecvPoll::default(),
         }
     }
 

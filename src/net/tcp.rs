@@ -285,8 +285,8 @@ async fn connect_one(addr: SocketAddr) -> io::Result<TcpStream> {
 impl TcpStream {
     /// The stream inside, for the byte-stream traits (`compat`).
     #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
-    pub(crate) fn inner(&mut self) -> &mut Stream {
-        &mut self.stream
+    pub(crate) fn inner(&self) -> &Stream {
+        &self.stream
     }
 }
 

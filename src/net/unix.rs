@@ -162,8 +162,8 @@ impl UnixStream {
 impl UnixStream {
     /// The stream inside, for the byte-stream traits (`compat`).
     #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
-    pub(crate) fn inner(&mut self) -> &mut Stream {
-        &mut self.stream
+    pub(crate) fn inner(&self) -> &Stream {
+        &self.stream
     }
 }
 
