@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 
 use crate::raw::Results;
-use crate::report::paired_ratios;
+use crate::report::paired_ratios_of;
 use crate::Sample;
 
 /// How a figure stands against an aim, worst last. For a ratio taken round by round: met or
@@ -53,15 +53,18 @@ impl Verdict {
 /// its rate is fixed and every server keeps it.
 struct PointAim {
     aim: &'static str,
+    /// The server the aim is about: `ringloop`, or a variant of it.
+    subject: &'static str,
     peer: &'static str,
     f: fn(&Sample) -> f64,
     ok: fn(f64) -> bool,
     closed_only: bool,
 }
 
-const POINT_AIMS: [PointAim; 5] = [
+const POINT_AIMS: [PointAim; 6] = [
     PointAim {
         aim: "req/s ≥ 1.0× tokio at every point",
+        subject: "ringloop",
         peer: "tokio",
         f: |s| s.rps,
         ok: |r| r >= 1.0,
@@ -69,6 +72,7 @@ const POINT_AIMS: [PointAim; 5] = [
     },
     PointAim {
         aim: "req/s ≥ 1.05× monoio at every point",
+        subject: "ringloop",
         peer: "monoio",
         f: |s| s.rps,
         ok: |r| r >= 1.05,
@@ -76,6 +80,7 @@ const POINT_AIMS: [PointAim; 5] = [
     },
     PointAim {
         aim: "CPU per request ≤ 1.0× tokio at every point",
+        subject: "ringloop",
         peer: "tokio",
         f: Sample::cpu,
         ok: |r| r <= 1.0,
@@ -83,6 +88,7 @@ const POINT_AIMS: [PointAim; 5] = [
     },
     PointAim {
         aim: "CPU per request ≤ 1.0× bare at every point",
+        subject: "ringloop",
         peer: "bare",
         f: Sample::cpu,
         ok: |r| r <= 1.0,
@@ -90,9 +96,18 @@ const POINT_AIMS: [PointAim; 5] = [
     },
     PointAim {
         aim: "user-space CPU per request ≤ monoio's at every point",
+        subject: "ringloop",
         peer: "monoio",
         f: |s| s.user,
         ok: |r| r <= 1.0,
+        closed_only: false,
+    },
+    PointAim {
+        aim: "CPU per request of the echo on tokio's traits (`ringloop-compat`) ≤ 1.15× the native echo's at every point",
+        subject: "ringloop-compat",
+        peer: "ringloop",
+        f: Sample::cpu,
+        ok: |r| r <= 1.15,
         closed_only: false,
     },
 ];
@@ -130,7 +145,7 @@ fn point_aim(r: &Results, a: &PointAim) -> Option<(String, String, Verdict)> {
         if a.closed_only && p.rate > 0 {
             continue;
         }
-        let Some((m, lo, hi, _)) = paired_ratios(&r.samples, pi, a.peer, &a.f) else {
+        let Some((m, lo, hi, _)) = paired_ratios_of(&r.samples, pi, a.subject, a.peer, &a.f) else {
             continue;
         };
         let v = Verdict::of_rounds(m, lo, hi, a.ok);

@@ -40,18 +40,20 @@ use std::time::{Duration, Instant};
 use ringloop_bench::{raise_nofile, Args};
 
 mod aims;
+mod http;
 mod raw;
 mod report;
 
 use raw::{Results, RunInfo};
 use report::{median, STEAL_BUSY};
 
-const SERVERS: [&str; 8] = [
+const SERVERS: [&str; 9] = [
     "ringloop",
     "ringloop-batch",
     "ringloop-spin",
     "ringloop-basic",
     "ringloop-awaited",
+    "ringloop-compat",
     "tokio",
     "monoio",
     "bare",
@@ -255,7 +257,11 @@ fn spawn_server(
     wrapper: &[String],
     extra: &[&str],
 ) -> (Child, SocketAddr) {
-    let echo = cfg.bin.join("bench-echo");
+    // The servers on the ecosystem's traits are built apart, with the compat feature.
+    let compat = server == "ringloop-compat" || server.starts_with("hyper-");
+    let echo = cfg
+        .bin
+        .join(if compat { "bench-compat" } else { "bench-echo" });
     let mut cmd = if wrapper.is_empty() {
         Command::new(&echo)
     } else {
@@ -774,6 +780,7 @@ const USAGE: &str =
   [--servers a,b] [--points 1x64,64x4k,64x64d16,16x64churn,64x64r100k]
   [--no-idle] [--no-callgrind] [--no-micro] [--no-lto] [--syscall-runs N] [--steal-retries N]
   [--steal-wait S]
+  bench-run --http [--rounds N] [--duration S] [--warmup S] [--out DIR]
   bench-run --render DIR/NAME.raw.tsv";
 
 fn main() {
@@ -795,6 +802,7 @@ fn main() {
             "syscall-runs",
             "steal-retries",
             "steal-wait",
+            "http",
         ],
     );
     if let Some(path) = args.str("render") {
@@ -865,6 +873,13 @@ fn main() {
         args.str("out")
             .unwrap_or(concat!(env!("CARGO_MANIFEST_DIR"), "/results")),
     );
+    if args.flag("http") {
+        match http::run(&cfg, rounds, &out_dir) {
+            Some(path) => eprintln!("bench-run: wrote {}", path.display()),
+            None => std::process::exit(1),
+        }
+        return;
+    }
     let started = Instant::now();
     eprintln!(
         "bench-run: {} rounds × {} points × {} servers, {} s each; server on CPU {}, load on CPU {}; perf {}",
@@ -1016,7 +1031,14 @@ fn main() {
     // servers' costs by different amounts. Not in quick mode (a minute-long smoke run).
     let callgrind_lto = match (valgrind && !quick && !args.flag("no-lto")).then(|| build_lto(&cfg))
     {
-        Some(Some(lto)) => callgrind_rows(&lto, &distinct(&servers), n1, n2, &[]),
+        // `bench-compat` is not built with this profile.
+        Some(Some(lto)) => {
+            let built: Vec<_> = distinct(&servers)
+                .into_iter()
+                .filter(|s| *s != "ringloop-compat")
+                .collect();
+            callgrind_rows(&lto, &built, n1, n2, &[])
+        }
         _ => Vec::new(),
     };
 

@@ -16,7 +16,18 @@ pub(crate) fn paired_ratios(
     peer: &str,
     f: &dyn Fn(&Sample) -> f64,
 ) -> Option<(f64, f64, f64, usize)> {
-    let ours = samples.get(&(pi, "ringloop"))?;
+    paired_ratios_of(samples, pi, "ringloop", peer, f)
+}
+
+/// [`paired_ratios`] of `subject` rather than `ringloop`.
+pub(crate) fn paired_ratios_of(
+    samples: &BTreeMap<(usize, &str), Vec<Sample>>,
+    pi: usize,
+    subject: &str,
+    peer: &str,
+    f: &dyn Fn(&Sample) -> f64,
+) -> Option<(f64, f64, f64, usize)> {
+    let ours = samples.get(&(pi, subject))?;
     let theirs = samples.get(&(pi, peer))?;
     let ratios: Vec<f64> = ours
         .iter()
@@ -82,12 +93,13 @@ pub(crate) fn median_sample(v: &[Sample]) -> Sample {
 }
 
 /// What each server is, for the report's glossary: only those in the run are named.
-const SERVER_NOTES: [(&str, &str); 8] = [
+const SERVER_NOTES: [(&str, &str); 9] = [
     ("ringloop", "this crate, multishot accept/recv, the `RecvBuf` echoed back with `write_queued`, which resolves once the loop holds it"),
     ("ringloop-batch", "the same with `Builder::batch_wait` at 100 µs: waits gather completions in bunches, opt-in"),
     ("ringloop-spin", "the same with `Builder::spin_before_sleep` at 30 µs: a loop with nothing to run watches its rings that long before it sleeps, opt-in; its CPU includes the spinning"),
     ("ringloop-basic", "the same on a ring set up with no `DEFER_TASKRUN` or `COOP_TASKRUN`, as monoio sets up its own: the kernel interrupts the thread to post completions, so each enter finds more of them"),
     ("ringloop-awaited", "the same awaiting each reply's completion with `write_all`: one more task wake-up per request"),
+    ("ringloop-compat", "the tokio server's echo (an 8 KiB buffer, `read` then `write_all` through tokio's `AsyncRead`/`AsyncWrite`) on ringloop streams through the `tokio-io` feature: what the compat layer's copies cost"),
     ("tokio", "current_thread"),
     ("monoio", "io_uring driver"),
     ("bare", "the io-uring crate by hand: multishot accept and recv, a buffer ring, no executor"),
@@ -238,6 +250,7 @@ pub(crate) fn svg(r: &Results) -> String {
         "ringloop-spin" => "#74b816",
         "ringloop-basic" => "#a61e4d",
         "ringloop-awaited" => "#e599f7",
+        "ringloop-compat" => "#0ca678",
         "tokio" => "#1c7ed6",
         "monoio" => "#2b8a3e",
         _ => "#868e96",

@@ -1,0 +1,264 @@
+//! `bench-run --http`: one hyper HTTP/1.1 service on ringloop (the `hyper` feature) against
+//! the same service on tokio's `current_thread` runtime, one server core each, loaded by wrk
+//! on the other core. Rounds interleave the two servers in shuffled order; each figure is a
+//! ratio taken within a round, reported as the median over rounds with its range.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use crate::report::median;
+use crate::{clock_ticks_per_sec, kill, proc_cpu_ticks, shuffle, spawn_server, Cfg};
+
+/// The servers: ours first, the peer second.
+const SERVERS: [&str; 2] = ["hyper-ringloop", "hyper-tokio"];
+
+/// A load: `conns` keep-alive connections, each with `pipeline` requests in flight.
+#[derive(Clone, Copy)]
+struct Load {
+    conns: usize,
+    pipeline: usize,
+}
+
+const LOADS: [Load; 3] = [
+    Load {
+        conns: 64,
+        pipeline: 1,
+    },
+    Load {
+        conns: 256,
+        pipeline: 1,
+    },
+    Load {
+        conns: 64,
+        pipeline: 16,
+    },
+];
+
+impl Load {
+    fn label(self) -> String {
+        if self.pipeline > 1 {
+            format!("{} conns, {} pipelined", self.conns, self.pipeline)
+        } else {
+            format!("{} conns, keep-alive", self.conns)
+        }
+    }
+}
+
+/// One measurement of one server at one load.
+#[derive(Clone, Copy)]
+struct Sample {
+    rps: f64,
+    /// Server CPU seconds per request, in µs.
+    cpu_us: f64,
+    /// The share of its core the server used (1.0: the core was the limit).
+    busy: f64,
+}
+
+/// wrk, found or installed; `None` with the reason printed.
+fn wrk() -> Option<&'static str> {
+    let have = || {
+        Command::new("wrk")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if have() {
+        return Some("wrk");
+    }
+    // SAFETY: geteuid has no memory effects.
+    if unsafe { libc::geteuid() } == 0 {
+        eprintln!("bench-run: wrk is missing; installing Debian's package");
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "wrk"])
+            .stdout(Stdio::null())
+            .status();
+        if have() {
+            return Some("wrk");
+        }
+    }
+    eprintln!(
+        "bench-run: the HTTP benchmark needs wrk, which is not installed; \
+         install it (Debian: `apt-get install wrk`) and run again"
+    );
+    None
+}
+
+/// The wrk script that sends `n` requests at once on each connection.
+fn pipeline_script(dir: &Path, n: usize) -> std::path::PathBuf {
+    let path = dir.join(format!("pipeline{n}.lua"));
+    let script = format!(
+        "init = function(args)\n  local r = {{}}\n  for i = 1, {n} do r[i] = wrk.format(nil, \"/\") end\n  req = table.concat(r)\nend\nrequest = function() return req end\n"
+    );
+    std::fs::write(&path, script).expect("write the wrk script");
+    path
+}
+
+/// Runs wrk on the client CPU for `secs` against `addr`; its output.
+fn run_wrk(cfg: &Cfg, addr: &str, load: Load, script: Option<&Path>, secs: f64) -> String {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &cfg.client_cpu.to_string(), "wrk", "-t1"])
+        .arg(format!("-c{}", load.conns))
+        .arg(format!("-d{}s", secs.max(1.0).round() as u64));
+    if let Some(s) = script {
+        cmd.arg("-s").arg(s);
+    }
+    let out = cmd
+        .arg(format!("http://{addr}/"))
+        .stderr(Stdio::null())
+        .output()
+        .expect("run wrk under taskset");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `N requests in` from wrk's summary.
+fn requests(out: &str) -> f64 {
+    out.lines()
+        .find_map(|l| {
+            let (n, rest) = l.trim().split_once(' ')?;
+            rest.starts_with("requests in").then(|| n.parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+fn measure(cfg: &Cfg, server: &str, load: Load, script: Option<&Path>) -> Sample {
+    let (srv, addr) = spawn_server(cfg, server, &[], &[]);
+    let addr = addr.to_string();
+    if cfg.warmup > 0.0 {
+        run_wrk(cfg, &addr, load, script, cfg.warmup);
+    }
+    let (u0, s0) = proc_cpu_ticks(srv.id());
+    let t0 = Instant::now();
+    let out = run_wrk(cfg, &addr, load, script, cfg.duration);
+    let wall = t0.elapsed().as_secs_f64();
+    let (u1, s1) = proc_cpu_ticks(srv.id());
+    kill(srv);
+    let n = requests(&out);
+    let cpu = (u1 + s1 - u0 - s0) as f64 / clock_ticks_per_sec();
+    Sample {
+        rps: n / wall,
+        cpu_us: if n > 0.0 { cpu / n * 1e6 } else { f64::NAN },
+        busy: cpu / wall,
+    }
+}
+
+/// Median and range of ours ÷ the peer's, round by round.
+fn ratios(ours: &[Sample], theirs: &[Sample], f: fn(&Sample) -> f64) -> (f64, f64, f64) {
+    let r: Vec<f64> = ours
+        .iter()
+        .zip(theirs)
+        .map(|(a, b)| f(a) / f(b))
+        .filter(|r| r.is_finite())
+        .collect();
+    let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (median(r), lo, hi)
+}
+
+/// Runs the HTTP benchmark and writes `out_dir/http.md`; returns its path.
+pub(crate) fn run(cfg: &Cfg, rounds: usize, out_dir: &Path) -> Option<std::path::PathBuf> {
+    wrk()?;
+    if !cfg.bin.join("bench-compat").exists() {
+        eprintln!(
+            "bench-run: bench-compat is not built (bench/run builds it with --features compat)"
+        );
+        return None;
+    }
+    std::fs::create_dir_all(out_dir).expect("create the output directory");
+    let started = Instant::now();
+    let mut samples: Vec<[Vec<Sample>; 2]> = LOADS.iter().map(|_| [vec![], vec![]]).collect();
+    for round in 0..rounds.max(1) {
+        for (li, load) in LOADS.iter().enumerate() {
+            let script = (load.pipeline > 1).then(|| pipeline_script(out_dir, load.pipeline));
+            let mut order = [0usize, 1];
+            shuffle(&mut order, (round * 17 + li) as u64 + 1);
+            for si in order {
+                let s = measure(cfg, SERVERS[si], *load, script.as_deref());
+                eprintln!(
+                    "  round {} {:<15} {:<26} {:>9.0} req/s  {:>6.2} µs CPU/req  core {:>3.0}%",
+                    round + 1,
+                    SERVERS[si],
+                    load.label(),
+                    s.rps,
+                    s.cpu_us,
+                    s.busy * 100.0
+                );
+                samples[li][si].push(s);
+            }
+        }
+    }
+    let md = report(cfg, rounds.max(1), &samples, started.elapsed().as_secs());
+    let path = out_dir.join("http.md");
+    std::fs::write(&path, md).expect("write http.md");
+    Some(path)
+}
+
+fn report(cfg: &Cfg, rounds: usize, samples: &[[Vec<Sample>; 2]], secs: u64) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# HTTP: hyper on ringloop against hyper on tokio\n\n{}; server pinned to CPU {}, wrk (one thread) to CPU {}; {rounds} round(s) of {} s per server and load, after {} s of warm-up, in shuffled order; {secs} s in all.\n\nOne hyper HTTP/1.1 service (`GET /` answers `Hello, World!`, 13 bytes), served by `bench-compat --server hyper-ringloop` (ringloop's `hyper` feature: hyper's `Read`/`Write` on ringloop streams, `HyperTimer`) and `--server hyper-tokio` (tokio `current_thread`, hyper-util's `TokioIo` and `TokioTimer`); the same hyper settings on both (keep-alive, `pipeline_flush`). Ratios are ringloop ÷ tokio within each round: the median, then the lowest and highest round.\n",
+        crate::kernel(),
+        cfg.server_cpu,
+        cfg.client_cpu,
+        cfg.duration,
+        cfg.warmup,
+    );
+    let _ = writeln!(md, "| load | req/s ringloop | req/s tokio | req/s ratio | CPU µs/req ringloop | CPU µs/req tokio | CPU/req ratio | server core busy (ringloop, tokio) |\n|---|---|---|---|---|---|---|---|");
+    let mut aims = Vec::new();
+    for (li, load) in LOADS.iter().enumerate() {
+        let [ours, theirs] = &samples[li];
+        let med = |v: &[Sample], f: fn(&Sample) -> f64| median(v.iter().map(f).collect());
+        let (rr, rlo, rhi) = ratios(ours, theirs, |s| s.rps);
+        let (cr, clo, chi) = ratios(ours, theirs, |s| s.cpu_us);
+        let (busy_ours, busy_theirs) = (med(ours, |s| s.busy), med(theirs, |s| s.busy));
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {rr:.2} ({rlo:.2}–{rhi:.2}) | {:.2} | {:.2} | {cr:.2} ({clo:.2}–{chi:.2}) | {:.0}%, {:.0}% |",
+            load.label(),
+            med(ours, |s| s.rps),
+            med(theirs, |s| s.rps),
+            med(ours, |s| s.cpu_us),
+            med(theirs, |s| s.cpu_us),
+            busy_ours * 100.0,
+            busy_theirs * 100.0,
+        );
+        // req/s decides only where a server's core was the limit; elsewhere wrk was.
+        let core_bound = busy_theirs >= 0.9;
+        aims.push((load.label(), rr, rlo, rhi, cr, clo, chi, core_bound));
+    }
+    let _ = writeln!(
+        md,
+        "\n## Against its aims\n\n| aim | load | median (range) | verdict |\n|---|---|---|---|"
+    );
+    let verdict = |m: f64, lo: f64, hi: f64, ok: &dyn Fn(f64) -> bool| match (ok(lo), ok(hi), ok(m))
+    {
+        (true, true, _) => "met",
+        (false, false, _) => "missed",
+        (_, _, true) => "met by the median, not in every round",
+        (_, _, false) => "missed by the median, not in every round",
+    };
+    for (label, rr, rlo, rhi, cr, clo, chi, core_bound) in aims {
+        if core_bound {
+            let _ = writeln!(
+                md,
+                "| req/s ≥ 1.05× hyper on tokio (the server core the limit) | {label} | {rr:.2} ({rlo:.2}–{rhi:.2}) | {} |",
+                verdict(rr, rlo, rhi, &|r| r >= 1.05)
+            );
+        } else {
+            let _ = writeln!(
+                md,
+                "| req/s ≥ 1.05× hyper on tokio (the server core the limit) | {label} | {rr:.2} ({rlo:.2}–{rhi:.2}) | not decidable: tokio's core was under 90% busy, so wrk was the limit |"
+            );
+        }
+        let _ = writeln!(
+            md,
+            "| CPU per request ≤ 0.9× hyper on tokio | {label} | {cr:.2} ({clo:.2}–{chi:.2}) | {} |",
+            verdict(cr, clo, chi, &|r| r <= 0.9)
+        );
+    }
+    md
+}
