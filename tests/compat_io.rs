@@ -382,3 +382,41 @@ fn futures_io_copy_echoes_through_a_unix_stream() {
     });
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn bytes_flushed_through_the_traits_reach_the_peer_when_the_loop_closes_at_once() {
+    let (c, addr) = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        (l, addr)
+    };
+    let sent = pattern(9, 32 * 1024);
+    let expect = sent.clone();
+    let reader = std::thread::spawn(move || {
+        let (mut conn, _) = c.accept().unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).unwrap();
+        got
+    });
+    {
+        let mut lp = EventLoop::new().unwrap();
+        lp.block_on(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            // Two writes, so that the second is tried at submit, then a flush: ready once
+            // the bytes are in the send in flight, before its completion.
+            AsyncWriteExt::write_all(&mut s, &sent[..100])
+                .await
+                .unwrap();
+            s.flush().await.unwrap();
+            AsyncWriteExt::write_all(&mut s, &sent[100..])
+                .await
+                .unwrap();
+            AsyncWriteExt::flush(&mut s).await.unwrap();
+        });
+        // The loop closes here, the stream dropped with the future.
+    }
+    assert!(
+        reader.join().unwrap() == expect,
+        "the peer missed flushed bytes"
+    );
+}

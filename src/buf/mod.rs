@@ -11,6 +11,8 @@
 //! [`IoBuf::slice`]. Writes send the first [`IoBuf::bytes_init`] bytes.
 
 pub(crate) mod kept;
+#[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
+pub(crate) mod recycled;
 mod slice;
 
 pub use crate::driver::bufring::RecvBuf;

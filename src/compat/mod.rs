@@ -18,17 +18,24 @@
 //! never into a caller's slice, whose future may be dropped while the kernel still writes.
 //! A trait read copies out of the last received buffer and keeps what did not fit for the
 //! next read; so a read dropped between polls (in a timeout, say) loses no byte, and a
-//! stream's native [`recv`](TcpStream::recv) called after it returns those bytes first.
+//! stream's native [`recv`](crate::net::TcpStream::recv) called after it returns those bytes first.
 //!
 //! A trait write copies the caller's bytes into a buffer handed to the stream's write queue
-//! (the one [`write_queued`](TcpStream::write_queued) uses), which sends queued writes in
+//! (the one [`write_queued`](crate::net::TcpStream::write_queued) uses), which sends queued writes in
 //! order, resuming short sends. `poll_write` takes at most what fits below the queue's bound
 //! of 256 KiB of unsent bytes (or 64 unsent writes) and is `Pending` while the queue is full,
 //! woken when there is room: a peer that does not read holds that much of the stream's
-//! memory and no more. `poll_flush` is ready once every accepted byte was handed to the
-//! kernel; `poll_shutdown` (tokio, hyper) and `poll_close` (futures) flush, then shut down
-//! the write side only. A queued write's error is returned by the next call and every write
-//! call after it.
+//! memory and no more.
+//!
+//! `poll_flush` is ready once every accepted byte is handed to the kernel: sent, or carried
+//! by the stream's one send in flight, which the loop submits before it next waits. Nothing
+//! is left behind it for a later call to push out. It does not wait for that send's
+//! completion, so a reply costs its task no second wake-up (as with tokio, whose accepted
+//! bytes are in the kernel at once); the native [`flush`](crate::net::TcpStream::flush) does wait. A send
+//! still waiting for room when the loop closes (the peer stopped reading) is cancelled.
+//! `poll_shutdown` (tokio, hyper) and `poll_close` (futures) wait until every byte was sent,
+//! then shut down the write side only. A queued write's error is returned by the next call
+//! and every write call after it.
 //!
 //! ## Mixing with the native calls
 //!
@@ -37,14 +44,13 @@
 //! through the trait (`AsyncReadExt::read(&mut s, &mut buf)`) or through generic code. One
 //! owner may mix the native calls and the traits on a stream, one after the other; within
 //! each direction bytes are neither lost nor reordered, and the native
-//! [`flush`](TcpStream::flush) also waits for bytes written through the traits.
+//! [`flush`](crate::net::TcpStream::flush) also waits for bytes written through the traits.
 //!
 //! Every poll must run on the loop serving the stream, inside a task: a poll outside a
 //! running loop panics saying so.
 //!
 //! [`TcpStream`]: crate::net::TcpStream
 //! [`UnixStream`]: crate::net::UnixStream
-//! [`TcpStream::recv`]: crate::net::TcpStream::recv
 #![cfg_attr(
     feature = "tokio-io",
     doc = r#"

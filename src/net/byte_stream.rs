@@ -62,15 +62,18 @@ impl Stream {
         self.tx.poll_copy(&self.fd, bufs, cx)
     }
 
-    /// Ready once every byte accepted so far was handed to the kernel.
+    /// Ready once every byte accepted so far is handed to the kernel: in the stream's one
+    /// send in flight, which the loop submits before it next waits, if not sent already.
+    /// Nothing waits in the queue behind it, so no further call is needed for the bytes to
+    /// go.
     pub(crate) fn poll_flush_bytes(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.tx.poll_flush(cx)
+        self.tx.poll_handed_over(cx)
     }
 
-    /// Flushes, then shuts down the write side: the peer reads end of stream after the last
-    /// byte written.
+    /// Waits until every byte accepted was sent (the kernel took it), then shuts down the
+    /// write side: the peer reads end of stream after the last byte written.
     pub(crate) fn poll_shutdown_write(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_flush_bytes(cx))?;
+        ready!(self.tx.poll_flush(cx))?;
         // shutdown(2) does not block: it queues the FIN behind the bytes the kernel holds,
         // which after the flush are all of them. One plain call rather than an op.
         match SockRef::from(&self.fd).shutdown(Shutdown::Write) {

@@ -186,7 +186,7 @@ impl TcpStream {
     /// [`write_all`](Self::write_all) in a request/response server, which is what it is for.
     ///
     /// It waits only while the stream has 256 KiB or 64 writes queued and unsent (the peer is
-    /// not reading). A queued [`RecvBuf`] keeps its pool buffer until sent, so one peer that
+    /// not reading). A queued [`RecvBuf`](crate::RecvBuf) keeps its pool buffer until sent, so one peer that
     /// stops reading can hold up to 64 of them; where that matters more than a wake-up per
     /// request, [`write_all`](Self::write_all) holds one (the echo demo uses it for that).
     /// Dropping the stream does not discard queued writes: the loop still sends them, then

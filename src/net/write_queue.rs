@@ -136,6 +136,21 @@ impl Sender {
         .unwrap_or_else(|| panic!("ringloop: a stream was written outside a running event loop"))
     }
 
+    /// Ready once nothing accepted waits behind the send in flight (see
+    /// [`WriteQueue::poll_handed_over`]), or with the first failure.
+    ///
+    /// # Panics
+    ///
+    /// Outside the loop serving the stream, once it has queued writes.
+    #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
+    pub(crate) fn poll_handed_over(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(q) = self.queue.get() else {
+            return Poll::Ready(Ok(()));
+        };
+        crate::driver::with_current(|driver| q.poll_handed_over(driver, cx))
+            .unwrap_or_else(|| panic!("ringloop: flush polled outside a running event loop"))
+    }
+
     /// No queued write is waiting or in flight, and none failed: an awaited write or a
     /// shutdown may go at once. One atomic load.
     #[inline]
@@ -486,7 +501,7 @@ impl WriteQueue {
         // it is empty, so there is room for at least one byte.
         let room = BACKLOG_BYTES.saturating_sub(st.backlog).max(1);
         let take = total.min(room);
-        let mut copy = Vec::with_capacity(take);
+        let mut copy = crate::buf::recycled::CopyBuf::with_capacity(take);
         for b in bufs {
             let want = take - copy.len();
             if want == 0 {
@@ -542,6 +557,24 @@ impl WriteQueue {
         }
         st.backlog += len;
         Poll::Ready(Ok(()))
+    }
+
+    /// Ready once every accepted byte is carried by the one send in flight (or sent): the
+    /// queue holds nothing the loop has yet to hand to the kernel. A send in flight is
+    /// submitted, or sits in the submission queue that the loop submits before it next
+    /// waits. The byte-stream traits' flush: a reply costs no task wake-up for its
+    /// completion, as with tokio, where a write's bytes are in the kernel once accepted.
+    #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
+    fn poll_handed_over(&self, driver: &Driver, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut st = self.borrow(driver);
+        if let Some(f) = &st.failed {
+            return Poll::Ready(Err(f.error()));
+        }
+        if st.waiting.len() <= st.batched {
+            return Poll::Ready(Ok(()));
+        }
+        st.register(cx.waker(), driver);
+        Poll::Pending
     }
 
     fn poll_flush(&self, driver: &Driver, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

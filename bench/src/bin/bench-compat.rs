@@ -14,13 +14,26 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response};
 use ringloop_bench::{pin, raise_nofile, Args};
 
-const USAGE: &str = "usage: bench-compat --server ringloop-compat|hyper-ringloop|hyper-tokio [--addr IP:PORT] [--cpu N]";
+const USAGE: &str = "usage: bench-compat --server ringloop-compat|hyper-ringloop|hyper-tokio [--addr IP:PORT] [--cpu N] [--exit-after CONNS]";
+
+/// `--exit-after N`: exit (cleanly, so that callgrind writes its output) once N connections
+/// have closed, as `bench-echo` does.
+static EXIT_AFTER: AtomicUsize = AtomicUsize::new(0);
+static CLOSED: AtomicUsize = AtomicUsize::new(0);
+
+fn conn_closed() {
+    let n = CLOSED.fetch_add(1, Ordering::Relaxed) + 1;
+    if n == EXIT_AFTER.load(Ordering::Relaxed) {
+        std::process::exit(0);
+    }
+}
 
 /// The read buffer of the trait echo: 8 KiB, as the tokio echo server's.
 const READ_BUF: usize = 8 * 1024;
@@ -84,7 +97,11 @@ where
             let Ok(conn) = l.accept_stream().await else {
                 continue;
             };
-            drop(ringloop::spawn(serve(conn)));
+            let served = serve(conn);
+            drop(ringloop::spawn(async move {
+                served.await;
+                conn_closed();
+            }));
         }
     });
 }
@@ -111,13 +128,15 @@ fn hyper_tokio(addr: SocketAddr) {
                         hyper::service::service_fn(hello),
                     )
                     .await;
+                conn_closed();
             });
         }
     });
 }
 
 fn main() {
-    let args = Args::parse(USAGE, &["server", "addr", "cpu"]);
+    let args = Args::parse(USAGE, &["server", "addr", "cpu", "exit-after"]);
+    EXIT_AFTER.store(args.get("exit-after", 0), Ordering::Relaxed);
     raise_nofile();
     if let Some(cpu) = args.str("cpu") {
         pin(cpu.parse().expect("--cpu N"));

@@ -4,12 +4,17 @@
 //! ratio taken within a round, reported as the median over rounds with its range.
 
 use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::report::median;
-use crate::{clock_ticks_per_sec, kill, proc_cpu_ticks, shuffle, spawn_server, Cfg};
+use crate::{
+    callgrind_out_total, clock_ticks_per_sec, kill, proc_cpu_ticks, shuffle, spawn_server,
+    wait_for_exit, Cfg,
+};
 
 /// The servers: ours first, the peer second.
 const SERVERS: [&str; 2] = ["hyper-ringloop", "hyper-tokio"];
@@ -145,6 +150,80 @@ fn measure(cfg: &Cfg, server: &str, load: Load, script: Option<&Path>) -> Sample
     }
 }
 
+/// The request the callgrind client sends.
+const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: bench\r\n\r\n";
+
+/// Reads one response from `s`: the head, then `content-length` bytes of body. `buf` holds
+/// what was read past it (none: requests are not pipelined).
+fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return Ok(());
+            }
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// `n` keep-alive requests in all over `conns` connections (a thread each, one request in
+/// flight per connection), then closes them.
+fn http_client(addr: SocketAddr, conns: usize, n: u64) -> bool {
+    let each = n / conns as u64;
+    let threads: Vec<_> = (0..conns)
+        .map(|_| {
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let mut s = TcpStream::connect(addr)?;
+                s.set_nodelay(true)?;
+                let mut buf = Vec::new();
+                for _ in 0..each {
+                    s.write_all(GET)?;
+                    read_response(&mut s, &mut buf)?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .all(|t| t.join().is_ok_and(|r| r.is_ok()))
+}
+
+/// The instructions `server` ran under callgrind serving `n` requests over `conns`
+/// connections; it exits once they closed.
+fn callgrind_total(cfg: &Cfg, server: &str, conns: usize, n: u64) -> Option<f64> {
+    let out = std::env::temp_dir().join(format!("ringloop-cg-{server}-{conns}-{n}.out"));
+    let wrapper: Vec<String> = vec![
+        "valgrind".into(),
+        "--tool=callgrind".into(),
+        format!("--callgrind-out-file={}", out.display()),
+    ];
+    let exit_after = conns.to_string();
+    let (srv, addr) = spawn_server(cfg, server, &wrapper, &["--exit-after", &exit_after]);
+    let ok = http_client(addr, conns, n);
+    let exited = wait_for_exit(srv, Duration::from_secs(120));
+    if !ok || !exited {
+        return None;
+    }
+    callgrind_out_total(&out)
+}
+
+/// The connection counts of the instruction counts: 16 at once, and one, where every
+/// request is a loop turn of its own and the count is exact.
+const CALLGRIND_CONNS: [usize; 2] = [16, 1];
+
 /// Median and range of ours ÷ the peer's, round by round.
 fn ratios(ours: &[Sample], theirs: &[Sample], f: fn(&Sample) -> f64) -> (f64, f64, f64) {
     let r: Vec<f64> = ours
@@ -170,7 +249,7 @@ pub(crate) fn run(cfg: &Cfg, rounds: usize, out_dir: &Path) -> Option<std::path:
     std::fs::create_dir_all(out_dir).expect("create the output directory");
     let started = Instant::now();
     let mut samples: Vec<[Vec<Sample>; 2]> = LOADS.iter().map(|_| [vec![], vec![]]).collect();
-    for round in 0..rounds.max(1) {
+    for round in 0..rounds {
         for (li, load) in LOADS.iter().enumerate() {
             let script = (load.pipeline > 1).then(|| pipeline_script(out_dir, load.pipeline));
             let mut order = [0usize, 1];
@@ -190,13 +269,51 @@ pub(crate) fn run(cfg: &Cfg, rounds: usize, out_dir: &Path) -> Option<std::path:
             }
         }
     }
-    let md = report(cfg, rounds.max(1), &samples, started.elapsed().as_secs());
+    let valgrind = Command::new("valgrind")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let (n1, n2) = (5_000u64, 25_000u64);
+    let callgrind: Vec<(&str, Vec<Option<f64>>)> = if valgrind {
+        SERVERS
+            .iter()
+            .map(|&s| {
+                let per = CALLGRIND_CONNS
+                    .into_iter()
+                    .map(|conns| {
+                        let a = callgrind_total(cfg, s, conns, n1)?;
+                        let b = callgrind_total(cfg, s, conns, n2)?;
+                        Some((b - a) / (n2 - n1) as f64)
+                    })
+                    .collect();
+                (s, per)
+            })
+            .collect()
+    } else {
+        eprintln!("bench-run: valgrind is not installed: no instruction counts");
+        Vec::new()
+    };
+    let md = report(
+        cfg,
+        rounds,
+        &samples,
+        &callgrind,
+        started.elapsed().as_secs(),
+    );
     let path = out_dir.join("http.md");
     std::fs::write(&path, md).expect("write http.md");
     Some(path)
 }
 
-fn report(cfg: &Cfg, rounds: usize, samples: &[[Vec<Sample>; 2]], secs: u64) -> String {
+fn report(
+    cfg: &Cfg,
+    rounds: usize,
+    samples: &[[Vec<Sample>; 2]],
+    callgrind: &[(&str, Vec<Option<f64>>)],
+    secs: u64,
+) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -207,6 +324,25 @@ fn report(cfg: &Cfg, rounds: usize, samples: &[[Vec<Sample>; 2]], secs: u64) -> 
         cfg.duration,
         cfg.warmup,
     );
+    if !callgrind.is_empty() {
+        let _ = writeln!(md, "## User-space instructions per request (callgrind)\n\nKeep-alive `GET /` from a client thread per connection, one request in flight each; (instructions at 25,000 requests − at 5,000) ÷ 20,000. Free of the machine's noise.\n\n| server | over 16 connections | over 1 |\n|---|---|---|");
+        for (s, per) in callgrind {
+            let cell = |v: &Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.0}"));
+            let _ = writeln!(md, "| {s} | {} | {} |", cell(&per[0]), cell(&per[1]));
+        }
+        if let [(_, ours), (_, theirs)] = callgrind {
+            let ratio = |i: usize| match (ours[i], theirs[i]) {
+                (Some(a), Some(b)) => format!("{:.2}", a / b),
+                _ => "n/a".into(),
+            };
+            let _ = writeln!(md, "| ringloop ÷ tokio | {} | {} |", ratio(0), ratio(1));
+        }
+        md.push('\n');
+    }
+    if rounds == 0 {
+        return md;
+    }
+    let _ = writeln!(md, "## Timed rounds\n");
     let _ = writeln!(md, "| load | req/s ringloop | req/s tokio | req/s ratio | CPU µs/req ringloop | CPU µs/req tokio | CPU/req ratio | server core busy (ringloop, tokio) |\n|---|---|---|---|---|---|---|---|");
     let mut aims = Vec::new();
     for (li, load) in LOADS.iter().enumerate() {

@@ -642,8 +642,13 @@ fn callgrind_total(
     if !status.success() || !exited {
         return None;
     }
-    let text = std::fs::read_to_string(&out).ok()?;
-    let _ = std::fs::remove_file(&out);
+    callgrind_out_total(&out)
+}
+
+/// The total instructions in the callgrind output file `out`, which is removed.
+fn callgrind_out_total(out: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(out).ok()?;
+    let _ = std::fs::remove_file(out);
     text.lines()
         .find_map(|l| {
             l.strip_prefix("summary:")
