@@ -1,5 +1,5 @@
 # ringloop in a container. Base images: rust:1.95-slim-trixie (build and test) and
-# debian:trixie-slim (runtime); the README names them, and .ci/run checks this file with
+# debian:trixie-slim (runtime); docs/containers.md names them, and .ci/run checks this file with
 # ci/check-dockerfile.
 #
 # Docker 25+ refuses io_uring in its default seccomp profile, so anything that *runs* ringloop

@@ -4,8 +4,8 @@
 //!
 //! ## The model
 //!
-//! **An operation is an SQE; its future is resolved from its CQE.** Every I/O call (a read, a
-//! timeout's wait, later accept/recv/send) becomes a submission-queue entry. The loop gathers
+//! **An operation is an SQE; its future is resolved from its CQE.** Every I/O call (an
+//! accept, a receive, a send, a file read) becomes a submission-queue entry. The loop gathers
 //! the entries made by all tasks during a turn and hands them to the kernel with one
 //! `io_uring_enter`, which also collects finished completions. There is no readiness step: when
 //! a completion arrives, the operation is done and its future is ready.
@@ -128,6 +128,12 @@ pub use runtime::{
     spawn, yield_now, Builder, Cluster, ClusterBuilder, ClusterHandle, EventLoop, Handle, Stopping,
 };
 pub use sys::{Features, SetupMode};
+
+/// The README's Rust examples, compiled and run as doc tests so that the front page stays
+/// true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 #[doc(hidden)]
 pub mod __private {

@@ -58,14 +58,9 @@ impl Builder {
     /// 512). The completion queue gets four times as many entries. More operations than this
     /// may be in flight: a full queue is submitted and refilled, never dropped.
     ///
-    /// The default is sized for a loop per core. A process without `CAP_IPC_LOCK` pays for
-    /// its rings out of `RLIMIT_MEMLOCK`, which all of the user's processes share. On Linux
-    /// 6.18 a default loop costs about 84 KiB of it, so the common 8 MiB holds 97 loops. At
-    /// 1024 entries a loop costs about 149 KiB, and 55 fit.
-    ///
-    /// A turn polls at most 128 tasks, so it seldom queues 512 submissions. When it does,
-    /// the queue is submitted and refilled within the turn. At 256 connections × 64 B, 1024
-    /// entries made no difference.
+    /// A process without `CAP_IPC_LOCK` pays for its rings out of `RLIMIT_MEMLOCK`, shared by
+    /// all of the user's processes: smaller rings fit more loops. What a loop costs, and why
+    /// 512 is enough: `docs/tuning.md`.
     pub fn entries(mut self, n: u32) -> Self {
         self.entries = n;
         self
@@ -82,10 +77,9 @@ impl Builder {
     /// first, doubling under bursts, halving after a quiet second). So the memory touched is
     /// what the load needs, not `count × size` (16 MiB by default), and receives land in
     /// cache-warm buffers; the rest of the pool absorbs bursts and buffers held by the
-    /// application. `size` is the most one receive returns, and
-    /// each receive is usually echoed or forwarded as one send: with 4 KiB buffers a 64 KiB
-    /// message costs 16 receives and 16 sends, and `bench/` measured about twice tokio's CPU
-    /// per request; with 16 KiB, 0.7–0.8×. Lower it where memory is tight and messages small.
+    /// application. `size` is the most one receive returns; a larger message costs a receive
+    /// (and, echoed or forwarded, a send) per buffer, so lower it only where memory is tight
+    /// and messages small (`docs/tuning.md` has the measurements).
     pub fn recv_buffers(mut self, count: u16, size: usize) -> Self {
         self.recv_buffers = (count, size);
         self
@@ -95,10 +89,8 @@ impl Builder {
     /// kernel rejects it. For testing fallbacks and for pinning behaviour in production.
     ///
     /// The best is also the cheapest: on a ring with no optional flags
-    /// ([`SetupMode::Basic`]) the kernel interrupts the thread to post each completion, and
-    /// `bench/` measured 1.6× the CPU per request of [`SetupMode::DeferTaskrun`] at 64
-    /// connections × 64 B and 1.9–2.1× with 16 requests in flight on each; it saved a half
-    /// to two thirds of the system calls at the first and none at the second.
+    /// ([`SetupMode::Basic`]) the kernel interrupts the thread to post each completion, which
+    /// costs more CPU per request than [`SetupMode::DeferTaskrun`] (`docs/tuning.md`).
     pub fn setup_mode(mut self, mode: SetupMode) -> Self {
         self.setup_mode = Some(mode);
         self
@@ -152,10 +144,9 @@ impl Builder {
     /// default (`true`). With `false` (Linux 6.15+, `IORING_ENTER_NO_IOWAIT`; ignored before)
     /// an idle loop shows as idle in `top` and `/proc/stat` rather than as up to 100% iowait.
     ///
-    /// On by default because the kernel uses iowait as a hint to wake the CPU faster: on the
-    /// machine `bench/` runs on, turning it off cost about 4% of requests per second on one
-    /// connection. Turn it off where dashboards or CPU-frequency policy read iowait as disk
-    /// trouble.
+    /// On by default because the kernel uses iowait as a hint to wake the CPU faster (turning
+    /// it off lowered one connection's requests per second in `bench/`; `docs/tuning.md`).
+    /// Turn it off where dashboards or CPU-frequency policy read iowait as disk trouble.
     pub fn iowait(mut self, on: bool) -> Self {
         self.iowait = on;
         self
@@ -177,25 +168,10 @@ impl Builder {
     /// batch having waited for the others. Completions the loop posts itself while a wait
     /// submits (replies tried at submit, closes) are not arrivals and count for neither.
     ///
-    /// On the machine `bench/` runs on (a VM whose hypervisor traps the timer device: a
-    /// short timer armed and cancelled costs ~14 µs there, as much as 200 system calls;
-    /// `bench-micro` prints it), on a quiet host, 100 µs cut system calls per request at
-    /// 64 connections × 64 B in a closed loop from 0.18 to 0.05 at the same CPU per request.
-    /// In an open loop at 50,000–150,000 requests a second over 64 connections (the loop
-    /// idle between requests), the median latency stayed within 4 µs of no batching, at
-    /// 1.01–1.06× the CPU (before the pace bound it rose from 24 to 113–156 µs), but the p99
-    /// at 50,000 a second was 129 µs against 78 in a full run. Those runs still counted the
-    /// loop's own tried replies as arrivals, which doubled the pace; on a slower host that
-    /// took the median at 100,000 a second to 492 µs against 48, and counting only arrivals
-    /// brought it back to 38 against 47. There, at ~115,000 a second in a closed loop, the
-    /// pace now keeps the target at one (0.54 system calls per request against 0.48); the
-    /// 0.05 above was at 280,000 a second, and whether the pace still allows eight there
-    /// is yet to be measured. At one connection, or with a connection per request 16 at a
-    /// time, it changes nothing. Shorter waits run out more
-    /// often: 20 µs cost 1.25× the CPU at 64 × 4 KiB on a busy host. The price is latency:
-    /// a wait that falls short adds up to `wait`, one that the pace allowed up to half of
-    /// it. Off by default for that reason: measure on your own traffic. On bare metal a
-    /// timer costs a microsecond or two.
+    /// The price is latency: a wait that falls short adds up to `wait`, one that the pace
+    /// allowed up to half of it, and each bounded wait arms a kernel timer, which costs more
+    /// where a hypervisor traps the timer device. Off by default for that reason: measure on
+    /// your own traffic (`docs/tuning.md` has what `bench/` measured).
     ///
     /// [`Features::batch_wait`](crate::Features::batch_wait) says whether it is in effect.
     pub fn batch_wait(mut self, wait: Option<Duration>) -> Self {
@@ -222,19 +198,7 @@ impl Builder {
     /// than power, with `spin` sized to the gaps between requests you expect (10–50 µs),
     /// and measure the tail on your own traffic (below).
     ///
-    /// On the machine `bench/` runs on (2 vCPUs, the server on one and the load generator
-    /// on the other; `bench/results/spin-2026-12-03.md`), 30 µs against no spin, in the
-    /// same run: one connection's ping-pong went from 12,100 to 29,700 requests a second
-    /// (median latency 78 → 27 µs) at the same CPU per request, the time no longer spent
-    /// being woken now spent spinning. With a connection per request: 1.20× the requests a
-    /// second at 1.5× the CPU per request; 64 × 4 KiB: 1.12× at 1.75×; 64 × 64 B, 256 × 64 B,
-    /// 16 × 64 KiB and 16 deep: the same requests a second (within the run's noise) at
-    /// 1.0–1.5× the CPU. At a steady 50,000 requests a second over 64 connections the median
-    /// latency halved (30 → 15 µs) but the p99 rose (0.9 → 1.4 ms) and the CPU per request
-    /// was 1.9×, the core spinning all the time. Why the p99 rose is not known: the kernel's
-    /// softirq thread did not run on the server's CPU either way, and yielding the CPU every
-    /// few microseconds of spin did not bring it down; tails on that host swing by 2–3× from
-    /// run to run for every server.
+    /// What `bench/` measured, and where the tail latency rose: `docs/tuning.md`.
     ///
     /// Not with [`batch_wait`](Builder::batch_wait), which waits longer to gather completions
     /// where this waits less: [`build`](Builder::build) refuses the two together.

@@ -365,8 +365,8 @@ fn explain(e: io::Error, entries: u32) -> io::Error {
         libc::ENOSYS if new_enough => format!(
             "io_uring is unavailable: io_uring_setup returned ENOSYS although the kernel ({kernel}) \
              is new enough, so a seccomp filter or a sandbox (such as gVisor) is hiding it; allow \
-             io_uring_setup, io_uring_enter and io_uring_register in that profile (see README, \
-             \"Running in a container\")"
+             io_uring_setup, io_uring_enter and io_uring_register in that profile (see \
+             docs/containers.md)"
         ),
         libc::ENOSYS => format!(
             "io_uring is unavailable: the kernel ({kernel}) does not implement io_uring_setup \
@@ -419,7 +419,7 @@ fn explain_eperm() -> String {
                  Docker 25+ and many CI container runners block io_uring by default; run the \
                  container with a profile that allows io_uring_setup, io_uring_enter and \
                  io_uring_register (`docker run --security-opt seccomp=ci/seccomp-io_uring.json`, \
-                 see README, \"Running in a container\")"
+                 see docs/containers.md)"
             )
         }
     }
