@@ -14,6 +14,10 @@
 use std::cell::{Cell, RefCell};
 use std::os::fd::OwnedFd;
 
+use io_uring::{opcode, types};
+
+use super::{Driver, Inner, CLOSE_USER_DATA};
+
 /// The queue of descriptors to close at the next enter (see the module doc).
 pub(crate) struct DeferredCloses {
     fds: RefCell<Vec<OwnedFd>>,
@@ -69,6 +73,64 @@ impl DeferredCloses {
     pub(super) fn shut(&self) {
         self.open.set(false);
         drop(self.take());
+    }
+}
+
+impl Driver {
+    /// Closes `fd` with the ring's next enter rather than with `close(2)` now (see `close`);
+    /// at once if the driver is closing. For descriptors that have no `flush` (sockets),
+    /// whose last user is gone: no op of ours may name it any more.
+    pub(crate) fn defer_close(&self, fd: std::os::fd::OwnedFd) {
+        self.0.closes.push(fd);
+    }
+
+    /// Submits the deferred closes now, if any: the loop stops running, and nothing says when
+    /// it will enter the kernel again. A failure leaves them to the driver's close.
+    pub(crate) fn flush_closes(&self) {
+        if self.0.closes.is_empty() {
+            return;
+        }
+        // Not borrowed when a loop stops being current; if it were, the next enter or the
+        // driver's close would take them.
+        if let Ok(mut inner) = self.0.inner.try_borrow_mut() {
+            self.queue_closes(&mut inner);
+            // An enter that fails (a signal, a transient error) leaves the closes in the SQ:
+            // the next enter, or the driver's close, submits them, so nothing is lost by
+            // ignoring the error here.
+            let _ = inner.enter(0, None, 0);
+        }
+    }
+
+    /// Puts the deferred closes into the SQ, for the enter that follows.
+    #[inline]
+    pub(super) fn queue_closes(&self, inner: &mut Inner) {
+        if !self.0.closes.is_empty() {
+            self.queue_closes_slow(inner);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn queue_closes_slow(&self, inner: &mut Inner) {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        let mut batch = self.0.closes.take();
+        for fd in batch.drain(..) {
+            let sqe = opcode::Close::new(types::Fd(fd.as_raw_fd()))
+                .build()
+                .user_data(CLOSE_USER_DATA);
+            // Counted before the push: a full SQ submits (and may reap) inside it.
+            inner.closes_in_flight += 1;
+            inner.closes_queued += 1;
+            if inner.push(sqe).is_ok() {
+                // The kernel closes it now; the number stays taken until it does.
+                let _ = fd.into_raw_fd();
+            } else {
+                // No ring: `fd` drops here, with `close(2)`.
+                inner.closes_in_flight -= 1;
+                inner.closes_queued = inner.closes_queued.saturating_sub(1);
+            }
+        }
+        self.0.closes.recycle(batch);
     }
 }
 

@@ -26,13 +26,20 @@
 //!
 //! The driver knows nothing of tasks beyond a `Waker`, and nothing of sockets.
 //!
-//! Here: the driver, its set-up and close, and the lifecycle of single ops ([`Op`]'s
-//! submit, poll and drop). `slot` holds a slot's state machine; `ring` the SQ/CQ mechanics
-//! (push, enter, reap); `stream` the multishot ops that I/O objects arm; `bufring` the
-//! receive-buffer pool; `registry` the thread's current driver.
+//! Here: the driver, its set-up, its wait (`park`) and its close. Beside it, one concept a
+//! file: `config` (what it is set up with), `op` (`Op<T>` and a single op's lifecycle:
+//! submit, poll, drop), `slot` (a slot's state machine), `table` (the op table), `ring`
+//! (SQ/CQ mechanics: push, enter, reap), `batch` (batch waits), `timer` (the loop's one
+//! kernel timer), `stream` (the multishot ops that I/O objects arm), `detached` (ops owned by
+//! no future, and sends tried at submit), `room` (the writability watch that resumes them),
+//! `close` (descriptors closed by the ring), `bufring` (the receive-buffer pool), `registry`
+//! (the thread's current driver), `loop_cell` (state touched only on its loop's thread).
 
+mod batch;
 pub(crate) mod bufring;
 mod close;
+mod config;
+mod detached;
 pub(crate) mod loop_cell;
 pub(crate) mod op;
 pub(crate) mod ops;
@@ -42,29 +49,33 @@ mod room;
 pub(crate) mod slot;
 mod stream;
 mod table;
+mod timer;
 
+pub(crate) use config::{DriverConfig, RuntimeHooks};
 pub(crate) use op::{Op, OpCode};
 pub(crate) use registry::{current, current_id, lookup, unregister, with_current, EnterGuard};
 pub(crate) use stream::{ForeignDrops, StreamKeep};
 
-use ring::{Batch, Spun};
+use batch::Batch;
+use ring::Spun;
 
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use io_uring::{opcode, squeue, types, IoUring};
+use io_uring::{types, IoUring};
 
 use crate::sys::EnterFd;
 
 use bufring::BufPool;
 use close::DeferredCloses;
-use slot::{Completion, Detached, Lifecycle, Orphan};
+use slot::{Completion, Detached, Orphan};
 use table::OpTable;
+use timer::{TimerState, NOT_ARMED};
 
 /// `user_data` of cancel SQEs; their CQEs are ignored. Never a slot index: the table cannot
 /// hold `u64::MAX` entries.
@@ -105,59 +116,6 @@ pub(crate) struct DriverCell {
     /// Descriptors of dropped streams, closed by the next enter (see `close`). Outside
     /// `inner`: a reap, with the driver borrowed, may drop the last clone of one.
     closes: DeferredCloses,
-}
-
-/// The loop's timer (see [`Driver::arm_timer`]), shared by the reaper, which ends it, and
-/// the turn, which checks it on every pass without borrowing the driver.
-pub(crate) struct TimerState {
-    /// It expired (its CQE was reaped) and the turn has not yet looked.
-    fired: Cell<bool>,
-    /// Its deadline (`CLOCK_MONOTONIC` ns) while it is in the kernel; `NOT_ARMED` otherwise.
-    armed: Cell<u64>,
-    /// Not used: each wait is given the next deadline instead, and the turn looks at the
-    /// wheel every time. So with batch waits (whose min-wait must be bounded by that deadline
-    /// anyway), with `Builder::kernel_timer(false)`, and once the kernel refused the timer or
-    /// an update of it (a CQE with an error that does not mean "already ended").
-    per_wait: Cell<bool>,
-    /// Tests: make the kernel refuse every update (an invalid deadline).
-    #[cfg(test)]
-    refuse_updates: Cell<bool>,
-}
-
-const NOT_ARMED: u64 = u64::MAX;
-
-/// How the receive-buffer pool is set up.
-pub(crate) struct PoolConfig {
-    /// False: do not register a pool (the older kernels' path).
-    pub(crate) enabled: bool,
-    /// Use multishot receives where the kernel has them.
-    pub(crate) multishot: bool,
-    /// Use multishot accepts where the kernel has them.
-    pub(crate) multishot_accept: bool,
-    /// Use SEND_ZC for writes of at least this many bytes, where the kernel has it.
-    pub(crate) send_zc_threshold: Option<usize>,
-    /// False: ask the kernel not to count waits as iowait, where it can (6.15+).
-    pub(crate) iowait: bool,
-    /// Bound of a batch wait (`Builder::batch_wait`), where the kernel has min-wait (6.12+).
-    pub(crate) batch_wait: Option<Duration>,
-    /// How long a wait spins before it sleeps (`Builder::spin_before_sleep`).
-    pub(crate) spin: Option<Duration>,
-    /// Try queued sends at submit where the kernel allows (see `Driver::trial_sends`).
-    pub(crate) trial_sends: bool,
-    /// Serve timers with one kernel timeout (see `Driver::arm_timer`); false: give every
-    /// wait the next deadline.
-    pub(crate) kernel_timer: bool,
-    pub(crate) count: u16,
-    pub(crate) size: usize,
-    /// Wakes the loop from another thread (a buffer dropped there was queued for return).
-    pub(crate) wake_loop: Arc<dyn Fn() + Send + Sync>,
-    /// Called for each waker a CQE releases: it may wake the waker on the spot if doing so
-    /// cannot reach the driver or run user code (the executor's own task wakers, which only
-    /// push onto the run queue), or hand it back to be woken after the driver's borrow ends.
-    pub(crate) wake_inline: fn(Waker) -> Result<(), Waker>,
-    /// `wake_inline` for a waker that stays registered (a stream's): true if it was woken on
-    /// the spot; false if a clone of it is to be woken after the borrow.
-    pub(crate) wake_inline_ref: fn(&Waker) -> bool,
 }
 
 struct Inner {
@@ -226,9 +184,9 @@ struct Inner {
     /// `io_uring_enter` that submits them; it lives as long as the ring, in this cell.
     timer_ts: types::Timespec,
     /// Wakes a waker while the driver is borrowed if that is known to be harmless, else hands
-    /// it back to be woken after the borrow (see [`PoolConfig::wake_inline`]).
+    /// it back to be woken after the borrow (see [`RuntimeHooks::wake_inline`]).
     wake_inline: fn(Waker) -> Result<(), Waker>,
-    /// The same for a waker left in place (see [`PoolConfig::wake_inline_ref`]).
+    /// The same for a waker left in place (see [`RuntimeHooks::wake_inline_ref`]).
     wake_inline_ref: fn(&Waker) -> bool,
 }
 
@@ -275,32 +233,33 @@ impl Driver {
         id: u64,
         ring: IoUring,
         wake_fd: RawFd,
-        pool: PoolConfig,
+        cfg: &DriverConfig,
+        hooks: RuntimeHooks,
     ) -> io::Result<Driver> {
         let cap = ring.params().cq_entries() as usize;
-        let recv_size = pool.size;
-        let send_zc_threshold = pool.send_zc_threshold;
+        let (count, recv_size) = cfg.recv_buffers;
+        let send_zc_threshold = cfg.send_zc_threshold;
         let kernel = crate::sys::parse_kernel_version(&crate::sys::kernel_release());
         // Shared by the pool (buffers returned from other threads) and `ForeignDrops`.
-        let wake_loop = pool.wake_loop;
-        let wake_inline = pool.wake_inline;
-        let wake_inline_ref = pool.wake_inline_ref;
-        let kernel_timer = pool.kernel_timer;
-        let spin = pool.spin;
-        let no_iowait = !pool.iowait && ring.params().is_feature_no_iowait();
+        let wake_loop = hooks.wake_loop;
+        let wake_inline = hooks.wake_inline;
+        let wake_inline_ref = hooks.wake_inline_ref;
+        let kernel_timer = cfg.kernel_timer;
+        let spin = cfg.spin;
+        let no_iowait = !cfg.iowait && ring.params().is_feature_no_iowait();
         // The room watcher needs multishot poll (5.13+); 6.1 (DEFER_TASKRUN's) is the oldest
         // kernel the tries are reasoned about on, rather than older completion paths.
-        let room = (pool.trial_sends && kernel.is_some_and(|v| v >= (6, 1)))
+        let room = (cfg.trial_sends && kernel.is_some_and(|v| v >= (6, 1)))
             .then(room::RoomWatch::new)
             .flatten();
-        let batch = pool
+        let batch = cfg
             .batch_wait
             .filter(|_| ring.params().is_feature_min_timeout())
             .map(|d| Batch::new(u32::try_from(d.as_micros()).unwrap_or(u32::MAX).max(1)));
-        let multishot = pool.multishot && kernel.is_some_and(|v| v >= (6, 0));
-        let multishot_accept = pool.multishot_accept && kernel.is_some_and(|v| v >= (5, 19));
-        let registered = if pool.enabled {
-            BufPool::new(&ring, pool.count, pool.size, wake_loop.clone()).map(Some)
+        let multishot = cfg.multishot && kernel.is_some_and(|v| v >= (6, 0));
+        let multishot_accept = cfg.multishot_accept && kernel.is_some_and(|v| v >= (5, 19));
+        let registered = if cfg.recv_buffer_ring {
+            BufPool::new(&ring, count, recv_size, wake_loop.clone()).map(Some)
         } else {
             Ok(None)
         };
@@ -317,7 +276,7 @@ impl Driver {
                     e.kind(),
                     format!(
                         "registering the receive-buffer ring ({} x {} bytes) failed: {e}; {why}",
-                        pool.count, recv_size
+                        count, recv_size
                     ),
                 ));
             }
@@ -498,140 +457,11 @@ impl Driver {
         inner.arm_wake()
     }
 
-    /// Makes the loop's timer expire no later than `deadline_ns` (`CLOCK_MONOTONIC`): armed
-    /// if it is not in the kernel, moved earlier (`IORING_TIMEOUT_UPDATE`) if it is and is
-    /// due later, left alone if it is due no later. It is never moved later: one that fires
-    /// early for nothing costs a turn, one moved later could sleep through a deadline. Its
-    /// expiry is an absolute `CLOCK_MONOTONIC` time, so it never drifts; see
-    /// [`Driver::take_timer_fired`].
-    #[inline]
-    pub(crate) fn arm_timer(&self, deadline_ns: u64) -> io::Result<()> {
-        let armed = self.0.timer.armed.get();
-        if armed <= deadline_ns || self.0.timer.per_wait.get() {
-            return Ok(()); // the common case: a later timeout than the one in the kernel
-        }
-        self.arm_timer_at(deadline_ns, armed != NOT_ARMED)
-    }
-
-    #[inline(never)]
-    fn arm_timer_at(&self, deadline_ns: u64, update: bool) -> io::Result<()> {
-        let mut inner = self.0.inner.borrow_mut();
-        if inner.ring.is_none() || inner.closing {
-            return Ok(());
-        }
-        inner.timer_ts = types::Timespec::new()
-            .sec(deadline_ns / 1_000_000_000)
-            .nsec((deadline_ns % 1_000_000_000) as u32);
-        #[cfg(test)]
-        if update && self.0.timer.refuse_updates.get() {
-            // A negative `tv_sec`, which `io_timeout_remove_prep` answers with `EINVAL`.
-            inner.timer_ts = types::Timespec::new().sec(u64::MAX);
-        }
-        // The SQEs point at `timer_ts`, which the kernel copies while it submits them (see
-        // the field). Two in the SQ at once read the same, latest value: the earliest.
-        let ts: *const types::Timespec = &inner.timer_ts;
-        let sqe = if update {
-            // Its CQE says whether the timer was still there (`ENOENT` if it has just expired,
-            // whose own CQE then follows), or that the kernel refused the update.
-            opcode::TimeoutUpdate::new(TIMER_USER_DATA, ts)
-                .flags(types::TimeoutFlags::ABS)
-                .build()
-                .user_data(TIMER_UPDATE_USER_DATA)
-        } else {
-            opcode::Timeout::new(ts)
-                .flags(types::TimeoutFlags::ABS)
-                .build()
-                .user_data(TIMER_USER_DATA)
-        };
-        inner.push(sqe)?;
-        self.0.timer.armed.set(deadline_ns);
-        Ok(())
-    }
-
-    /// Whether the loop's timer expired since the last call (its CQE was reaped): then the
-    /// timer wheel has work, and the timer is no longer in the kernel. Always true once the
-    /// timer is not used (see `TimerState::per_wait`).
-    #[inline]
-    pub(crate) fn take_timer_fired(&self) -> bool {
-        // Without the timer the wheel is looked at on every turn, as each wait takes the
-        // next deadline.
-        self.0.timer.fired.replace(false) || self.0.timer.per_wait.get()
-    }
-
-    /// Tests: from now on the kernel refuses every update of the loop's timer.
-    #[cfg(test)]
-    pub(crate) fn refuse_timer_updates(&self) {
-        self.0.timer.refuse_updates.set(true);
-    }
-
-    /// Whether each wait must be given the next timer's deadline: where the loop's timer is
-    /// not used (see `TimerState::per_wait`).
-    #[inline]
-    pub(crate) fn waits_need_deadline(&self) -> bool {
-        self.0.timer.per_wait.get()
-    }
-
     /// Submits what is queued and reaps what completed, without blocking.
     pub(crate) fn submit(&self) -> io::Result<()> {
         let mut inner = self.0.inner.borrow_mut();
         self.queue_closes(&mut inner);
         inner.enter(0, None, 0)
-    }
-
-    /// Closes `fd` with the ring's next enter rather than with `close(2)` now (see `close`);
-    /// at once if the driver is closing. For descriptors that have no `flush` (sockets),
-    /// whose last user is gone: no op of ours may name it any more.
-    pub(crate) fn defer_close(&self, fd: std::os::fd::OwnedFd) {
-        self.0.closes.push(fd);
-    }
-
-    /// Submits the deferred closes now, if any: the loop stops running, and nothing says when
-    /// it will enter the kernel again. A failure leaves them to the driver's close.
-    pub(crate) fn flush_closes(&self) {
-        if self.0.closes.is_empty() {
-            return;
-        }
-        // Not borrowed when a loop stops being current; if it were, the next enter or the
-        // driver's close would take them.
-        if let Ok(mut inner) = self.0.inner.try_borrow_mut() {
-            self.queue_closes(&mut inner);
-            // An enter that fails (a signal, a transient error) leaves the closes in the SQ:
-            // the next enter, or the driver's close, submits them, so nothing is lost by
-            // ignoring the error here.
-            let _ = inner.enter(0, None, 0);
-        }
-    }
-
-    /// Puts the deferred closes into the SQ, for the enter that follows.
-    #[inline]
-    fn queue_closes(&self, inner: &mut Inner) {
-        if !self.0.closes.is_empty() {
-            self.queue_closes_slow(inner);
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn queue_closes_slow(&self, inner: &mut Inner) {
-        use std::os::fd::{AsRawFd, IntoRawFd};
-        let mut batch = self.0.closes.take();
-        for fd in batch.drain(..) {
-            let sqe = opcode::Close::new(types::Fd(fd.as_raw_fd()))
-                .build()
-                .user_data(CLOSE_USER_DATA);
-            // Counted before the push: a full SQ submits (and may reap) inside it.
-            inner.closes_in_flight += 1;
-            inner.closes_queued += 1;
-            if inner.push(sqe).is_ok() {
-                // The kernel closes it now; the number stays taken until it does.
-                let _ = fd.into_raw_fd();
-            } else {
-                // No ring: `fd` drops here, with `close(2)`.
-                inner.closes_in_flight -= 1;
-                inner.closes_queued = inner.closes_queued.saturating_sub(1);
-            }
-        }
-        self.0.closes.recycle(batch);
     }
 
     /// Submits, then blocks until a completion arrives or `timeout` passes. With batching on
@@ -794,224 +624,4 @@ impl Driver {
         released.run();
         self.run_detached();
     }
-
-    /// Whether detached ops' owners have CQEs to be told of (see [`run_detached`]).
-    ///
-    /// [`run_detached`]: Driver::run_detached
-    #[inline]
-    pub(crate) fn has_detached(&self) -> bool {
-        !self.0.inner.borrow().detached.is_empty()
-    }
-
-    /// Tells detached ops' owners of their reaped CQEs (see [`Detached`]); what they submit
-    /// meanwhile and completes at once is told too. Call with no borrow of the driver held.
-    /// Newest first: the order between owners does not matter, and an owner (a write queue)
-    /// has one op in flight at a time.
-    // Always: once or twice a turn in a server, whose replies are detached ops (outlined: 4
-    // instructions a request at one connection).
-    #[inline(always)]
-    pub(crate) fn run_detached(&self) {
-        loop {
-            let next = self.0.inner.borrow_mut().detached.pop();
-            let Some((owner, c)) = next else {
-                return;
-            };
-            owner.complete(self, c);
-        }
-    }
-
-    /// Queues `sqe` for an op no future waits on: `owner` keeps everything the kernel may
-    /// touch for it and is told of each CQE (see [`Detached`]). Returns the op's key. Refused
-    /// once the loop is closing, so an owner's follow-up ops cannot keep a close going.
-    #[inline]
-    pub(crate) fn submit_detached(
-        &self,
-        sqe: squeue::Entry,
-        owner: Arc<dyn Detached>,
-    ) -> io::Result<usize> {
-        self.submit_detached_tried(sqe, owner, false)
-    }
-
-    /// [`submit_detached`](Self::submit_detached); with `tried`, for a send *tried at
-    /// submit*: one with `MSG_DONTWAIT`, which the kernel never parks on the socket. It ends
-    /// while the enter that submits it runs (sent, short, or `EAGAIN`), and its CQE is posted
-    /// before that enter waits, so a wait that submits `k` of them asks for `k` more
-    /// completions (see `Inner::enter`): a server's replies settle in the same call that then
-    /// sleeps until the next request, one `io_uring_enter` per batch instead of two.
-    ///
-    /// A try that comes back short is resumed by its owner once the wait ends, which the
-    /// room watcher (see `room`) brings about when the socket has room again: only for a
-    /// descriptor given to [`watch_writable`](Self::watch_writable). While the watcher is not
-    /// armed, waits count no tries.
-    ///
-    /// Inlined into each caller: a write queue's every reply goes through it.
-    #[inline(always)]
-    pub(crate) fn submit_detached_tried(
-        &self,
-        sqe: squeue::Entry,
-        owner: Arc<dyn Detached>,
-        tried: bool,
-    ) -> io::Result<usize> {
-        let mut inner = self.0.inner.borrow_mut();
-        if inner.ring.is_none() || inner.closing {
-            return Err(closed_error());
-        }
-        let key = inner.ops.insert(Lifecycle::Detached(owner));
-        if let Err(e) = inner.push(sqe.user_data(key as u64)) {
-            // Never reached the SQ: the kernel knows nothing of it. The slot's reference goes
-            // once the borrow has ended, in case it was the owner's last (its drop is the
-            // user's buffers').
-            let gone = inner.ops.remove(key);
-            drop(inner);
-            drop(gone);
-            return Err(e);
-        }
-        if tried {
-            inner.trials += 1;
-            inner.tries_queued += 1;
-        }
-        Ok(key)
-    }
-
-    /// Has the room watcher (see `room`) wake the loop when `fd` becomes writable after a
-    /// send found its buffer full, arming the watcher if need be; false if it cannot (then
-    /// `fd`'s sends must not be tried). Should the watcher end later (at close, or ended by
-    /// the kernel), waits stop letting tries settle unseen until it is armed again.
-    pub(crate) fn watch_writable(&self, fd: RawFd) -> bool {
-        // Taken out of the borrow: arming the watcher submits an op.
-        let room = self.0.inner.borrow().room.clone();
-        room.is_some_and(|r| r.watch(self, fd))
-    }
-
-    /// A task now waits for a try's completion: the next wait must end at it, not count it
-    /// among the tries that settle unseen. The count may already be 0 (the try went in an
-    /// enter since) or belong to other tries: counting one too few only costs a wake-up,
-    /// counting one too many could sleep through the completion that task waits for.
-    #[inline]
-    pub(crate) fn uncount_trial(&self) {
-        let mut inner = self.0.inner.borrow_mut();
-        inner.trials = inner.trials.saturating_sub(1);
-    }
-
-    /// Queues `sqe` (already carrying its `user_data`) for `data`'s op; returns its key.
-    #[inline]
-    fn submit_op(&self, sqe: squeue::Entry, waker: &Waker) -> io::Result<usize> {
-        let mut inner = self.0.inner.borrow_mut();
-        if inner.ring.is_none() {
-            return Err(closed_error());
-        }
-        let key = inner.ops.insert(Lifecycle::Submitted {
-            waker: Some(waker.clone()),
-        });
-        inner.owned += 1;
-        if let Err(e) = inner.push(sqe.user_data(key as u64)) {
-            inner.ops.remove(key);
-            inner.owned -= 1;
-            return Err(e);
-        }
-        Ok(key)
-    }
-
-    /// Takes the final completion of `key`, or registers `waker`.
-    #[inline]
-    fn poll_op(&self, key: usize, cx: &mut Context<'_>) -> Poll<Completion> {
-        let mut inner = self.0.inner.borrow_mut();
-        let Some(slot) = inner.ops.get_mut(key) else {
-            // Only reachable if the table was cleared at close: the op was abandoned.
-            return Poll::Pending;
-        };
-        match slot {
-            Lifecycle::Completed(c) => {
-                let c = *c;
-                // A completed slot holds only the `Copy` completion: nothing to drop.
-                std::mem::forget(inner.ops.remove(key));
-                Poll::Ready(c)
-            }
-            Lifecycle::Submitted { waker } => {
-                match waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => *waker = Some(cx.waker().clone()),
-                }
-                Poll::Pending
-            }
-            // An op with a result CQE then more (SEND_ZC: the notification that the buffer is
-            // free): it resolves with the first CQE once the final one has arrived.
-            Lifecycle::Streaming(st) if st.finished => {
-                let first = st.queue.front();
-                let freed = inner.ops.remove(key);
-                drop(inner);
-                drop(freed);
-                match first {
-                    Some(c) => Poll::Ready(c),
-                    None => Poll::Pending,
-                }
-            }
-            Lifecycle::Streaming(st) => {
-                // Unlike a stream's, an op's future has one poller: a waker it replaces is
-                // of a task the future has left, which has nothing to re-poll. Dropped, not
-                // woken, once the borrow has ended.
-                let old = st.wait(cx.waker());
-                drop(inner);
-                drop(old);
-                Poll::Pending
-            }
-            // Abandoned at close; the kernel may still write this op's memory, so the future
-            // must never complete and hand it back.
-            _ => Poll::Pending,
-        }
-    }
-
-    /// Called when an op's future is dropped while its slot is live. Returns `Ok(c)` with the
-    /// final completion if it had arrived (the slot is then freed and the caller owns the data
-    /// again), or `Err(orphan)`-style by taking `make_orphan` into the slot and cancelling.
-    fn drop_op(&self, key: usize, orphan: impl FnOnce() -> Box<dyn Orphan>) -> DropOutcome {
-        let mut inner = self.0.inner.borrow_mut();
-        match inner.ops.get(key) {
-            Some(Lifecycle::Completed(c)) => {
-                let c = *c;
-                inner.ops.remove(key);
-                DropOutcome::Completed(c)
-            }
-            Some(Lifecycle::Streaming(st)) if st.finished => {
-                // Every CQE is in: nothing to cancel, the caller owns the data again. The
-                // slot's state (its waker, what it kept) is dropped once the borrow ends.
-                let first = st.queue.front();
-                let freed = inner.ops.remove(key);
-                drop(inner);
-                drop(freed);
-                match first {
-                    Some(c) => DropOutcome::Completed(c),
-                    None => DropOutcome::Completed(Completion { res: 0, flags: 0 }),
-                }
-            }
-            Some(Lifecycle::Submitted { .. }) | Some(Lifecycle::Streaming(_)) => {
-                let was_owned = inner.ops[key].has_owner();
-                let waker = match std::mem::replace(&mut inner.ops[key], Lifecycle::Abandoned) {
-                    Lifecycle::Submitted { waker } => waker,
-                    Lifecycle::Streaming(st) => st.waker,
-                    _ => None,
-                };
-                inner.ops[key] = Lifecycle::Orphaned(orphan());
-                if was_owned {
-                    inner.owned -= 1;
-                }
-                // The cancel is queued like any SQE: if the SQ is full it is submitted and
-                // retried. If even that fails the op still completes by itself; the slot
-                // keeps the data until it does.
-                let _ = inner.push_cancel(key);
-                drop(inner);
-                drop(waker);
-                DropOutcome::Orphaned
-            }
-            // Abandoned at close, or already gone: the data must be leaked.
-            _ => DropOutcome::Leak,
-        }
-    }
-}
-
-/// What became of an op whose future was dropped (see `Driver::drop_op`).
-pub(crate) enum DropOutcome {
-    Completed(Completion),
-    Orphaned,
-    Leak,
 }

@@ -1,14 +1,15 @@
-//! `Op<T>`: the future of one in-flight operation.
+//! `Op<T>`: the future of one in-flight operation, and the driver's side of its lifecycle:
+//! submit, poll for the final completion, and drop (cancel, then orphan or leak).
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use io_uring::squeue;
 
-use super::slot::{Completion, Orphan};
-use super::{lookup, with_current, DropOutcome};
+use super::slot::{Completion, Lifecycle, Orphan};
+use super::{closed_error, lookup, with_current, Driver};
 
 /// An operation the kernel can run: it builds its SQE and owns what the SQE points at.
 ///
@@ -193,6 +194,130 @@ impl<T: OpCode> Op<T> {
             }
             DropOutcome::Orphaned => {}
             DropOutcome::Leak => std::mem::forget(data.take()),
+        }
+    }
+}
+
+/// What became of an op whose future was dropped (see `Driver::drop_op`).
+pub(crate) enum DropOutcome {
+    Completed(Completion),
+    Orphaned,
+    Leak,
+}
+
+impl Driver {
+    /// Queues `sqe` (already carrying its `user_data`) for `data`'s op; returns its key.
+    #[inline]
+    fn submit_op(&self, sqe: squeue::Entry, waker: &Waker) -> io::Result<usize> {
+        let mut inner = self.0.inner.borrow_mut();
+        if inner.ring.is_none() {
+            return Err(closed_error());
+        }
+        let key = inner.ops.insert(Lifecycle::Submitted {
+            waker: Some(waker.clone()),
+        });
+        inner.owned += 1;
+        if let Err(e) = inner.push(sqe.user_data(key as u64)) {
+            inner.ops.remove(key);
+            inner.owned -= 1;
+            return Err(e);
+        }
+        Ok(key)
+    }
+
+    /// Takes the final completion of `key`, or registers `waker`.
+    #[inline]
+    fn poll_op(&self, key: usize, cx: &mut Context<'_>) -> Poll<Completion> {
+        let mut inner = self.0.inner.borrow_mut();
+        let Some(slot) = inner.ops.get_mut(key) else {
+            // Only reachable if the table was cleared at close: the op was abandoned.
+            return Poll::Pending;
+        };
+        match slot {
+            Lifecycle::Completed(c) => {
+                let c = *c;
+                // A completed slot holds only the `Copy` completion: nothing to drop.
+                std::mem::forget(inner.ops.remove(key));
+                Poll::Ready(c)
+            }
+            Lifecycle::Submitted { waker } => {
+                match waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            // An op with a result CQE then more (SEND_ZC: the notification that the buffer is
+            // free): it resolves with the first CQE once the final one has arrived.
+            Lifecycle::Streaming(st) if st.finished => {
+                let first = st.queue.front();
+                let freed = inner.ops.remove(key);
+                drop(inner);
+                drop(freed);
+                match first {
+                    Some(c) => Poll::Ready(c),
+                    None => Poll::Pending,
+                }
+            }
+            Lifecycle::Streaming(st) => {
+                // Unlike a stream's, an op's future has one poller: a waker it replaces is
+                // of a task the future has left, which has nothing to re-poll. Dropped, not
+                // woken, once the borrow has ended.
+                let old = st.wait(cx.waker());
+                drop(inner);
+                drop(old);
+                Poll::Pending
+            }
+            // Abandoned at close; the kernel may still write this op's memory, so the future
+            // must never complete and hand it back.
+            _ => Poll::Pending,
+        }
+    }
+
+    /// Called when an op's future is dropped while its slot is live. Returns `Ok(c)` with the
+    /// final completion if it had arrived (the slot is then freed and the caller owns the data
+    /// again), or `Err(orphan)`-style by taking `make_orphan` into the slot and cancelling.
+    fn drop_op(&self, key: usize, orphan: impl FnOnce() -> Box<dyn Orphan>) -> DropOutcome {
+        let mut inner = self.0.inner.borrow_mut();
+        match inner.ops.get(key) {
+            Some(Lifecycle::Completed(c)) => {
+                let c = *c;
+                inner.ops.remove(key);
+                DropOutcome::Completed(c)
+            }
+            Some(Lifecycle::Streaming(st)) if st.finished => {
+                // Every CQE is in: nothing to cancel, the caller owns the data again. The
+                // slot's state (its waker, what it kept) is dropped once the borrow ends.
+                let first = st.queue.front();
+                let freed = inner.ops.remove(key);
+                drop(inner);
+                drop(freed);
+                match first {
+                    Some(c) => DropOutcome::Completed(c),
+                    None => DropOutcome::Completed(Completion { res: 0, flags: 0 }),
+                }
+            }
+            Some(Lifecycle::Submitted { .. }) | Some(Lifecycle::Streaming(_)) => {
+                let was_owned = inner.ops[key].has_owner();
+                let waker = match std::mem::replace(&mut inner.ops[key], Lifecycle::Abandoned) {
+                    Lifecycle::Submitted { waker } => waker,
+                    Lifecycle::Streaming(st) => st.waker,
+                    _ => None,
+                };
+                inner.ops[key] = Lifecycle::Orphaned(orphan());
+                if was_owned {
+                    inner.owned -= 1;
+                }
+                // The cancel is queued like any SQE: if the SQ is full it is submitted and
+                // retried. If even that fails the op still completes by itself; the slot
+                // keeps the data until it does.
+                let _ = inner.push_cancel(key);
+                drop(inner);
+                drop(waker);
+                DropOutcome::Orphaned
+            }
+            // Abandoned at close, or already gone: the data must be leaked.
+            _ => DropOutcome::Leak,
         }
     }
 }

@@ -4,6 +4,7 @@ use std::io;
 use std::time::Duration;
 
 use super::EventLoop;
+use crate::driver::DriverConfig;
 use crate::sys::SetupMode;
 
 /// The kernel's limit on submission-queue entries (`IORING_MAX_ENTRIES`).
@@ -19,36 +20,19 @@ const MAX_ENTRIES: u32 = 32768;
 #[derive(Clone, Debug)]
 pub struct Builder {
     pub(crate) entries: u32,
-    pub(crate) recv_buffers: (u16, usize),
     pub(crate) setup_mode: Option<SetupMode>,
     pub(crate) close_timeout: Duration,
-    pub(crate) recv_buffer_ring: bool,
-    pub(crate) multishot: bool,
-    pub(crate) multishot_accept: bool,
-    pub(crate) send_zc_threshold: Option<usize>,
-    pub(crate) iowait: bool,
-    pub(crate) batch_wait: Option<Duration>,
-    pub(crate) spin: Option<Duration>,
-    pub(crate) trial_sends: bool,
-    pub(crate) kernel_timer: bool,
+    /// The settings the loop's driver reads as they are.
+    pub(crate) driver: DriverConfig,
 }
 
 impl Default for Builder {
     fn default() -> Builder {
         Builder {
             entries: 512,
-            recv_buffers: (1024, 16 * 1024),
             setup_mode: None,
             close_timeout: Duration::from_secs(5),
-            recv_buffer_ring: true,
-            multishot: true,
-            multishot_accept: true,
-            send_zc_threshold: None,
-            iowait: true,
-            batch_wait: None,
-            spin: None,
-            trial_sends: true,
-            kernel_timer: true,
+            driver: DriverConfig::default(),
         }
     }
 }
@@ -81,7 +65,7 @@ impl Builder {
     /// (and, echoed or forwarded, a send) per buffer, so lower it only where memory is tight
     /// and messages small (`docs/tuning.md` has the measurements).
     pub fn recv_buffers(mut self, count: u16, size: usize) -> Self {
-        self.recv_buffers = (count, size);
+        self.driver.recv_buffers = (count, size);
         self
     }
 
@@ -100,7 +84,7 @@ impl Builder {
     /// true). `false` gives the older kernels' path (a heap buffer allocated per receive), to
     /// test it or to compare.
     pub fn recv_buffer_ring(mut self, on: bool) -> Self {
-        self.recv_buffer_ring = on;
+        self.driver.recv_buffer_ring = on;
         self
     }
 
@@ -108,7 +92,7 @@ impl Builder {
     /// default true) rather than one RECV per `recv()` call. `false` gives the older
     /// kernels' path, to test it or to compare.
     pub fn multishot(mut self, on: bool) -> Self {
-        self.multishot = on;
+        self.driver.multishot = on;
         self
     }
 
@@ -119,7 +103,7 @@ impl Builder {
     /// a multishot accept's peer address, so each connection costs one `getpeername(2)`.
     /// `false` gives the older kernels' path, to test it or to compare.
     pub fn multishot_accept(mut self, on: bool) -> Self {
-        self.multishot_accept = on;
+        self.driver.multishot_accept = on;
         self
     }
 
@@ -136,7 +120,7 @@ impl Builder {
     /// limit refuses is sent by copying instead, so it still succeeds, but pays for both
     /// attempts: raise `ulimit -l` where zero-copy should be used in a container.
     pub fn send_zerocopy_threshold(mut self, bytes: Option<usize>) -> Self {
-        self.send_zc_threshold = bytes;
+        self.driver.send_zc_threshold = bytes;
         self
     }
 
@@ -148,7 +132,7 @@ impl Builder {
     /// it off lowered one connection's requests per second in `bench/`; `docs/tuning.md`).
     /// Turn it off where dashboards or CPU-frequency policy read iowait as disk trouble.
     pub fn iowait(mut self, on: bool) -> Self {
-        self.iowait = on;
+        self.driver.iowait = on;
         self
     }
 
@@ -175,7 +159,7 @@ impl Builder {
     ///
     /// [`Features::batch_wait`](crate::Features::batch_wait) says whether it is in effect.
     pub fn batch_wait(mut self, wait: Option<Duration>) -> Self {
-        self.batch_wait = wait.filter(|d| !d.is_zero());
+        self.driver.batch_wait = wait.filter(|d| !d.is_zero());
         self
     }
 
@@ -203,7 +187,7 @@ impl Builder {
     /// Not with [`batch_wait`](Builder::batch_wait), which waits longer to gather completions
     /// where this waits less: [`build`](Builder::build) refuses the two together.
     pub fn spin_before_sleep(mut self, spin: Option<Duration>) -> Self {
-        self.spin = spin.filter(|d| !d.is_zero());
+        self.driver.spin = spin.filter(|d| !d.is_zero());
         self
     }
 
@@ -213,7 +197,7 @@ impl Builder {
     /// tests.
     #[doc(hidden)]
     pub fn trial_sends(mut self, on: bool) -> Self {
-        self.trial_sends = on;
+        self.driver.trial_sends = on;
         self
     }
 
@@ -223,7 +207,7 @@ impl Builder {
     /// that timeout).
     #[doc(hidden)]
     pub fn kernel_timer(mut self, on: bool) -> Self {
-        self.kernel_timer = on;
+        self.driver.kernel_timer = on;
         self
     }
 
@@ -261,7 +245,7 @@ impl Builder {
                 ),
             ));
         }
-        let (count, size) = self.recv_buffers;
+        let (count, size) = self.driver.recv_buffers;
         if count == 0 || !count.is_power_of_two() || count > 32768 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -279,7 +263,7 @@ impl Builder {
                 ),
             ));
         }
-        if let (Some(spin), Some(wait)) = (self.spin, self.batch_wait) {
+        if let (Some(spin), Some(wait)) = (self.driver.spin, self.driver.batch_wait) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(

@@ -91,7 +91,7 @@ impl EventLoop {
             entries: b.entries,
             cq_entries: b.entries.next_power_of_two().saturating_mul(4).min(65536),
             mode: b.setup_mode,
-            taskrun_flag: b.spin.is_some(),
+            taskrun_flag: b.driver.spin.is_some(),
         };
         let (ring, features) = sys::setup(&cfg)?;
         let eventfd = EventFd::new()?;
@@ -102,18 +102,8 @@ impl EventLoop {
             id,
             ring,
             wake_fd,
-            driver::PoolConfig {
-                enabled: b.recv_buffer_ring,
-                multishot: b.multishot,
-                multishot_accept: b.multishot_accept,
-                send_zc_threshold: b.send_zc_threshold,
-                iowait: b.iowait,
-                batch_wait: b.batch_wait,
-                spin: b.spin,
-                trial_sends: b.trial_sends,
-                kernel_timer: b.kernel_timer,
-                count: b.recv_buffers.0,
-                size: b.recv_buffers.1,
+            &b.driver,
+            driver::RuntimeHooks {
                 wake_loop: std::sync::Arc::new(move || wake_remote.notifier().notify()),
                 wake_inline: crate::executor::wake_inline,
                 wake_inline_ref: crate::executor::wake_inline_ref,
