@@ -26,14 +26,17 @@
 //!
 //! The driver knows nothing of tasks beyond a `Waker`, and nothing of sockets.
 //!
-//! Here: the driver, its set-up, its wait (`park`) and its close. Beside it, one concept a
-//! file: `config` (what it is set up with), `op` (`Op<T>` and a single op's lifecycle:
-//! submit, poll, drop), `slot` (a slot's state machine), `table` (the op table), `ring`
-//! (SQ/CQ mechanics: push, enter, reap), `batch` (batch waits), `timer` (the loop's one
-//! kernel timer), `stream` (the multishot ops that I/O objects arm), `detached` (ops owned by
-//! no future, and sends tried at submit), `room` (the writability watch that resumes them),
-//! `close` (descriptors closed by the ring), `bufring` (the receive-buffer pool), `registry`
-//! (the thread's current driver), `loop_cell` (state touched only on its loop's thread).
+//! Here: the driver and its set-up. Beside it, one concept a file:
+//! - `config`: what it is set up with;
+//! - `op`: `Op<T>` and a single op's lifecycle (submit, poll, drop); `slot`: a slot's state
+//!   machine; `table`: the op table;
+//! - `ring`: the SQ/CQ mechanics (push, enter, reap); `wait`: how an idle loop waits
+//!   (`park`, spinning); `batch`: batch waits; `timer`: the loop's one kernel timer;
+//! - `stream`: the multishot ops that I/O objects arm; `detached`: ops owned by no future,
+//!   and sends tried at submit; `room`: the writability watch that resumes them;
+//! - `close`: descriptors closed by the ring; `shutdown`: the driver's own close;
+//! - `bufring`: the receive-buffer pool; `registry`: the thread's current driver;
+//!   `loop_cell`: state touched only on its loop's thread.
 
 mod batch;
 pub(crate) mod bufring;
@@ -46,10 +49,12 @@ pub(crate) mod ops;
 mod registry;
 mod ring;
 mod room;
+mod shutdown;
 pub(crate) mod slot;
 mod stream;
 mod table;
 mod timer;
+mod wait;
 
 pub(crate) use config::{DriverConfig, RuntimeHooks};
 pub(crate) use op::{Op, OpCode};
@@ -57,7 +62,6 @@ pub(crate) use registry::{current, current_id, lookup, unregister, with_current,
 pub(crate) use stream::{ForeignDrops, StreamKeep};
 
 use batch::Batch;
-use ring::Spun;
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -65,7 +69,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use io_uring::{types, IoUring};
 
@@ -464,59 +468,6 @@ impl Driver {
         inner.enter(0, None, 0)
     }
 
-    /// Submits, then blocks until a completion arrives or `timeout` passes. With batching on
-    /// (`Builder::batch_wait`), it first waits a bounded time for a batch (see `Batch`).
-    // Always: one call site, once per turn (the turn's park); the plain wait is inlined there
-    // and the batch wait kept out of line (`Inner::park_batch`). Outlined whole: 12
-    // instructions a turn.
-    #[inline(always)]
-    pub(crate) fn park(&self, timeout: Option<Duration>) -> io::Result<()> {
-        let mut inner = self.0.inner.borrow_mut();
-        self.queue_closes(&mut inner);
-        let before = inner.reaped;
-        // Close CQEs are not what a wait waits for (it asks for them on top, see
-        // `Inner::enter`): they count neither towards a batch nor against an empty wait.
-        let closes_before = inner.closes_in_flight;
-        inner.others_since_park = 0;
-        if inner.timer.fired.get() {
-            // Reaped since the turn looked (by a submit that made room in the SQ, say):
-            // timers are due, and waiting could sleep past them.
-            inner.others_since_park = 1;
-            return Ok(());
-        }
-        if let Some(batch) = inner.batch {
-            return inner.park_batch(batch, timeout, before, closes_before);
-        }
-        let mut timeout = timeout;
-        if let Some(spin) = inner.spin {
-            match inner.spin_first(spin, timeout)? {
-                Spun::Arrived => return Ok(()),
-                Spun::TimedOut => {
-                    inner.empty_waits += 1;
-                    return Ok(());
-                }
-                Spun::Sleep(rest) => timeout = rest,
-            }
-        }
-        let r = inner.enter(1, timeout, 0);
-        if inner.reaped_besides_closes(before, closes_before) == 0 {
-            inner.empty_waits += 1;
-        }
-        r
-    }
-
-    /// Whether the last [`park`](Driver::park) brought in detached ops' CQEs and nothing else
-    /// (the wake-up read still armed, nothing released): no task waits for what happened, so
-    /// once their owners are told the loop may wait again without a turn.
-    #[inline]
-    pub(crate) fn woke_only_detached(&self) -> bool {
-        let inner = self.0.inner.borrow();
-        inner.others_since_park == 0
-            && !inner.detached.is_empty()
-            && inner.wake_armed
-            && inner.released.is_empty()
-    }
-
     /// Whether `io_uring_enter` is given this thread's registered index of the ring.
     pub(crate) fn ring_registered(&self) -> bool {
         self.0.inner.borrow().enter_fd.is_registered()
@@ -525,103 +476,5 @@ impl Driver {
     /// CQEs reaped so far, wrapping at 2^32.
     pub(crate) fn reaped(&self) -> u32 {
         self.0.inner.borrow().reaped
-    }
-
-    /// Blocking waits that brought in no completion: ended by a timer's deadline or a
-    /// signal, never by the wait itself.
-    pub(crate) fn empty_waits(&self) -> u64 {
-        self.0.inner.borrow().empty_waits
-    }
-
-    /// The batch wait in effect (`None`: off, or the kernel cannot bound it).
-    pub(crate) fn batch_wait(&self) -> Option<Duration> {
-        self.0
-            .inner
-            .borrow()
-            .batch
-            .map(|b| Duration::from_micros(b.wait_us.into()))
-    }
-
-    /// How many completions a batch wait currently asks for (`None`: batching is off).
-    pub(crate) fn batch_target(&self) -> Option<u32> {
-        self.0.inner.borrow().batch.map(|b| b.target)
-    }
-
-    /// Cancels every op still in the kernel, reaps until none is left or `timeout` passes,
-    /// then releases the ring. Past the timeout, memory the kernel may still write is leaked,
-    /// never freed, and the error says how many ops were abandoned.
-    pub(crate) fn close(&self, timeout: Duration) -> io::Result<()> {
-        let deadline = Instant::now() + timeout;
-        self.0.inner.borrow_mut().closing = true;
-        // Deferred closes not yet queued are made with `close(2)`, now and from here on.
-        self.0.closes.shut();
-        let result = loop {
-            let mut inner = self.0.inner.borrow_mut();
-            if inner.ring.is_none() {
-                break Ok(());
-            }
-            let pending = inner.awaiting_kernel_keys();
-            // Closes in the SQ or in flight are waited for too: unsubmitted, they would leak
-            // their descriptors.
-            if pending.is_empty() && inner.closes_in_flight == 0 {
-                break Ok(());
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                break Err(inner.abandon(pending.len(), timeout));
-            }
-            for key in pending {
-                // A cancel that cannot be queued is retried on the next round.
-                if inner.push_cancel(key).is_err() {
-                    break;
-                }
-            }
-            let wait = (deadline - now).min(Duration::from_millis(100));
-            let r = inner.enter(1, Some(wait), 0);
-            drop(inner);
-            self.run_released();
-            if let Err(e) = r {
-                let mut inner = self.0.inner.borrow_mut();
-                let n = inner.awaiting_kernel_count();
-                if n == 0 {
-                    break Ok(());
-                }
-                let abandoned = inner.abandon(n, timeout);
-                break Err(io::Error::new(
-                    e.kind(),
-                    format!("{abandoned} (io_uring_enter failed: {e})"),
-                ));
-            }
-        };
-        self.run_released();
-        let ring = {
-            let mut inner = self.0.inner.borrow_mut();
-            let ring = inner.ring.take();
-            if let Some(r) = &ring {
-                // On the loop's thread, which registered it (the driver never leaves it).
-                inner.enter_fd.unregister(r.as_raw_fd());
-            }
-            ring
-        };
-        if let (Some(ring), Some(pool)) = (&ring, &self.0.pool) {
-            if result.is_ok() {
-                // Every op has completed: no recv can pick a buffer any more.
-                pool.unregister(ring);
-            } else {
-                // Abandoned receives may still pick a pool buffer and write it: leak the pool
-                // (one reference, never released) rather than free that memory.
-                std::mem::forget(pool.clone());
-            }
-        }
-        // Dropping the ring closes its descriptor and unmaps the queues.
-        drop(ring);
-        result
-    }
-
-    fn run_released(&self) {
-        let mut released = Released::default();
-        self.take_released(&mut released);
-        released.run();
-        self.run_detached();
     }
 }

@@ -4,13 +4,13 @@
 //! [`Released`] (and the runtime's `wake_inline` hooks).
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::sys::{WaitArgs, ENTER_NO_IOWAIT};
 
-use super::batch::{Batch, BATCH_IDLE_TIMEOUT_SECS};
+use super::batch::BATCH_IDLE_TIMEOUT_SECS;
 use super::bufring::BufPool;
 use super::slot::{Completion, Lifecycle, OnCqe};
 use super::table::OpTable;
@@ -102,21 +102,6 @@ fn wait_flags(no_iowait: bool) -> u32 {
 /// How many times a transient `io_uring_enter` failure (`EAGAIN`, `EBUSY`, `ENOMEM`) is
 /// retried, after reaping, before it is returned.
 const TRANSIENT_RETRIES: u32 = 1000;
-
-/// Looks at the rings between two readings of the clock while spinning: a look is a few
-/// loads of the rings' heads, tails and flags and a pause, and a reading of the clock (the
-/// vDSO's) costs as much as several, so the budget is overrun by a microsecond or two at most.
-const SPIN_POLLS_PER_CLOCK: u32 = 16;
-
-/// How a spin before a wait ended (see `Inner::spin_first`).
-pub(super) enum Spun {
-    /// Completions came in: the wait is over.
-    Arrived,
-    /// Nothing came in and the wait's timeout ran out while spinning.
-    TimedOut,
-    /// Nothing came in: sleep, with this much of the wait's timeout left.
-    Sleep(Option<Duration>),
-}
 
 impl Inner {
     pub(super) fn ring(&mut self) -> io::Result<&mut IoUring> {
@@ -257,118 +242,6 @@ impl Inner {
         }
         self.reap();
         Ok(())
-    }
-
-    /// [`Driver::park`](super::Driver::park) with batching on: a wait for the batch target,
-    /// bounded by the min-wait, then the target adjusted to what came (see `Batch`). `batch` is the loop's
-    /// (`self.batch`, which nothing else changes meanwhile); adjusted, it is stored back. Out
-    /// of line: a loop without `Builder::batch_wait` never comes here.
-    #[inline(never)]
-    pub(super) fn park_batch(
-        &mut self,
-        mut batch: Batch,
-        timeout: Option<Duration>,
-        before: u32,
-        closes_before: u32,
-    ) -> io::Result<()> {
-        let cap = (self.owned / 4).max(1) as u32;
-        let want = batch.want(cap);
-        // A wait for one drops the min-wait (see `Inner::enter`).
-        let r = self.enter(want, timeout, batch.wait_us);
-        let got = self.reaped_besides_closes(before, closes_before);
-        if got == 0 {
-            self.empty_waits += 1;
-        }
-        // The tries' CQEs were posted while the enter submitted them: the loop's own echo,
-        // not what arrived. Counted in, they masked a wait that ran out its min-wait short
-        // of its target (eight tries and two arrivals met a target of eight) and doubled the
-        // pace a server's replies were judged by. (`empty_waits` above keeps them: a wait
-        // that did not ask past its tries, see `Inner::enter`, ends at a try's CQE so that the
-        // loop can resume a short one, a wake-up with work in it.)
-        let got = got.saturating_sub(self.tries_entered);
-        // The turn runs from the end of the last wait to the end of this one: its pace is
-        // how fast completions arrive, whatever the loop did in between.
-        let now = std::time::Instant::now();
-        let pace = batch.last_wait_end.map_or(u32::MAX, |t| {
-            batch.pace(got, now.saturating_duration_since(t))
-        });
-        batch.last_wait_end = Some(now);
-        batch.adjust(got, cap, pace);
-        self.batch = Some(batch);
-        r
-    }
-
-    /// The spin before a wait for one with `timeout` (out of line: the loop's every turn
-    /// goes through `Driver::park`, which a loop that never spins should not pay for in code
-    /// size). The spin is bounded by the timeout, whose rest the sleep then gets.
-    #[inline(never)]
-    pub(super) fn spin_first(
-        &mut self,
-        spin: Duration,
-        timeout: Option<Duration>,
-    ) -> io::Result<Spun> {
-        let Some(t) = timeout else {
-            return Ok(if self.spin(spin)? {
-                Spun::Arrived
-            } else {
-                Spun::Sleep(None)
-            });
-        };
-        let start = Instant::now();
-        if self.spin(t.min(spin))? {
-            return Ok(Spun::Arrived);
-        }
-        let rest = t.saturating_sub(start.elapsed());
-        Ok(if rest.is_zero() {
-            Spun::TimedOut
-        } else {
-            Spun::Sleep(Some(rest))
-        })
-    }
-
-    /// Spins for up to `budget` before a wait sleeps (`Builder::spin_before_sleep`):
-    /// submits what is queued, then watches the rings and enters the kernel only once it has
-    /// completions to post (`IORING_SQ_TASKRUN`, with the ring's `TASKRUN_FLAG`), or has
-    /// posted some (the CQ ring, where it posts them at once) or holds some back (a CQ
-    /// overflow). Returns whether completions came in besides closes', the loop's own echo
-    /// of its submissions; a reply tried at submit counts, since its owner must see a short
-    /// one. Nothing waits in the kernel meanwhile, so whatever completes wakes no thread.
-    pub(super) fn spin(&mut self, budget: Duration) -> io::Result<bool> {
-        let before = self.reaped;
-        let closes_before = self.closes_in_flight;
-        let start = Instant::now();
-        if !self.ring()?.submission().is_empty() {
-            self.enter(0, None, 0)?;
-            if self.reaped_besides_closes(before, closes_before) > 0 {
-                return Ok(true);
-            }
-        }
-        loop {
-            for _ in 0..SPIN_POLLS_PER_CLOCK {
-                if self.kernel_has_completions()? {
-                    self.enter(0, None, 0)?;
-                    if self.reaped_besides_closes(before, closes_before) > 0 {
-                        return Ok(true);
-                    }
-                }
-                std::hint::spin_loop();
-            }
-            if start.elapsed() >= budget {
-                return Ok(false);
-            }
-        }
-    }
-
-    /// Whether an enter would reap anything: CQEs posted, completions the kernel holds for
-    /// this thread to post (deferred task work, flagged in the SQ ring), or an overflow.
-    #[inline]
-    fn kernel_has_completions(&mut self) -> io::Result<bool> {
-        let ring = self.ring()?;
-        if !ring.completion().is_empty() {
-            return Ok(true);
-        }
-        let sq = ring.submission();
-        Ok(sq.taskrun() || sq.cq_overflow())
     }
 
     /// What a wait for `want` completions needs beyond its count: `None` for a plain enter.
