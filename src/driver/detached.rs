@@ -58,7 +58,7 @@ impl Driver {
     /// sleeps until the next request, one `io_uring_enter` per batch instead of two.
     ///
     /// A try that comes back short is resumed by its owner once the wait ends, which the
-    /// room watcher (see `room`) brings about when the socket has room again: only for a
+    /// room watcher (see `writable`) brings about when the socket has room again: only for a
     /// descriptor given to [`watch_writable`](Self::watch_writable). While the watcher is not
     /// armed, waits count no tries.
     ///
@@ -91,7 +91,7 @@ impl Driver {
         Ok(key)
     }
 
-    /// Has the room watcher (see `room`) wake the loop when `fd` becomes writable after a
+    /// Has the room watcher (see `writable`) wake the loop when `fd` becomes writable after a
     /// send found its buffer full, arming the watcher if need be; false if it cannot (then
     /// `fd`'s sends must not be tried). Should the watcher end later (at close, or ended by
     /// the kernel), waits stop letting tries settle unseen until it is armed again.

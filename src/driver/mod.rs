@@ -32,10 +32,11 @@
 //!   machine; `table`: the op table;
 //! - `ring`: the SQ/CQ mechanics (push, enter, reap); `wait`: how an idle loop waits
 //!   (`park`, spinning); `batch`: batch waits; `timer`: the loop's one kernel timer;
-//! - `stream`: the multishot ops that I/O objects arm; `detached`: ops owned by no future,
-//!   and sends tried at submit; `room`: the writability watch that resumes them;
+//! - `multishot`: the multishot ops that I/O objects arm; `detached`: ops owned by no future,
+//!   and sends tried at submit; `writable`: the writability watch that resumes them;
 //! - `close`: descriptors closed by the ring; `shutdown`: the driver's own close;
-//! - `bufring`: the receive-buffer pool; `registry`: the thread's current driver;
+//! - `bufring`: the receive-buffer pool; `thread_drivers`: the thread's drivers and its
+//!   current one;
 //!   `loop_cell`: state touched only on its loop's thread.
 
 mod batch;
@@ -44,22 +45,24 @@ mod close;
 mod config;
 mod detached;
 pub(crate) mod loop_cell;
+mod multishot;
 pub(crate) mod op;
 pub(crate) mod ops;
-mod registry;
 mod ring;
-mod room;
 mod shutdown;
 pub(crate) mod slot;
-mod stream;
 mod table;
+mod thread_drivers;
 mod timer;
 mod wait;
+mod writable;
 
 pub(crate) use config::{DriverConfig, RuntimeHooks};
+pub(crate) use multishot::{ForeignDrops, StreamKeep};
 pub(crate) use op::{Op, OpCode};
-pub(crate) use registry::{current, current_id, lookup, unregister, with_current, EnterGuard};
-pub(crate) use stream::{ForeignDrops, StreamKeep};
+pub(crate) use thread_drivers::{
+    current, current_id, lookup, unregister, with_current, EnterGuard,
+};
 
 use batch::Batch;
 
@@ -181,7 +184,7 @@ struct Inner {
     ring_closes: u64,
     /// Wakes the loop when a watched socket has room again; a wait counts tries only while
     /// it is armed (see [`Driver::submit_detached_tried`]).
-    room: Option<Arc<room::RoomWatch>>,
+    room: Option<Arc<writable::RoomWatch>>,
     /// The loop's timer: the same as `DriverCell::timer`.
     timer: Rc<TimerState>,
     /// What the timer's SQEs point at. The kernel copies it when it prepares them, in the
@@ -254,7 +257,7 @@ impl Driver {
         // The room watcher needs multishot poll (5.13+); 6.1 (DEFER_TASKRUN's) is the oldest
         // kernel the tries are reasoned about on, rather than older completion paths.
         let room = (cfg.trial_sends && kernel.is_some_and(|v| v >= (6, 1)))
-            .then(room::RoomWatch::new)
+            .then(writable::RoomWatch::new)
             .flatten();
         let batch = cfg
             .batch_wait
@@ -339,7 +342,7 @@ impl Driver {
                 wake_inline_ref,
             }),
         }));
-        registry::register(&d);
+        thread_drivers::register(&d);
         Ok(d)
     }
 
@@ -401,7 +404,7 @@ impl Driver {
 
     /// Makes this driver the thread's current one until the guard drops.
     pub(crate) fn enter(&self) -> EnterGuard {
-        registry::enter(&self.0)
+        thread_drivers::enter(&self.0)
     }
 
     /// Ops whose future is alive: what could still wake a task.

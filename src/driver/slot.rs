@@ -21,7 +21,7 @@ use std::io;
 use std::sync::Arc;
 use std::task::Waker;
 
-use super::stream::StreamKeep;
+use super::multishot::StreamKeep;
 use super::Driver;
 
 /// What a CQE said: the result and its flags.

@@ -56,7 +56,7 @@ impl Armed {
     }
 
     /// [`poll_next`](Armed::poll_next) with the running loop's driver at hand. Always
-    /// inlined: see `driver::registry::with_current`.
+    /// inlined: see `driver::thread_drivers::with_current`.
     #[inline(always)]
     pub(crate) fn poll_next_on(
         &self,

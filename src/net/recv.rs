@@ -218,7 +218,7 @@ enum RecvState {
 impl Future for RecvFuture<'_> {
     type Output = io::Result<RecvBuf>;
 
-    // Always inlined: see `driver::registry::with_current`.
+    // Always inlined: see `driver::thread_drivers::with_current`.
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<RecvBuf>> {
         // Every field is Unpin (references and a plain enum).

@@ -34,7 +34,7 @@
 //!
 //! A try that comes back short (the socket's buffer full) has its rest sent once the loop
 //! sees its completion, and the loop may be asleep with nothing else to wake it: the
-//! loop's room watcher (`driver::room`) wakes it once the socket has room again. A socket
+//! loop's room watcher (`driver::writable`) wakes it once the socket has room again. A socket
 //! is added to it with the stream's first try, at its second write: the first goes
 //! plainly, so that a connection that writes once (a short-lived client's) costs no
 //! `epoll_ctl` and no epoll entry. One the watcher cannot take is sent plainly, as are

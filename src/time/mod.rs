@@ -34,7 +34,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::util::registry::{Current, Entered, LoopPart, Registry};
+use crate::util::loop_parts::{Current, Entered, LoopPart, Registry};
 
 /// A loop's timers, registered per thread like its driver.
 pub(crate) struct Timers {

@@ -55,7 +55,7 @@ impl Driver {
     /// The next queued CQE of stream `key`, or registers `cx`'s waker. After the final CQE
     /// (one without `IORING_CQE_F_MORE`) has been taken, the slot is freed and `key` is dead.
     /// A stream has one waiter; a different waiter replacing it is woken so it can re-poll.
-    /// Always inlined: see `registry::with_current`.
+    /// Always inlined: see `thread_drivers::with_current`.
     #[inline(always)]
     pub(crate) fn poll_stream(&self, key: usize, cx: &mut Context<'_>) -> Poll<Completion> {
         let mut inner = self.0.inner.borrow_mut();

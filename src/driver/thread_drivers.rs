@@ -1,9 +1,9 @@
-//! The thread's drivers, by loop id (see `util::registry`).
+//! The thread's drivers, by loop id (see `util::loop_parts`).
 
 use std::rc::Rc;
 
 use super::{Driver, DriverCell};
-use crate::util::registry::{Current, Entered, LoopPart, Registry};
+use crate::util::loop_parts::{Current, Entered, LoopPart, Registry};
 
 thread_local! {
     static DRIVERS: Registry<DriverCell> = const { Registry::new() };
