@@ -107,6 +107,11 @@ impl Wheel {
     /// Registers a timer: its key, and its deadline rounded up to the wheel's tick as
     /// `CLOCK_MONOTONIC` ns (for the loop's kernel timer); `None` if the deadline has already
     /// passed for the wheel.
+    ///
+    /// `#[inline]`: a per-request timeout registers one, and without the hint whether it is
+    /// inlined into `Sleep::poll` depends on how the crate is split into code-generation
+    /// units, which any module's move can change.
+    #[inline]
     pub(crate) fn insert(&mut self, deadline: Instant, waker: Waker) -> Option<(usize, u64)> {
         let when = self.tick_ceil(deadline);
         if when <= self.elapsed {
