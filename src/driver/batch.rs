@@ -73,15 +73,10 @@ const MIN_BATCH: u32 = 8;
 const MAX_GROW_AFTER: u32 = 64;
 
 /// The share of the batch wait (one in this many) that a target may take to gather at the
-/// last turn's pace. At 64 connections × 64 B and 50,000 requests a second, an open loop
-/// (the server idle most of the time), batch waits of 100 µs counted by completions alone
-/// asked for eight and got them, every request waiting for others: the median latency rose
-/// from 27 to 113 µs (156 against 24 at 100,000 a second), and the CPU per request by 6–18%
-/// (each wait armed a timer). At that pace eight take about 80 µs. Held to a quarter, the
-/// median stayed within 1 µs of no batching at 50,000 and 100,000 a second, but batching
-/// no longer engaged in the closed loop at 64 × 64 B (0.17–0.18 system calls per request,
-/// against 0.05 before); held to half, it does (0.05), and the open loop's median is within
-/// 4 µs of no batching at 50,000–150,000 a second, at 1.01–1.06× the CPU.
+/// last turn's pace. Counted by completions alone, a steady moderate rate meets any target,
+/// each request waiting for the others: an open loop's median latency rose several times
+/// over. A quarter kept that latency but stopped batching in busy closed loops; half keeps
+/// both. The runs behind it: `docs/tuning.md` and this constant's commit.
 const PACE_SHARE: u64 = 2;
 
 impl Batch {

@@ -144,9 +144,8 @@ impl Driver {
 
 /// What a stream keeps for the kernel until its final CQE. Stored in the stream's state,
 /// which the driver reuses, so that arming the common kind (a receive drawing on the loop's
-/// buffer pool) allocates nothing: boxing it cost a `malloc` and a `free` per connection
-/// (callgrind, a connection per request: 5112 → 4946 instructions each), and 16 bytes per
-/// idle one net of the larger state (`bench/`: 760 → 744).
+/// buffer pool) allocates nothing: a box would cost a `malloc` and a `free` per connection,
+/// and more memory per idle one than the larger state does.
 #[derive(Default)]
 pub(crate) enum StreamKeep {
     /// Nothing to keep.

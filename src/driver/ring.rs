@@ -290,10 +290,8 @@ impl Inner {
 
     /// [`reap`](Inner::reap) less the cancels of streams that reached their cap: it leaves
     /// those in `throttled`, for once the completion queue is released. Out of line, and with
-    /// no use of `self` after its loop: when the cancels were made here, `self` stayed alive
-    /// across the loop, and the registers that took cost every reap a dozen instructions of
-    /// spills and reloads (callgrind, one connection: 1176 → 1162 per request with
-    /// `orphan_cqe`).
+    /// no use of `self` after its loop: with `self` alive across the loop, the registers that
+    /// takes cost every reap a dozen instructions of spills and reloads.
     #[inline(never)]
     fn reap_cqes(&mut self) -> usize {
         let Inner {

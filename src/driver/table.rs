@@ -1,9 +1,8 @@
 //! The op table: every op's [`Lifecycle`] slot, found by the key its SQE carries as
 //! `user_data`. A vector with a free list threaded through its vacant entries, like the `slab`
 //! crate's, but specialised to the one value type so that the two per-op calls (take a slot at
-//! submission, free it when the future takes the result) are inline and write no drop glue:
-//! `slab`'s generic insert and remove cost 27 and 14 instructions per echo request, these 15
-//! and 11.
+//! submission, free it when the future takes the result) are inline and write no drop glue,
+//! at about half the instructions of `slab`'s generic insert and remove.
 
 use super::slot::Lifecycle;
 

@@ -61,8 +61,9 @@ pub(crate) fn current() -> Option<Driver> {
 /// [`current`], no reference count is taken. For the per-operation paths.
 ///
 /// Always inlined, as are the receive path's `RecvFuture::poll`, `Armed::poll_next_on` and
-/// `Driver::poll_stream`: with `#[inline]`, a fat-LTO build kept this one (with the closure)
-/// and those out of line, and an echo request cost 952 instructions against 870 without LTO.
+/// `Driver::poll_stream`: with `#[inline]` only, a fat-LTO build keeps this one (with the
+/// closure) and those out of line, and the echo's per-request path costs more under LTO
+/// than without it.
 #[inline(always)]
 pub(crate) fn with_current<R>(f: impl FnOnce(&Driver) -> R) -> Option<R> {
     let ptr = CURRENT.with(|c| c.with_current(|d| d as *const DriverCell))?;

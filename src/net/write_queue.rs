@@ -262,9 +262,8 @@ unsafe impl Send for Vectors {}
 
 /// Larger writes are never tried. A try saves one `io_uring_enter` per batch of replies,
 /// which only small replies notice, while one that comes back short costs the loop a round
-/// trip for the rest; a large write is the likelier to find the socket's buffer full. At
-/// 16 KiB (16 connections echoing 64 KiB in 16 KiB buffers) tries cost 0.94x the requests
-/// per second on the machine `bench/` runs on.
+/// trip for the rest; a large write is the likelier to find the socket's buffer full, and
+/// trying 16 KiB writes lowered `bench/`'s requests per second at 16 × 64 KiB.
 const TRY_MAX: usize = 8 * 1024;
 
 /// What the op in flight is, as to tries (see the module doc).

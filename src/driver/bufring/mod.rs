@@ -10,9 +10,9 @@
 //! A buffer ring is a FIFO: the kernel takes from the head, the loop writes returned ids at
 //! the tail. Were every free buffer in the ring, each receive would land in the buffer freed
 //! longest ago, and the kernel's copy would cycle through the whole pool (16 MiB by
-//! default), long out of cache. `bench/` measured the cost at 64 × 4 KiB: the receive copy
-//! (`_copy_to_iter`) took 3.6–4.9% of the server's CPU against 2.1–3.4% for tokio, which
-//! reads into a buffer it keeps; with a 256 KiB pool it fell to 2.3–2.4%.
+//! default), long out of cache: at 64 × 4 KiB `bench/` saw the kernel's receive copy take a
+//! larger share of the server's CPU than tokio's, which reads into a buffer it keeps, until
+//! the pool was small enough to stay in cache.
 //!
 //! So the ring holds only a *window* of the free buffers; the rest wait on a LIFO stack (the
 //! spares). A returned buffer goes straight back into the ring while the ring holds less
