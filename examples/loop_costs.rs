@@ -150,7 +150,7 @@ fn million_sleeps() -> (u64, u64) {
             yield_now().await;
         }
     });
-    assert_eq!(lp.pending_timers(), n);
+    assert_eq!(lp.stats().timers, n);
     let peak = vm_hwm_kib();
     let t0 = Instant::now();
     lp.close().unwrap();

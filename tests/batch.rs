@@ -174,9 +174,9 @@ fn batch_wait_without_a_timer_does_not_wake_empty() {
         (idle, server, client)
     });
     // The test means something only if the bursts did grow the target.
-    let target = lp.batch_target().unwrap();
+    let target = lp.stats().batch_target.unwrap();
     assert!(target > 1, "four bursts left the batch target at {target}");
-    let before = lp.empty_waits();
+    let before = lp.stats().empty_waits;
     let writer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(200));
         std::io::Write::write_all(&mut &client, b"late").unwrap();
@@ -184,7 +184,7 @@ fn batch_wait_without_a_timer_does_not_wake_empty() {
     });
     let got = lp.block_on(async { server.recv().await.unwrap() });
     assert_eq!(&got[..], b"late");
-    let empty = lp.empty_waits() - before;
+    let empty = lp.stats().empty_waits - before;
     assert_eq!(
         empty, 0,
         "the loop woke {empty} time(s) with nothing to do while waiting 200 ms for data"
@@ -226,7 +226,7 @@ fn closes_do_not_grow_the_batch_target() {
             let got = s.recv().await.unwrap();
             s.write_all(got).await.0.unwrap();
         });
-        targets.push(lp.batch_target().unwrap());
+        targets.push(lp.stats().batch_target.unwrap());
     }
     client.join().unwrap();
     drop(idle);
@@ -269,7 +269,7 @@ fn tried_sends_do_not_grow_the_batch_target() {
             }
             time::sleep(Duration::from_millis(1)).await;
         });
-        targets.push(lp.batch_target().unwrap());
+        targets.push(lp.stats().batch_target.unwrap());
     }
     lp.block_on(async {
         for (s, _) in &pairs {

@@ -61,7 +61,7 @@ fn assert_eof(c: &mut StdStream) {
 #[test]
 fn a_stream_dropped_on_its_loop_is_closed_by_the_ring_at_the_next_enter() {
     let mut lp = EventLoop::new().unwrap();
-    let before = lp.ring_closes();
+    let before = lp.stats().ring_closes;
     let (tracked, mut client) = lp.block_on(async {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let (s, c) = pair(&l).await;
@@ -77,7 +77,7 @@ fn a_stream_dropped_on_its_loop_is_closed_by_the_ring_at_the_next_enter() {
         (t, c)
     });
     assert!(!tracked.is_open());
-    assert_eq!(lp.ring_closes() - before, 1, "the ring closed it");
+    assert_eq!(lp.stats().ring_closes - before, 1, "the ring closed it");
     assert_eof(&mut client);
     lp.close().unwrap();
 }
@@ -100,17 +100,17 @@ fn a_wait_its_deadline_ends_is_empty_though_it_reaped_a_close() {
         p
     });
     let tracked = Tracked::of(&s);
-    let (empty, closes) = (lp.empty_waits(), lp.ring_closes());
+    let (empty, closes) = (lp.stats().empty_waits, lp.stats().ring_closes);
     lp.block_on(async move {
         drop(s);
         // The park that follows submits the close, then sleeps until the deadline.
         ringloop::time::sleep(Duration::from_millis(30)).await;
     });
     assert!(!tracked.is_open());
-    assert_eq!(lp.ring_closes() - closes, 1, "the ring closed it");
+    assert_eq!(lp.stats().ring_closes - closes, 1, "the ring closed it");
     // At least one: a signal could end a wait early too, but 0 would mean the close's CQE
     // counted as what the wait was for.
-    let empty = lp.empty_waits() - empty;
+    let empty = lp.stats().empty_waits - empty;
     assert!(
         empty >= 1,
         "the wait the deadline ended, with only the close's CQE in it, counted as not empty"
@@ -146,19 +146,19 @@ fn a_stream_dropped_off_its_loop_closes_at_once() {
         pair(&l).await
     });
     let tracked = Tracked::of(&stream);
-    let before = lp.ring_closes();
+    let before = lp.stats().ring_closes;
     // Dropped on a thread with no loop: nothing there could submit a close.
     std::thread::spawn(move || drop(stream)).join().unwrap();
     assert!(!tracked.is_open(), "closed by the drop itself");
     assert_eof(&mut client);
-    assert_eq!(lp.ring_closes(), before);
+    assert_eq!(lp.stats().ring_closes, before);
     lp.close().unwrap();
 }
 
 #[test]
 fn a_thousand_connections_dropped_on_the_loop_leave_no_descriptor_open() {
     let mut lp = EventLoop::new().unwrap();
-    let before = lp.ring_closes();
+    let before = lp.stats().ring_closes;
     let tracked = lp.block_on(async {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
@@ -174,7 +174,7 @@ fn a_thousand_connections_dropped_on_the_loop_leave_no_descriptor_open() {
     });
     let open = tracked.iter().filter(|t| t.is_open()).count();
     assert_eq!(open, 0, "every dropped stream's descriptor is closed");
-    assert_eq!(lp.ring_closes() - before, 2000);
+    assert_eq!(lp.stats().ring_closes - before, 2000);
     lp.close().unwrap();
 }
 

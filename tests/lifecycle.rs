@@ -61,13 +61,13 @@ fn several_loops_on_one_thread_may_exist_and_run_in_turn() {
 /// kernel would keep the closed rings alive until the thread exits).
 #[test]
 fn closed_loops_give_their_ring_registration_back() {
-    if !EventLoop::new().unwrap().ring_registered() {
+    if !EventLoop::new().unwrap().features().ring_registered() {
         return; // before Linux 5.18: nothing is registered
     }
     for i in 0..40 {
         let mut lp = EventLoop::new().unwrap();
         assert!(
-            lp.ring_registered(),
+            lp.features().ring_registered(),
             "loop {i} on this thread entered by descriptor"
         );
         assert_eq!(lp.block_on(async { 7 }), 7);
@@ -238,11 +238,7 @@ fn abort_cancels_a_task_and_the_join_handle_says_so() {
         jh.await.unwrap_err()
     });
     assert!(e.is_cancelled());
-    assert_eq!(
-        lp.pending_timers(),
-        0,
-        "the aborted task's timer was removed"
-    );
+    assert_eq!(lp.stats().timers, 0, "the aborted task's timer was removed");
 }
 
 #[test]
@@ -299,7 +295,7 @@ fn timeout_elapses_and_passes_through() {
     assert!(r.is_err());
     let r = lp.block_on(time::timeout(Duration::from_secs(10), async { 3 }));
     assert_eq!(r, Ok(3));
-    assert_eq!(lp.pending_timers(), 0);
+    assert_eq!(lp.stats().timers, 0);
 }
 
 #[test]

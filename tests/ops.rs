@@ -98,7 +98,7 @@ fn dropped_read_keeps_its_buffer_until_the_kernel_is_done() {
     });
     assert_eq!(drops.load(Ordering::SeqCst), 1, "freed once, after the CQE");
     assert_eq!(
-        lp.ops_in_kernel(),
+        lp.stats().ops_in_kernel,
         1,
         "only the loop's own doorbell read remains"
     );
@@ -167,7 +167,7 @@ fn ten_thousand_pending_timers_then_close_is_prompt_and_ok() {
         lp.spawn(time::sleep(Duration::from_secs(60 + i % 100)));
     }
     settle(&mut lp, 100);
-    assert_eq!(lp.pending_timers(), 10_000);
+    assert_eq!(lp.stats().timers, 10_000);
     let t0 = Instant::now();
     lp.close().unwrap();
     // Generous: this only guards against close waiting for the timers.
@@ -202,7 +202,10 @@ fn tiny_ring_runs_two_thousand_concurrent_ops() {
     }
     settle(&mut lp, 100);
     assert_eq!(done.load(Ordering::SeqCst), 1000, "the NOPs finished");
-    assert!(lp.ops_in_kernel() >= 1000, "every read is in the kernel");
+    assert!(
+        lp.stats().ops_in_kernel >= 1000,
+        "every read is in the kernel"
+    );
     for (_, w) in &pipes {
         write_fd(w.as_raw_fd(), b"zzzzz");
     }
@@ -211,7 +214,7 @@ fn tiny_ring_runs_two_thousand_concurrent_ops() {
             time::sleep(Duration::from_millis(1)).await;
         }
     });
-    assert_eq!(lp.stray_cqes(), 0);
+    assert_eq!(lp.stats().stray_completions, 0);
     lp.close().unwrap();
 }
 

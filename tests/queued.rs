@@ -285,14 +285,14 @@ fn writes_queued_behind_one_in_flight_leave_together_in_one_op() {
         time::sleep(Duration::from_millis(20)).await;
     });
     let writes: Vec<Vec<u8>> = (0..11).map(|i| vec![i as u8; 100 + i]).collect();
-    let before = lp.completions_reaped();
+    let before = lp.stats().completions;
     lp.block_on(async {
         for w in &writes {
             c.write_queued(w.clone()).await.unwrap();
         }
         c.flush().await.unwrap();
     });
-    let ops = lp.completions_reaped().wrapping_sub(before);
+    let ops = lp.stats().completions.wrapping_sub(before);
     assert!(
         ops <= 2,
         "11 queued writes took {ops} ops: the 10 behind the first should share one"

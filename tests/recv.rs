@@ -35,7 +35,7 @@ fn recv_uses_the_buffer_ring_and_multishot_on_this_kernel() {
     let lp = EventLoop::new().unwrap();
     assert!(lp.features().recv_buffer_ring());
     assert!(lp.features().multishot_recv());
-    assert_eq!(lp.recv_buffers_available(), Some(1024));
+    assert_eq!(lp.stats().recv_pool.map(|p| p.free), Some(1024));
     let lp = EventLoop::builder().multishot(false).build().unwrap();
     assert!(!lp.features().multishot_recv());
 }
@@ -66,7 +66,7 @@ fn zero_copy_echo_and_eof_as_empty_recvbuf() {
         assert!(c.recv().await.unwrap().is_empty(), "EOF");
     });
     assert_eq!(
-        lp.recv_buffers_available(),
+        lp.stats().recv_pool.map(|p| p.free),
         Some(1024),
         "every buffer came back"
     );
@@ -171,10 +171,14 @@ fn tiny_pool(b: ringloop::Builder) {
             );
         }
     });
-    assert_eq!(lp.recv_buffers_available(), Some(2));
+    assert_eq!(lp.stats().recv_pool.map(|p| p.free), Some(2));
     // Eight streams on two buffers held across yields: receives found the ring empty, and
     // each such found its way back (the bytes above are all there).
-    let (window, starved) = lp.recv_buffer_window().unwrap();
+    let (window, starved) = lp
+        .stats()
+        .recv_pool
+        .map(|p| (p.window, p.ring_empty))
+        .unwrap();
     assert!(starved > 0, "no receive ever found the ring empty");
     assert_eq!(window, 2, "the window is the whole of a pool this small");
 }
@@ -185,7 +189,11 @@ fn a_busy_connection_reuses_a_few_hot_buffers_not_the_whole_pool() {
     // returned last. Were the whole pool in the ring, each receive would take the buffer
     // used longest ago, and 400 receives would land in 400 different buffers.
     let mut lp = EventLoop::new().unwrap();
-    let (window, _) = lp.recv_buffer_window().unwrap();
+    let (window, _) = lp
+        .stats()
+        .recv_pool
+        .map(|p| (p.window, p.ring_empty))
+        .unwrap();
     let seen = lp.block_on(async {
         let (c, s) = pair().await;
         let mut seen = std::collections::HashSet::new();
@@ -214,7 +222,7 @@ fn a_busy_connection_reuses_a_few_hot_buffers_not_the_whole_pool() {
         "400 receives used {} buffers (window {window})",
         seen.len()
     );
-    assert_eq!(lp.recv_buffers_available(), Some(1024));
+    assert_eq!(lp.stats().recv_pool.map(|p| p.free), Some(1024));
 }
 
 #[test]
@@ -223,7 +231,11 @@ fn buffers_held_by_the_application_beyond_the_window_are_replaced_from_the_pool(
     // from the rest of the pool, not from buffers coming back.
     const LEN: usize = 64 * 300;
     let mut lp = EventLoop::builder().recv_buffers(1024, 64).build().unwrap();
-    let (window, _) = lp.recv_buffer_window().unwrap();
+    let (window, _) = lp
+        .stats()
+        .recv_pool
+        .map(|p| (p.window, p.ring_empty))
+        .unwrap();
     let held = lp.block_on(async {
         let (c, s) = pair().await;
         let data: Vec<u8> = (0..LEN).map(|k| (k % 251) as u8).collect();
@@ -254,9 +266,12 @@ fn buffers_held_by_the_application_beyond_the_window_are_replaced_from_the_pool(
     });
     assert!(held.len() >= LEN / 64, "{} receives", held.len());
     assert!(held.len() > 2 * window, "the test must outgrow the window");
-    assert_eq!(lp.recv_buffers_available(), Some(1024 - held.len()));
+    assert_eq!(
+        lp.stats().recv_pool.map(|p| p.free),
+        Some(1024 - held.len())
+    );
     drop(held);
-    assert_eq!(lp.recv_buffers_available(), Some(1024));
+    assert_eq!(lp.stats().recv_pool.map(|p| p.free), Some(1024));
 }
 
 #[test]
@@ -267,7 +282,11 @@ fn a_burst_wider_than_the_window_grows_it_and_loses_nothing() {
         .recv_buffers(1024, LEN)
         .build()
         .unwrap();
-    let (start, _) = lp.recv_buffer_window().unwrap();
+    let (start, _) = lp
+        .stats()
+        .recv_pool
+        .map(|p| (p.window, p.ring_empty))
+        .unwrap();
     lp.block_on(async {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
@@ -308,12 +327,16 @@ fn a_burst_wider_than_the_window_grows_it_and_loses_nothing() {
             }
         }
     });
-    let (grown, _) = lp.recv_buffer_window().unwrap();
+    let (grown, _) = lp
+        .stats()
+        .recv_pool
+        .map(|p| (p.window, p.ring_empty))
+        .unwrap();
     assert!(
         grown > start,
         "{CONNS} receives at once left the window at {grown}"
     );
-    assert_eq!(lp.recv_buffers_available(), Some(1024));
+    assert_eq!(lp.stats().recv_pool.map(|p| p.free), Some(1024));
 }
 
 #[test]
@@ -341,7 +364,7 @@ fn idle_connections_hold_no_recv_buffer() {
         conns
     });
     assert_eq!(
-        lp.recv_buffers_available(),
+        lp.stats().recv_pool.map(|p| p.free),
         Some(256),
         "1,000 pending receives hold no buffer"
     );
@@ -357,7 +380,7 @@ fn recvbuf_dropped_on_another_thread_goes_back_to_the_pool() {
         r.unwrap();
         s.recv().await.unwrap()
     });
-    assert_eq!(lp.recv_buffers_available(), Some(3));
+    assert_eq!(lp.stats().recv_pool.map(|p| p.free), Some(3));
     std::thread::spawn(move || {
         assert_eq!(&buf[..], b"travel");
         drop(buf);
@@ -366,7 +389,7 @@ fn recvbuf_dropped_on_another_thread_goes_back_to_the_pool() {
     .unwrap();
     // The loop writes it back on its next turn.
     lp.block_on(ringloop::yield_now());
-    assert_eq!(lp.recv_buffers_available(), Some(4));
+    assert_eq!(lp.stats().recv_pool.map(|p| p.free), Some(4));
 }
 
 #[test]
@@ -391,7 +414,7 @@ fn without_a_buffer_ring_recv_falls_back_with_the_same_guarantees() {
         .build()
         .unwrap();
     assert!(!lp.features().recv_buffer_ring());
-    assert_eq!(lp.recv_buffers_available(), None);
+    assert_eq!(lp.stats().recv_pool.map(|p| p.free), None);
     lp.block_on(async {
         let (c, s) = pair().await;
         // Cancel-safe across a timeout.
@@ -468,11 +491,15 @@ fn dropping_a_stream_with_an_armed_multishot_receive_frees_everything() {
         assert!(b.map(|b| b.is_empty()).unwrap_or(true));
     });
     assert_eq!(
-        lp.recv_buffers_available(),
+        lp.stats().recv_pool.map(|p| p.free),
         Some(4),
         "queued buffers went back"
     );
-    assert_eq!(lp.ops_in_kernel(), 1, "only the doorbell read remains");
+    assert_eq!(
+        lp.stats().ops_in_kernel,
+        1,
+        "only the doorbell read remains"
+    );
 }
 
 #[test]
@@ -654,7 +681,7 @@ fn a_stalled_connection_does_not_take_the_whole_pool() {
         }
         (peer, task)
     });
-    let held = 64 - lp.recv_buffers_available().unwrap();
+    let held = 64 - lp.stats().recv_pool.map(|p| p.free).unwrap();
     assert!(held <= 16, "a stalled stream holds {held} of 64 buffers");
     lp.block_on(async {
         let (mut c, s) = std_pair().await;
@@ -662,7 +689,11 @@ fn a_stalled_connection_does_not_take_the_whole_pool() {
         std::io::Write::write_all(&mut c, &data).unwrap();
         assert!(recv_exactly(&s, data.len()).await == data);
     });
-    assert_eq!(lp.recv_heap_fallbacks(), Some(0), "the pool ran dry");
+    assert_eq!(
+        lp.stats().recv_pool.map(|p| p.heap_fallbacks),
+        Some(0),
+        "the pool ran dry"
+    );
     drop(stalled);
 }
 
@@ -705,7 +736,7 @@ fn a_receive_waiting_on_a_dry_pool_sleeps_rather_than_spins() {
         assert_eq!(got.expect("served").unwrap().unwrap(), b"late");
     });
     assert!(
-        lp.recv_heap_fallbacks().unwrap() > 0,
+        lp.stats().recv_pool.map(|p| p.heap_fallbacks).unwrap() > 0,
         "the pool never ran dry"
     );
 }
@@ -754,9 +785,9 @@ fn handlers_holding_every_buffer_of_the_pool_still_receive_their_requests() {
                 assert_eq!(got.unwrap(), REQUEST);
             }
         });
-        assert_eq!(lp.recv_buffers_available(), Some(16));
+        assert_eq!(lp.stats().recv_pool.map(|p| p.free), Some(16));
         assert!(
-            lp.recv_heap_fallbacks().unwrap() > 0,
+            lp.stats().recv_pool.map(|p| p.heap_fallbacks).unwrap() > 0,
             "the pool never ran dry"
         );
     }

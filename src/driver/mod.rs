@@ -153,8 +153,8 @@ struct Inner {
     batch: Option<Batch>,
     /// How long a wait spins before it sleeps (see `Inner::spin`).
     spin: Option<Duration>,
-    /// CQEs reaped so far (wrapping): how many a wait brought in.
-    reaped: u32,
+    /// CQEs reaped so far: how many a wait brought in.
+    reaped: u64,
     /// The receive-buffer pool, told after each reap how many buffers the kernel took from
     /// its ring (see `BufPool::after_reap`). The same pool as `DriverCell::pool`.
     pool: Option<BufPool>,
@@ -476,8 +476,8 @@ impl Driver {
         self.0.inner.borrow().enter_fd.is_registered()
     }
 
-    /// CQEs reaped so far, wrapping at 2^32.
-    pub(crate) fn reaped(&self) -> u32 {
+    /// CQEs reaped so far.
+    pub(crate) fn reaped(&self) -> u64 {
         self.0.inner.borrow().reaped
     }
 }

@@ -402,7 +402,7 @@ impl Inner {
         // `enter`), so they end no wait early; at most, a park that also took in queued
         // writes' CQEs returns to the turn rather than waiting again.
         let others = n - (detached.len() - detached_before);
-        *reaped = reaped.wrapping_add(n as u32);
+        *reaped = reaped.wrapping_add(n as u64);
         *others_since_park = others_since_park.saturating_add(others as u32);
         n
     }
@@ -419,9 +419,10 @@ impl Inner {
     /// CQEs reaped since `reaped` read `before`, less the closes among them: those that
     /// took `closes_in_flight` down from `closes_before` (nothing else lowers it meanwhile).
     #[inline]
-    pub(super) fn reaped_besides_closes(&self, before: u32, closes_before: u32) -> u32 {
+    pub(super) fn reaped_besides_closes(&self, before: u64, closes_before: u32) -> u32 {
         let closes = closes_before.saturating_sub(self.closes_in_flight);
-        self.reaped.wrapping_sub(before).saturating_sub(closes)
+        let reaped = u32::try_from(self.reaped.wrapping_sub(before)).unwrap_or(u32::MAX);
+        reaped.saturating_sub(closes)
     }
 
     /// How many slots the kernel still owes a final CQE.

@@ -108,7 +108,7 @@ impl Inner {
         &mut self,
         mut batch: Batch,
         timeout: Option<Duration>,
-        before: u32,
+        before: u64,
         closes_before: u32,
     ) -> io::Result<()> {
         let cap = (self.owned / 4).max(1) as u32;

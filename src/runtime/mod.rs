@@ -4,10 +4,12 @@ mod builder;
 mod cluster;
 pub(crate) mod context;
 mod handle;
+mod stats;
 
 pub use builder::Builder;
 pub use cluster::{Cluster, ClusterBuilder, ClusterHandle};
 pub use handle::{Handle, Stopping};
+pub use stats::{RecvPoolStats, Stats};
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -115,6 +117,7 @@ impl EventLoop {
         features.set_multishot_accept(driver.multishot_accept());
         features.set_iowait(driver.iowait());
         features.set_batch_wait(driver.batch_wait());
+        features.set_ring_registered(driver.ring_registered());
         let sched = Scheduler::new(remote.clone());
         let timers = Timers::new(id, Instant::now());
         let shared = Arc::new(Shared::new(remote.clone()));
@@ -232,86 +235,38 @@ impl EventLoop {
         self.core.close()
     }
 
-    /// Operations the kernel still owes a completion, internal ones included. For tests and
-    /// diagnostics.
-    #[doc(hidden)]
-    pub fn ops_in_kernel(&self) -> usize {
-        self.core.driver.awaiting_kernel()
-    }
-
-    /// Descriptors the ring has closed: streams dropped on this loop, closed by the next
-    /// `io_uring_enter` instead of with a `close(2)` each. For tests and diagnostics.
-    #[doc(hidden)]
-    pub fn ring_closes(&self) -> u64 {
-        self.core.driver.ring_closes()
-    }
-
-    /// CQEs that matched no operation (a kernel or driver bug; counted, never fatal).
-    #[doc(hidden)]
-    pub fn stray_cqes(&self) -> u64 {
-        self.core.driver.stray_cqes()
-    }
-
-    /// Whether the loop's ring is registered with its thread (`IORING_REGISTER_RING_FDS`,
-    /// Linux 5.18+), which spares the kernel a descriptor lookup per `io_uring_enter`. A
-    /// thread holds at most 16 such rings; loops past that enter by descriptor. For tests and
-    /// diagnostics.
-    #[doc(hidden)]
-    pub fn ring_registered(&self) -> bool {
-        self.core.driver.ring_registered()
-    }
-
-    /// How many completions a batch wait currently asks for (see `Builder::batch_wait`), before
-    /// the cap of a quarter of the ops in flight; `None` with batching off. For tests.
-    #[doc(hidden)]
-    pub fn batch_target(&self) -> Option<u32> {
-        self.core.driver.batch_target()
-    }
-
-    /// Completions reaped so far, internal ones included; wraps at 2^32 (compare two
-    /// readings with `wrapping_sub`). For tests and diagnostics.
-    #[doc(hidden)]
-    pub fn completions_reaped(&self) -> u32 {
-        self.core.driver.reaped()
-    }
-
-    /// Blocking waits that ended with no completion (a timer's deadline, a signal). For tests
-    /// and diagnostics: a loop waiting on I/O alone should have none.
-    #[doc(hidden)]
-    pub fn empty_waits(&self) -> u64 {
-        self.core.driver.empty_waits()
-    }
-
-    /// Free receive buffers in the pool: in its ring or spare (`None` without a pool); not
-    /// those held by `RecvBuf`s or queued on a stream. For tests and diagnostics: an idle
-    /// connection holds none.
-    #[doc(hidden)]
-    pub fn recv_buffers_available(&self) -> Option<usize> {
-        self.core.driver.pool().map(|p| p.available())
-    }
-
-    /// How many free receive buffers the pool's ring offers the kernel at a time (the rest
-    /// wait, hot ones first, to be topped up), and how many receives found the ring empty
-    /// (`ENOBUFS`) so far. `None` without a pool. For tests and diagnostics.
-    #[doc(hidden)]
-    pub fn recv_buffer_window(&self) -> Option<(usize, u64)> {
-        self.core.driver.pool().map(|p| {
-            let (window, starved) = p.window_stats();
-            (window.into(), starved)
-        })
-    }
-
-    /// Receives that went through a heap buffer because the receive pool stayed dry (every
-    /// buffer held by `RecvBuf`s or queued on streams not read). For tests and diagnostics.
-    #[doc(hidden)]
-    pub fn recv_heap_fallbacks(&self) -> Option<u64> {
-        self.core.driver.pool().map(|p| p.heap_fallbacks())
-    }
-
-    /// Timers registered and not yet fired. For tests and diagnostics.
-    #[doc(hidden)]
-    pub fn pending_timers(&self) -> usize {
-        self.core.timers.wheel.borrow().pending()
+    /// The loop's counters: tasks, operations in the kernel, completions, timers, the
+    /// receive pool. A few loads; cheap enough to read every second for a service's metrics.
+    ///
+    /// ```
+    /// let lp = ringloop::EventLoop::new()?;
+    /// let stats = lp.stats();
+    /// assert_eq!(stats.tasks, 0);
+    /// assert_eq!(stats.stray_completions, 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        let driver = &self.core.driver;
+        Stats {
+            tasks: self.core.sched.live_tasks(),
+            ops_in_kernel: driver.awaiting_kernel(),
+            completions: driver.reaped(),
+            empty_waits: driver.empty_waits(),
+            stray_completions: driver.stray_cqes(),
+            ring_closes: driver.ring_closes(),
+            timers: self.core.timers.wheel.borrow().pending(),
+            batch_target: driver.batch_target(),
+            recv_pool: driver.pool().map(|p| {
+                let (window, ring_empty) = p.window_stats();
+                RecvPoolStats {
+                    buffers: p.count(),
+                    free: p.available(),
+                    window: window.into(),
+                    ring_empty,
+                    heap_fallbacks: p.heap_fallbacks(),
+                }
+            }),
+        }
     }
 }
 

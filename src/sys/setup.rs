@@ -46,6 +46,7 @@ pub struct Features {
     multishot_accept: bool,
     iowait: bool,
     batch_wait: Option<std::time::Duration>,
+    ring_registered: bool,
     /// Set up with `IORING_SETUP_NO_SQARRAY`.
     no_sq_array: bool,
 }
@@ -123,6 +124,17 @@ impl Features {
 
     pub(crate) fn set_batch_wait(&mut self, wait: Option<std::time::Duration>) {
         self.batch_wait = wait;
+    }
+
+    /// Whether the ring is registered with the loop's thread (`IORING_REGISTER_RING_FDS`,
+    /// Linux 5.18+), which spares the kernel a descriptor lookup per `io_uring_enter`. A
+    /// thread holds at most 16 such rings; loops past that enter by descriptor.
+    pub fn ring_registered(&self) -> bool {
+        self.ring_registered
+    }
+
+    pub(crate) fn set_ring_registered(&mut self, on: bool) {
+        self.ring_registered = on;
     }
 
     /// Whether the kernel supports the io_uring opcode `code` (for example
@@ -314,6 +326,7 @@ fn finish(ring: IoUring, mode: SetupMode, no_sq_array: bool) -> io::Result<(IoUr
         multishot_accept: false,
         iowait: true,
         batch_wait: None,
+        ring_registered: false,
         no_sq_array,
     };
     Ok((ring, features))

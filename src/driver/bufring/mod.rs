@@ -196,6 +196,11 @@ impl BufPool {
 
     /// Free buffers: in the ring, ready for the kernel, or spare. A buffer the kernel picked
     /// is not free, whether a `RecvBuf` holds it or its CQE waits in a stream's queue.
+    /// Buffers in the pool.
+    pub(crate) fn count(&self) -> usize {
+        self.0.count.into()
+    }
+
     pub(crate) fn available(&self) -> usize {
         usize::from(self.0.level()) + usize::from(self.0.spare_len.get())
     }

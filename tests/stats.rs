@@ -1,0 +1,48 @@
+//! `EventLoop::stats`: the loop's counters through the public API.
+
+use std::time::Duration;
+
+use ringloop::net::{TcpListener, TcpStream};
+use ringloop::{spawn, time, EventLoop};
+
+#[test]
+fn stats_count_tasks_timers_completions_and_held_buffers() {
+    let mut lp = EventLoop::builder().recv_buffers(64, 4096).build().unwrap();
+    let start = lp.stats();
+    assert_eq!(start.tasks, 0);
+    assert_eq!(start.timers, 0);
+    let pool = start
+        .recv_pool
+        .expect("this kernel has provided-buffer rings");
+    assert_eq!((pool.buffers, pool.free), (64, 64));
+
+    let sleeper = lp.spawn(time::sleep(Duration::from_secs(60)));
+    lp.block_on(async {
+        time::sleep(Duration::from_millis(1)).await; // the sleeper registers its timer
+    });
+    let s = lp.stats();
+    assert_eq!(s.tasks, 1, "the sleeping task is alive");
+    assert_eq!(s.timers, 1, "its timer is pending");
+    sleeper.abort();
+
+    let held = lp.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let c = spawn(async move { TcpStream::connect(addr).await.unwrap() });
+        let (s, _) = l.accept().await.unwrap();
+        let c = c.await.unwrap();
+        let (r, _) = c.write_all(&b"hello"[..]).await;
+        r.unwrap();
+        let buf = s.recv().await.unwrap();
+        assert_eq!(&buf[..], b"hello");
+        (buf, s, c)
+    });
+    let s = lp.stats();
+    assert_eq!(s.tasks, 0, "every task finished");
+    let pool = s.recv_pool.unwrap();
+    assert_eq!(pool.free, 63, "one buffer is held by the RecvBuf");
+    assert!(s.completions > start.completions);
+    assert_eq!(s.stray_completions, 0);
+    drop(held);
+    assert_eq!(lp.stats().recv_pool.unwrap().free, 64, "the buffer is back");
+}
