@@ -379,7 +379,7 @@ impl Driver {
     /// Takes in what other threads handed back: receive buffers dropped there, and streams
     /// whose owner (a socket or listener) was dropped there.
     // Always: called once per turn from one place (`Core::turn`), where its fast path is two
-    // loads; outlined, a call costs more than that (27 instructions a turn).
+    // loads; outlined, the call would cost more than they do.
     #[inline(always)]
     pub(crate) fn drain_foreign(&self) {
         if let Some(p) = &self.0.pool {

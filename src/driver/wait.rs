@@ -27,8 +27,7 @@ impl Driver {
     /// Submits, then blocks until a completion arrives or `timeout` passes. With batching on
     /// (`Builder::batch_wait`), it first waits a bounded time for a batch (see `Batch`).
     // Always: one call site, once per turn (the turn's park); the plain wait is inlined there
-    // and the batch wait kept out of line (`Inner::park_batch`). Outlined whole: 12
-    // instructions a turn.
+    // and the batch wait kept out of line (`Inner::park_batch`), so no turn pays for a call.
     #[inline(always)]
     pub(crate) fn park(&self, timeout: Option<Duration>) -> io::Result<()> {
         let mut inner = self.0.inner.borrow_mut();

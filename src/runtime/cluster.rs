@@ -253,20 +253,8 @@ fn panic_message(p: &(dyn Any + Send)) -> String {
 
 fn pin_to_cpu(core: usize) -> io::Result<()> {
     let cpus = thread::available_parallelism().map_or(1, |n| n.get());
-    // SAFETY: cpu_set_t is plain old data; all-zero is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `core % cpus` is below CPU_SETSIZE on any machine this runs on.
-    unsafe { libc::CPU_SET(core % cpus, &mut set) };
-    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the given size.
-    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if r != 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(
-            e.kind(),
-            format!("cannot pin to CPU {}: {e}", core % cpus),
-        ));
-    }
-    Ok(())
+    crate::sys::pin_thread_to_cpu(core % cpus)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot pin to CPU {}: {e}", core % cpus)))
 }
 
 /// A small loop on its own thread that turns SIGINT/SIGTERM into a cluster stop, for as long

@@ -5,7 +5,12 @@
 //! - [`setup()`] builds a ring or returns an error that names the cause and the remedy;
 //! - [`EventFd`] is the loop's cross-thread doorbell;
 //! - [`EnterFd`] makes the loop's `io_uring_enter` calls;
-//! - [`Epoll`] is a wake-up source for descriptors becoming writable.
+//! - [`Epoll`] is a wake-up source for descriptors becoming writable;
+//! - `signal` installs the process's SIGINT/SIGTERM handler and keeps the eventfds it
+//!   writes to; [`pin_thread_to_cpu`] sets a thread's CPU affinity.
+//!
+//! Tests anywhere may call `libc` to check what the kernel holds (a descriptor's inode,
+//! whether it is open): that is the test's business, not the library's.
 //!
 //! Nothing here knows about tasks, ops or sockets.
 
@@ -13,6 +18,7 @@ mod enter;
 mod epoll;
 mod eventfd;
 mod setup;
+pub(crate) mod signal;
 
 pub(crate) use enter::{EnterFd, WaitArgs, ENTER_NO_IOWAIT};
 pub(crate) use epoll::Epoll;
@@ -66,6 +72,17 @@ pub(crate) fn parse_kernel_version(release: &str) -> Option<(u32, u32)> {
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next()?.parse().ok()?;
     Some((major, minor))
+}
+
+/// Pins the calling thread to CPU `cpu`.
+pub(crate) fn pin_thread_to_cpu(cpu: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain old data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the caller's `cpu` is below the machine's CPU count, far below CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the given size.
+    cvt(unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) })
+        .map(drop)
 }
 
 #[cfg(test)]

@@ -1,0 +1,132 @@
+//! Signal delivery, process-wide: the handler that `sigaction` installs for SIGINT and
+//! SIGTERM, and the table of eventfds it writes to (see `crate::signal` for the model). The
+//! handler does only async-signal-safe work: it bumps the signal's generation and writes to
+//! every registered eventfd.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// How many signal futures may wait at once in the whole process.
+const SLOTS: usize = 64;
+
+/// Eventfds of waiting futures; -1 = free.
+static WAITERS: [AtomicI32; SLOTS] = [const { AtomicI32::new(-1) }; SLOTS];
+/// Handlers currently running (closers wait for zero).
+static IN_HANDLER: AtomicUsize = AtomicUsize::new(0);
+/// Per signal kind: times delivered.
+static GENERATION: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// Per signal kind: handler installed.
+static INSTALLED: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+static INSTALL_LOCK: Mutex<()> = Mutex::new(());
+
+/// A signal ringloop can wait for.
+#[derive(Clone, Copy)]
+pub(crate) enum Kind {
+    Interrupt = 0,
+    Terminate = 1,
+}
+
+impl Kind {
+    fn signo(self) -> libc::c_int {
+        match self {
+            Kind::Interrupt => libc::SIGINT,
+            Kind::Terminate => libc::SIGTERM,
+        }
+    }
+}
+
+extern "C" fn on_signal(signo: libc::c_int) {
+    IN_HANDLER.fetch_add(1, Ordering::SeqCst);
+    // SAFETY: __errno_location returns this thread's errno; saving and restoring it keeps the
+    // interrupted code's errno intact, as a handler must.
+    let saved = unsafe { *libc::__errno_location() };
+    let kind = if signo == libc::SIGINT { 0 } else { 1 };
+    GENERATION[kind].fetch_add(1, Ordering::SeqCst);
+    let one: u64 = 1;
+    for slot in &WAITERS {
+        let fd = slot.load(Ordering::SeqCst);
+        if fd >= 0 {
+            // SAFETY: write(2) is async-signal-safe; `fd` stays open while this handler runs
+            // (closers clear the slot, then wait for IN_HANDLER to drop to zero).
+            unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+        }
+    }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved };
+    IN_HANDLER.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Installs the handler for `kind` if it is not yet (once per process).
+pub(crate) fn install(kind: Kind) -> io::Result<()> {
+    if INSTALLED[kind as usize].load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let _g = INSTALL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if INSTALLED[kind as usize].load(Ordering::Acquire) {
+        return Ok(());
+    }
+    // SAFETY: sigaction is plain old data; all-zero is a valid starting value.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+    sa.sa_flags = libc::SA_RESTART;
+    // SAFETY: `sa.sa_mask` is a valid sigset to initialise.
+    unsafe { libc::sigemptyset(&mut sa.sa_mask) };
+    // SAFETY: `sa` is a valid sigaction whose handler only does async-signal-safe work.
+    if unsafe { libc::sigaction(kind.signo(), &sa, std::ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    INSTALLED[kind as usize].store(true, Ordering::Release);
+    Ok(())
+}
+
+/// One waiting future's eventfd, registered in `WAITERS`.
+pub(crate) struct Registered {
+    fd: OwnedFd,
+    slot: usize,
+}
+
+impl Registered {
+    /// A new eventfd, in a free slot of `WAITERS`.
+    pub(crate) fn new() -> io::Result<Arc<Registered>> {
+        // SAFETY: eventfd takes no pointers.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor that nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        for (slot, w) in WAITERS.iter().enumerate() {
+            if w.compare_exchange(-1, raw, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                return Ok(Arc::new(Registered { fd, slot }));
+            }
+        }
+        Err(io::Error::other(format!(
+            "ringloop::signal: more than {SLOTS} signal futures are waiting at once"
+        )))
+    }
+
+    /// The eventfd the handler writes to on every delivery.
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// How many times `kind` was delivered since the process started.
+pub(crate) fn generation(kind: Kind) -> u64 {
+    GENERATION[kind as usize].load(Ordering::SeqCst)
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        WAITERS[self.slot].store(-1, Ordering::SeqCst);
+        // A handler that loaded our fd before the store may still be writing to it.
+        while IN_HANDLER.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+        // `fd` closes after this, when the field drops.
+    }
+}
