@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use io_uring::squeue;
 
-use super::slot::{Detached, Lifecycle};
+use super::completion::Detached;
+use super::slot::Lifecycle;
 use super::{closed_error, Driver};
 
 impl Driver {

@@ -7,7 +7,7 @@
 //! - Everything the kernel may read or write for an op is owned by its [`Op`] future while the
 //!   future lives, and by the slot once the future is dropped ([`slot::Lifecycle::Orphaned`]),
 //!   until the final CQE. Dropping, leaking or panicking never frees that memory early. An op
-//!   no future waits on ([`Driver::submit_detached`]) is owned by its [`slot::Detached`] owner,
+//!   no future waits on ([`Driver::submit_detached`]) is owned by its [`completion::Detached`] owner,
 //!   which the slot keeps alive until the final CQE.
 //! - Cancel SQEs carry [`CANCEL_USER_DATA`]; their CQEs are ignored.
 //! - Closes of dropped streams' descriptors carry [`CLOSE_USER_DATA`] (see `close`); the
@@ -29,10 +29,12 @@
 //! Here: the driver and its set-up. Beside it, one concept a file:
 //! - `config`: what it is set up with;
 //! - `op`: `Op<T>` and a single op's lifecycle (submit, poll, drop); `slot`: a slot's state
-//!   machine; `table`: the op table;
+//!   machine; `table`: the op table; `completion`: a CQE as handed on, and the owners it is
+//!   handed to (`Orphan`, `Detached`);
 //! - `ring`: the SQ/CQ mechanics (push, enter, reap); `wait`: how an idle loop waits
 //!   (`park`, spinning); `batch`: batch waits; `timer`: the loop's one kernel timer;
-//! - `multishot`: the multishot ops that I/O objects arm; `detached`: ops owned by no future,
+//! - `multishot`: the multishot ops that I/O objects arm, and `stream_keep`, what they keep
+//!   for the kernel; `detached`: ops owned by no future,
 //!   and sends tried at submit; `writable`: the writability watch that resumes them;
 //! - `close`: descriptors closed by the ring; `shutdown`: the driver's own close;
 //! - `bufring`: the receive-buffer pool; `thread_drivers`: the thread's drivers and its
@@ -42,6 +44,7 @@
 mod batch;
 pub(crate) mod bufring;
 mod close;
+pub(crate) mod completion;
 mod config;
 mod detached;
 pub(crate) mod loop_cell;
@@ -51,6 +54,7 @@ pub(crate) mod ops;
 mod ring;
 mod shutdown;
 pub(crate) mod slot;
+mod stream_keep;
 mod table;
 mod thread_drivers;
 mod timer;
@@ -58,8 +62,9 @@ mod wait;
 mod writable;
 
 pub(crate) use config::{DriverConfig, RuntimeHooks};
-pub(crate) use multishot::{ForeignDrops, StreamKeep};
+pub(crate) use multishot::ForeignDrops;
 pub(crate) use op::{Op, OpCode};
+pub(crate) use stream_keep::StreamKeep;
 pub(crate) use thread_drivers::{
     current, current_id, lookup, unregister, with_current, EnterGuard,
 };
@@ -80,7 +85,7 @@ use crate::sys::EnterFd;
 
 use bufring::BufPool;
 use close::DeferredCloses;
-use slot::{Completion, Detached, Orphan};
+use completion::{Completion, Detached, Orphan};
 use table::OpTable;
 use timer::{TimerState, NOT_ARMED};
 

@@ -8,7 +8,8 @@ use std::task::{Context, Poll, Waker};
 
 use io_uring::squeue;
 
-use super::slot::{Completion, Lifecycle, Orphan};
+use super::completion::{Completion, Orphan};
+use super::slot::Lifecycle;
 use super::{closed_error, lookup, with_current, Driver};
 
 /// An operation the kernel can run: it builds its SQE and owns what the SQE points at.

@@ -12,7 +12,8 @@ use crate::sys::{WaitArgs, ENTER_NO_IOWAIT};
 
 use super::batch::BATCH_IDLE_TIMEOUT_SECS;
 use super::bufring::BufPool;
-use super::slot::{Completion, Lifecycle, OnCqe};
+use super::completion::Completion;
+use super::slot::{Lifecycle, OnCqe};
 use super::table::OpTable;
 use super::{
     closed_error, Inner, Released, CANCEL_USER_DATA, CLOSE_USER_DATA, TIMER_UPDATE_USER_DATA,

@@ -17,7 +17,7 @@ use io_uring::{opcode, types};
 
 use crate::sys::Epoll;
 
-use super::slot::{Completion, Detached};
+use super::completion::{Completion, Detached};
 use super::Driver;
 
 pub(crate) struct RoomWatch {

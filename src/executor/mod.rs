@@ -11,10 +11,12 @@
 //! - [`Scheduler::shutdown`] drops every future on the owner thread.
 
 mod join;
+mod join_error;
 mod queue;
 mod task;
 
-pub use join::{JoinError, JoinHandle};
+pub use join::JoinHandle;
+pub use join_error::JoinError;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
-use super::join::JoinError;
+use super::join_error::JoinError;
 use super::Remote;
 
 pub(super) const COMPLETE: u32 = 1 << 0;

@@ -6,7 +6,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use crate::driver::slot::Completion;
+use crate::driver::completion::Completion;
 use crate::driver::{Driver, ForeignDrops};
 use crate::util::once_arc::OnceArc;
 

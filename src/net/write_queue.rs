@@ -54,8 +54,8 @@ use io_uring::{opcode, types};
 
 use crate::buf::kept::KeptBuf;
 use crate::buf::IoBuf;
+use crate::driver::completion::{Completion, Detached};
 use crate::driver::loop_cell::{LoopCell, LoopRef};
-use crate::driver::slot::{Completion, Detached};
 use crate::driver::Driver;
 use crate::fd::SharedFd;
 use crate::util::once_arc::{ArcRef, OnceArc};

@@ -3,7 +3,7 @@
 use std::cell::Cell;
 use std::sync::Arc;
 
-use super::handle::Shared;
+use super::shared::Shared;
 use super::Core;
 use crate::driver;
 use crate::executor;

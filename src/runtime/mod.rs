@@ -4,6 +4,7 @@ mod builder;
 mod cluster;
 pub(crate) mod context;
 mod handle;
+mod shared;
 mod stats;
 
 pub use builder::Builder;
@@ -25,7 +26,7 @@ use crate::driver::{self, Driver, Released};
 use crate::executor::{JoinHandle, Remote, Scheduler};
 use crate::sys::{self, EventFd, Features, RingConfig};
 use crate::time::Timers;
-use handle::Shared;
+use shared::Shared;
 
 /// Tasks polled per loop turn before completions are reaped again, so a busy task cannot
 /// starve I/O.

@@ -4,7 +4,7 @@ use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 
 use io_uring::{opcode, squeue, types};
 
-use crate::driver::slot::Completion;
+use crate::driver::completion::Completion;
 use crate::driver::OpCode;
 
 /// Closes a descriptor on the ring. It owns the descriptor until the kernel has closed it

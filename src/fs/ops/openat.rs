@@ -5,7 +5,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 use io_uring::{opcode, squeue, types};
 
-use crate::driver::slot::Completion;
+use crate::driver::completion::Completion;
 use crate::driver::OpCode;
 
 pub(crate) struct OpenAt {

@@ -7,7 +7,7 @@ use io_uring::{opcode, squeue, types};
 use socket2::SockAddr;
 
 use super::Stash;
-use crate::driver::slot::{Completion, Orphan};
+use crate::driver::completion::{Completion, Orphan};
 use crate::driver::OpCode;
 use crate::fd::SharedFd;
 

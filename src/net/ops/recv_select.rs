@@ -10,7 +10,7 @@ use io_uring::{cqueue, opcode, squeue, types};
 
 use crate::buf::IoBufMut;
 use crate::driver::bufring::{BufPool, RecvBuf, POOL_GROUP};
-use crate::driver::slot::Completion;
+use crate::driver::completion::Completion;
 use crate::driver::OpCode;
 use crate::fd::SharedFd;
 
