@@ -275,9 +275,13 @@ impl Driver {
         }
     }
 
-    /// Called when an op's future is dropped while its slot is live. Returns `Ok(c)` with the
-    /// final completion if it had arrived (the slot is then freed and the caller owns the data
-    /// again), or `Err(orphan)`-style by taking `make_orphan` into the slot and cancelling.
+    /// Called when an op's future is dropped while its slot is live:
+    /// - the final completion had arrived (or every CQE of a finished stream): the slot is
+    ///   freed and the caller owns the data again ([`DropOutcome::Completed`]);
+    /// - the kernel still owes it: `orphan()` is moved into the slot, which keeps it until
+    ///   the final CQE, and a cancel is queued ([`DropOutcome::Orphaned`]);
+    /// - the loop closed and abandoned the op: the caller must leak the data, which the
+    ///   kernel may still write ([`DropOutcome::Leak`]).
     fn drop_op(&self, key: usize, orphan: impl FnOnce() -> Box<dyn Orphan>) -> DropOutcome {
         let mut inner = self.0.inner.borrow_mut();
         match inner.ops.get(key) {

@@ -11,6 +11,12 @@
 //!
 //!  submit_detached ─► Detached{owner} ─ each CQE ─► owner told outside the borrow
 //!                                       (final CQE: slot freed first)
+//!
+//!  the driver's own read ─► Internal{buf} ─ final CQE ─► freed
+//!
+//!  the driver's close times out with the op still in the kernel:
+//!            any state the kernel may still use ─► Abandoned (what the slot held is leaked;
+//!            a live future stays pending and leaks its own data when dropped)
 //! ```
 //!
 //! A slot is freed only after its final CQE (one without `IORING_CQE_F_MORE`) has been reaped,
