@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 
 use crate::raw::Results;
-use crate::report::paired_ratios_of;
+use crate::stats::paired_ratios_of;
 use crate::Sample;
 
 /// How a figure stands against an aim, worst last. For a ratio taken round by round: met or

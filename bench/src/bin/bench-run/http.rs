@@ -10,11 +10,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::report::median;
-use crate::{
-    callgrind_out_total, clock_ticks_per_sec, kill, proc_cpu_ticks, shuffle, spawn_server,
-    wait_for_exit, Cfg,
-};
+use crate::callgrind::callgrind_out_total;
+use crate::measure::{clock_ticks_per_sec, kill, proc_cpu_ticks, spawn_server, wait_for_exit, Cfg};
+use crate::shuffle;
+use crate::stats::median;
 
 /// The servers: ours first, the peer second.
 const SERVERS: [&str; 2] = ["hyper-ringloop", "hyper-tokio"];

@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::report::median_sample;
+use crate::stats::median_sample;
 use crate::{Point, Sample, SERVERS};
 
 /// The facts of a run that its report states.
