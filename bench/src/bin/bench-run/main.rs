@@ -587,4 +587,3 @@ fn results(plan: Plan, rounds: Rounds, syscalls: Syscalls, extras: Extras) -> Re
         micro: extras.micro,
     }
 }
-
