@@ -77,7 +77,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! ## Guarantees and today's numbers
+//! ## Guarantees
 //!
 //! - A turn polls at most 128 ready tasks before it reaps completions, so a busy task cannot
 //!   starve I/O.

@@ -52,19 +52,16 @@ impl Batch {
 pub(super) const BATCH_IDLE_TIMEOUT_SECS: u64 = 3600;
 
 /// Waits in a row that must bring in twice the target before it doubles. One bunch is not
-/// a pattern: growing on each made the target swing where completions trickle in (a wait
-/// that took in a bunch, then a wait for more that fell short after sleeping), and at
-/// 16 × 64 KiB the loop slept twice per request instead of once. With two in a row it
-/// sleeps 1.07–1.09 times (1.0 without batching) and 64 × 64 B keeps its 0.1 syscalls per
-/// request; with four, the latter rose to 0.15–0.23.
+/// a pattern: growing on each makes the target swing where completions trickle in (a wait
+/// that took in a bunch, then a wait for more that falls short after sleeping), which at
+/// large messages doubles the loop's sleeps per request. Four in a row grows it too late to
+/// batch a busy closed loop; two does both (the runs: this constant's commit).
 const GROW_AFTER: u32 = 2;
 
 /// The fewest completions a batch wait asks for. Each wait with a min-wait arms a kernel
 /// timer, which must save more than it costs: asking for two or four saves a wake-up or two
-/// at best. With a connection per request, 16 at a time, the loop asked for two to four,
-/// and got them, in most of its waits, which cut waits per request by a quarter (2.1 to
-/// 1.5) and cost 1.2–1.3× the CPU per request, the timers (one per 1.4 requests) costing
-/// more than the wake-ups they saved.
+/// at best, and where a loop got them in most waits (a connection per request, 16 at a
+/// time) the timers cost more CPU than the wake-ups they saved.
 const MIN_BATCH: u32 = 8;
 
 /// The most waits in a row that growing the target can take after shortfalls. With a
