@@ -313,3 +313,87 @@ fn ten_thousand_connections_opened_and_dropped_leave_the_fd_count_unchanged() {
         assert_eq!(open_fds(), before, "descriptors leaked");
     });
 }
+
+const FD_CHILD_ENV: &str = "RINGLOOP_TEST_HTTP_FD_CHILD";
+
+/// The child of [`out_of_descriptors_the_http_server_keeps_serving`]: the test service with
+/// 64 descriptors at most.
+#[test]
+fn http_server_with_few_descriptors_child() {
+    if std::env::var(FD_CHILD_ENV).is_err() {
+        return;
+    }
+    let lim = libc::rlimit {
+        rlim_cur: 64,
+        rlim_max: 64,
+    };
+    // SAFETY: a valid rlimit for the duration of the call.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    EventLoop::new().unwrap().block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        println!("PORT:{}", listener.local_addr().unwrap().port());
+        serve(listener, Duration::from_secs(10));
+        std::future::pending::<()>().await;
+    });
+}
+
+#[test]
+fn out_of_descriptors_the_http_server_keeps_serving() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let _serial = serial();
+    let exe = std::env::current_exe().unwrap();
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "http_server_with_few_descriptors_child",
+            "--nocapture",
+        ])
+        .env(FD_CHILD_ENV, "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let port: u16 = loop {
+        let line = lines.next().expect("the child printed its port").unwrap();
+        if let Some(p) = line.strip_prefix("PORT:") {
+            break p.trim().parse().unwrap();
+        }
+    };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let get = |conn: &mut std::net::TcpStream| -> Vec<u8> {
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        conn.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut reply = Vec::new();
+        let _ = conn.read_to_end(&mut reply);
+        reply
+    };
+    // More connections than the server has descriptors: the kernel completes them all, the
+    // server's accepts fail with EMFILE past its limit.
+    let idle: Vec<std::net::TcpStream> = (0..150)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the server died out of descriptors"
+    );
+    // Freed: the server accepts again (after its back-off) and answers.
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        let reply = get(&mut std::net::TcpStream::connect(addr).unwrap());
+        if reply.starts_with(b"HTTP/1.1 200") || Instant::now() > deadline {
+            break reply;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200"),
+        "after running out of descriptors the server answered {:?}",
+        String::from_utf8_lossy(&reply)
+    );
+}
