@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ringloop::net::TcpListener;
-use ringloop::{spawn, Cluster, Handle};
+use ringloop::{Cluster, Handle, JoinSet};
 
 struct Args {
     addr: String,
@@ -152,15 +152,20 @@ fn main() -> ExitCode {
             }
             let stats = Rc::new(Stats::default());
             let stopping = Handle::current().stopping();
+            // The connections' tasks, drained when the core stops.
+            let mut conns = JoinSet::new();
             let accept_loop = {
                 let stats = stats.clone();
+                let conns = &mut conns;
                 async move {
                     loop {
                         match listener.accept_stream().await {
                             Ok(conn) => {
                                 stats.connections.set(stats.connections.get() + 1);
+                                // Finished connections leave the set as new ones come.
+                                while conns.try_join_next().is_some() {}
                                 let stats = stats.clone();
-                                spawn(async move {
+                                conns.spawn(async move {
                                     loop {
                                         let buf = match conn.recv().await {
                                             Ok(b) if !b.is_empty() => b,
@@ -180,8 +185,10 @@ fn main() -> ExitCode {
                     }
                 }
             };
-            // Serve until the cluster stops; then stop accepting and end this core.
+            // Serve until the cluster stops; then stop accepting, end the connections and
+            // wait until each has (its buffers back in the pool), and end this core.
             race(accept_loop, stopping).await;
+            conns.shutdown().await;
             totals
                 .0
                 .fetch_add(stats.connections.get(), Ordering::Relaxed);

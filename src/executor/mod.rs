@@ -12,11 +12,13 @@
 
 mod join;
 mod join_error;
+mod join_set;
 mod queue;
 mod task;
 
 pub use join::JoinHandle;
 pub use join_error::JoinError;
+pub use join_set::JoinSet;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
