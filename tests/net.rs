@@ -494,3 +494,35 @@ fn write_all_resumes_after_short_sends() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sockets_take_options_through_socket2_and_streams_come_from_std() {
+    use socket2::SockRef;
+    EventLoop::new().unwrap().block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        SockRef::from(&l).set_reuse_address(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let std_client = std::net::TcpStream::connect(addr).unwrap();
+        let client = TcpStream::from_std(std_client).unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        // Options through socket2, on a borrowed descriptor, no unsafe.
+        SockRef::from(&server).set_keepalive(true).unwrap();
+        assert!(SockRef::from(&server).keepalive().unwrap());
+        SockRef::from(&client)
+            .set_send_buffer_size(64 * 1024)
+            .unwrap();
+        // The adopted stream works on the ring.
+        let (r, _) = client.write_all(&b"adopted"[..]).await;
+        r.unwrap();
+        let got = server.recv().await.unwrap();
+        assert_eq!(&got[..], b"adopted");
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (a, b) = (
+            UnixStream::from_std(a).unwrap(),
+            UnixStream::from_std(b).unwrap(),
+        );
+        let (r, _) = a.write_all(&b"pair"[..]).await;
+        r.unwrap();
+        assert_eq!(&b.recv().await.unwrap()[..], b"pair");
+    });
+}

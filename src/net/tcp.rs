@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
@@ -132,6 +132,14 @@ fn local_addr(fd: &SharedFd) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket"))
 }
 
+/// The socket's descriptor, borrowed: `socket2::SockRef::from(&socket)` sets any option
+/// (keepalive, buffer sizes, linger) without `unsafe`.
+impl AsFd for TcpListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.acceptor.fd.as_fd()
+    }
+}
+
 impl AsRawFd for TcpListener {
     fn as_raw_fd(&self) -> RawFd {
         self.acceptor.fd.raw()
@@ -160,6 +168,14 @@ impl TcpStream {
         TcpStream {
             stream: Stream::new(fd, Sender::tcp()),
         }
+    }
+
+    /// Adopts a connected stream made with the standard library (switched to blocking mode:
+    /// the ring, not `O_NONBLOCK`, makes its operations asynchronous). A plain socket call:
+    /// works outside a loop.
+    pub fn from_std(s: std::net::TcpStream) -> io::Result<TcpStream> {
+        s.set_nonblocking(false)?;
+        Ok(TcpStream::from_fd(OwnedFd::from(s)))
     }
 
     /// Connects to `addr`, trying each resolved address in turn.
@@ -287,6 +303,14 @@ impl TcpStream {
     #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
     pub(crate) fn inner(&self) -> &Stream {
         &self.stream
+    }
+}
+
+/// The socket's descriptor, borrowed: `socket2::SockRef::from(&socket)` sets any option
+/// (keepalive, buffer sizes, linger) without `unsafe`.
+impl AsFd for TcpStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.fd.as_fd()
     }
 }
 

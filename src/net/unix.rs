@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::mem::ManuallyDrop;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
 
@@ -85,6 +85,14 @@ impl UnixListener {
     }
 }
 
+/// The socket's descriptor, borrowed: `socket2::SockRef::from(&socket)` sets any option
+/// (keepalive, buffer sizes, linger) without `unsafe`.
+impl AsFd for UnixListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.acceptor.fd.as_fd()
+    }
+}
+
 impl AsRawFd for UnixListener {
     fn as_raw_fd(&self) -> RawFd {
         self.acceptor.fd.raw()
@@ -113,6 +121,13 @@ impl UnixStream {
 }
 
 impl UnixStream {
+    /// Adopts a connected stream made with the standard library (switched to blocking mode).
+    /// A plain socket call: works outside a loop.
+    pub fn from_std(s: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
+        s.set_nonblocking(false)?;
+        Ok(UnixStream::from_fd(OwnedFd::from(s)))
+    }
+
     /// Connects to the socket at `path`.
     pub async fn connect(path: impl AsRef<Path>) -> io::Result<UnixStream> {
         let path = path.as_ref();
@@ -164,6 +179,14 @@ impl UnixStream {
     #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
     pub(crate) fn inner(&self) -> &Stream {
         &self.stream
+    }
+}
+
+/// The socket's descriptor, borrowed: `socket2::SockRef::from(&socket)` sets any option
+/// (keepalive, buffer sizes, linger) without `unsafe`.
+impl AsFd for UnixStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.fd.as_fd()
     }
 }
 
