@@ -29,7 +29,7 @@
 //! Here: the driver and its set-up. Beside it, one concept a file:
 //! - `config`: what it is set up with;
 //! - `op`: `Op<T>` and a single op's lifecycle (submit, poll, drop); `slot`: a slot's state
-//!   machine; `table`: the op table; `completion`: a CQE as handed on, and the owners it is
+//!   machine, kept in the op table (`util::table`); `completion`: a CQE as handed on, and the owners it is
 //!   handed to (`Orphan`, `Detached`);
 //! - `ring`: the SQ/CQ mechanics (push, enter, reap); `wait`: how an idle loop waits
 //!   (`park`, spinning); `batch`: batch waits; `timer`: the loop's one kernel timer;
@@ -55,7 +55,6 @@ mod ring;
 mod shutdown;
 pub(crate) mod slot;
 mod stream_keep;
-mod table;
 mod thread_drivers;
 mod timer;
 mod wait;
@@ -86,7 +85,8 @@ use crate::sys::EnterFd;
 use bufring::BufPool;
 use close::DeferredCloses;
 use completion::{Completion, Detached, Orphan};
-use table::OpTable;
+/// The op table: every op's slot, found by the key its SQE carries as `user_data`.
+type OpTable = crate::util::table::Table<slot::Lifecycle>;
 use timer::{TimerState, NOT_ARMED};
 
 /// `user_data` of cancel SQEs; their CQEs are ignored. Never a slot index: the table cannot

@@ -14,7 +14,7 @@ use super::batch::BATCH_IDLE_TIMEOUT_SECS;
 use super::bufring::BufPool;
 use super::completion::Completion;
 use super::slot::{Lifecycle, OnCqe};
-use super::table::OpTable;
+use super::OpTable;
 use super::{
     closed_error, Inner, Released, CANCEL_USER_DATA, CLOSE_USER_DATA, TIMER_UPDATE_USER_DATA,
     TIMER_USER_DATA,

@@ -4,8 +4,8 @@
 //! `64^6` ms (about 2.2 years; later deadlines are parked in the last level and re-filed until
 //! due). An entry sits at the lowest level whose span holds both "now" and its deadline. When
 //! time reaches a higher-level slot its entries move down ("cascade"); each entry moves at most
-//! five times. Entries live in a slab and are linked per slot by index, so there is no unsafe
-//! and no allocation per timer beyond the slab's amortised growth.
+//! five times. Entries live in a table (`util::table`) and are linked per slot by index, so
+//! there is no unsafe and no allocation per timer beyond the table's amortised growth.
 //!
 //! Why a wheel and not a heap: a heap costs O(log n) per insert and keeps cancelled timers
 //! until their deadline (servers cancel most timeouts: 100k requests/s with 30 s timeouts
@@ -24,7 +24,7 @@
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use slab::Slab;
+use crate::util::table::Table;
 
 const LEVELS: usize = 6;
 const SLOT_BITS: u32 = 6;
@@ -59,7 +59,7 @@ pub(crate) struct Wheel {
     /// Ticks processed: every entry due at or before `elapsed` has fired.
     elapsed: u64,
     levels: [Level; LEVELS],
-    entries: Slab<Entry>,
+    entries: Table<Entry>,
     /// Entries queued in slots (not yet fired).
     pending: usize,
 }
@@ -79,7 +79,7 @@ impl Wheel {
                 occupied: 0,
                 heads: [NIL; SLOTS],
             }; LEVELS],
-            entries: Slab::new(),
+            entries: Table::default(),
             pending: 0,
         }
     }

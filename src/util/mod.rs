@@ -3,3 +3,4 @@
 pub(crate) mod loop_parts;
 pub(crate) mod once_arc;
 pub(crate) mod race;
+pub(crate) mod table;

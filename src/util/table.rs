@@ -1,27 +1,25 @@
-//! The op table: every op's [`Lifecycle`] slot, found by the key its SQE carries as
-//! `user_data`. A vector with a free list threaded through its vacant entries, like the `slab`
-//! crate's, but specialised to the one value type so that the two per-op calls (take a slot at
-//! submission, free it when the future takes the result) are inline and write no drop glue,
-//! at about half the instructions of `slab`'s generic insert and remove.
+//! `Table<T>`: values found by a `usize` key, which is reused once freed. A vector with a free
+//! list threaded through its vacant entries, like the `slab` crate's, but with every method
+//! on a hot path marked `#[inline]` and writing no drop glue: the driver's op table (a key
+//! per op, the SQE's `user_data`) and the timer wheel's entries take and free a key per
+//! request, and `slab`'s generic insert, left to the inliner, costs about twice as much, or
+//! more where a code-generation unit boundary keeps it out of line.
 
-use super::slot::Lifecycle;
-
-enum Entry {
+enum Entry<T> {
     /// Free; holds the next free key (`entries.len()` ends the list).
     Vacant(usize),
-    Occupied(Lifecycle),
+    Occupied(T),
 }
 
-#[derive(Default)]
-pub(crate) struct OpTable {
-    entries: Vec<Entry>,
+pub(crate) struct Table<T> {
+    entries: Vec<Entry<T>>,
     /// The first free key; `entries.len()` when none is free.
     next_free: usize,
 }
 
-impl OpTable {
-    pub(crate) fn with_capacity(cap: usize) -> OpTable {
-        OpTable {
+impl<T> Table<T> {
+    pub(crate) fn with_capacity(cap: usize) -> Table<T> {
+        Table {
             entries: Vec::with_capacity(cap),
             next_free: 0,
         }
@@ -29,7 +27,7 @@ impl OpTable {
 
     /// Stores `slot` under the most recently freed key (or a new one) and returns the key.
     #[inline]
-    pub(crate) fn insert(&mut self, slot: Lifecycle) -> usize {
+    pub(crate) fn insert(&mut self, slot: T) -> usize {
         let key = self.next_free;
         let Some(e) = self.entries.get_mut(key) else {
             return self.insert_new(slot);
@@ -47,7 +45,7 @@ impl OpTable {
     /// a busy loop reuses keys and the growth path would otherwise be inlined everywhere.
     #[cold]
     #[inline(never)]
-    fn insert_new(&mut self, slot: Lifecycle) -> usize {
+    fn insert_new(&mut self, slot: T) -> usize {
         let key = self.entries.len();
         self.entries.push(Entry::Occupied(slot));
         self.next_free = self.entries.len();
@@ -55,7 +53,7 @@ impl OpTable {
     }
 
     #[inline]
-    pub(crate) fn get(&self, key: usize) -> Option<&Lifecycle> {
+    pub(crate) fn get(&self, key: usize) -> Option<&T> {
         match self.entries.get(key) {
             Some(Entry::Occupied(s)) => Some(s),
             _ => None,
@@ -63,7 +61,7 @@ impl OpTable {
     }
 
     #[inline]
-    pub(crate) fn get_mut(&mut self, key: usize) -> Option<&mut Lifecycle> {
+    pub(crate) fn get_mut(&mut self, key: usize) -> Option<&mut T> {
         match self.entries.get_mut(key) {
             Some(Entry::Occupied(s)) => Some(s),
             _ => None,
@@ -76,8 +74,8 @@ impl OpTable {
     ///
     /// If `key` holds nothing: every caller has just found the slot occupied.
     #[inline]
-    pub(crate) fn remove(&mut self, key: usize) -> Lifecycle {
-        let e = self.entries.get_mut(key).expect("op key out of range");
+    pub(crate) fn remove(&mut self, key: usize) -> T {
+        let e = self.entries.get_mut(key).expect("table key out of range");
         match std::mem::replace(e, Entry::Vacant(self.next_free)) {
             Entry::Occupied(s) => {
                 self.next_free = key;
@@ -85,13 +83,13 @@ impl OpTable {
             }
             Entry::Vacant(next) => {
                 *e = Entry::Vacant(next);
-                panic!("op slot {key} freed twice");
+                panic!("table entry {key} freed twice");
             }
         }
     }
 
     /// Every occupied slot with its key.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &Lifecycle)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &T)> {
         self.entries
             .iter()
             .enumerate()
@@ -102,48 +100,53 @@ impl OpTable {
     }
 }
 
-impl std::ops::Index<usize> for OpTable {
-    type Output = Lifecycle;
-    fn index(&self, key: usize) -> &Lifecycle {
-        self.get(key).expect("no op slot at this key")
+impl<T> Default for Table<T> {
+    fn default() -> Table<T> {
+        Table::with_capacity(0)
     }
 }
 
-impl std::ops::IndexMut<usize> for OpTable {
-    fn index_mut(&mut self, key: usize) -> &mut Lifecycle {
-        self.get_mut(key).expect("no op slot at this key")
+impl<T> std::ops::Index<usize> for Table<T> {
+    type Output = T;
+    fn index(&self, key: usize) -> &T {
+        self.get(key).expect("no table entry at this key")
+    }
+}
+
+impl<T> std::ops::IndexMut<usize> for Table<T> {
+    fn index_mut(&mut self, key: usize) -> &mut T {
+        self.get_mut(key).expect("no table entry at this key")
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::OpTable;
-    use crate::driver::slot::Lifecycle;
+    use super::Table;
 
-    fn keys(t: &OpTable) -> Vec<usize> {
+    fn keys(t: &Table<u32>) -> Vec<usize> {
         t.iter().map(|(k, _)| k).collect()
     }
 
     #[test]
     fn freed_keys_are_reused_last_freed_first() {
-        let mut t = OpTable::with_capacity(2);
-        let a = t.insert(Lifecycle::Abandoned);
-        let b = t.insert(Lifecycle::Abandoned);
-        let c = t.insert(Lifecycle::Abandoned);
+        let mut t = Table::with_capacity(2);
+        let a = t.insert(7);
+        let b = t.insert(7);
+        let c = t.insert(7);
         assert_eq!((a, b, c), (0, 1, 2));
         t.remove(a);
         t.remove(c);
         assert_eq!(keys(&t), [1]);
-        assert_eq!(t.insert(Lifecycle::Abandoned), c);
-        assert_eq!(t.insert(Lifecycle::Abandoned), a);
-        assert_eq!(t.insert(Lifecycle::Abandoned), 3);
+        assert_eq!(t.insert(7), c);
+        assert_eq!(t.insert(7), a);
+        assert_eq!(t.insert(7), 3);
         assert_eq!(keys(&t), [0, 1, 2, 3]);
     }
 
     #[test]
     fn a_vacant_key_is_found_empty() {
-        let mut t = OpTable::with_capacity(1);
-        let k = t.insert(Lifecycle::Abandoned);
+        let mut t = Table::with_capacity(1);
+        let k = t.insert(7);
         assert!(t.get(k).is_some());
         t.remove(k);
         assert!(t.get(k).is_none());
@@ -154,9 +157,9 @@ mod tests {
     #[test]
     #[should_panic(expected = "freed twice")]
     fn freeing_a_vacant_key_panics() {
-        let mut t = OpTable::with_capacity(1);
-        let k = t.insert(Lifecycle::Abandoned);
-        t.insert(Lifecycle::Abandoned);
+        let mut t = Table::with_capacity(1);
+        let k = t.insert(7);
+        t.insert(7);
         t.remove(k);
         t.remove(k);
     }
