@@ -1,4 +1,5 @@
-//! SIGINT and SIGTERM as futures: [`ctrl_c`], [`terminate`].
+//! Signals as futures: SIGINT ([`ctrl_c`]), SIGTERM ([`terminate`]), SIGHUP ([`hangup`]),
+//! SIGUSR1 and SIGUSR2 ([`user_defined1`], [`user_defined2`]).
 //!
 //! The first time a signal is awaited, ringloop installs a handler for it (`sigaction`), so
 //! the signal is caught whichever thread of the process the kernel delivers it to, including
@@ -130,4 +131,33 @@ pub async fn ctrl_c() -> io::Result<()> {
 /// As for [`ctrl_c`].
 pub async fn terminate() -> io::Result<()> {
     wait(Kind::Terminate).await
+}
+
+/// Resolves when the process receives SIGHUP after this future is first polled: by
+/// convention, "reload your configuration". Await it in a loop to serve each reload; a
+/// SIGHUP delivered while the loop is between two awaits (reloading) is not seen.
+///
+/// # Errors
+///
+/// As for [`ctrl_c`].
+pub async fn hangup() -> io::Result<()> {
+    wait(Kind::Hangup).await
+}
+
+/// Resolves when the process receives SIGUSR1 after this future is first polled.
+///
+/// # Errors
+///
+/// As for [`ctrl_c`].
+pub async fn user_defined1() -> io::Result<()> {
+    wait(Kind::User1).await
+}
+
+/// Resolves when the process receives SIGUSR2 after this future is first polled.
+///
+/// # Errors
+///
+/// As for [`ctrl_c`].
+pub async fn user_defined2() -> io::Result<()> {
+    wait(Kind::User2).await
 }

@@ -1,5 +1,5 @@
-//! Signal delivery, process-wide: the handler that `sigaction` installs for SIGINT and
-//! SIGTERM, and the table of eventfds it writes to (see `crate::signal` for the model). The
+//! Signal delivery, process-wide: the handler that `sigaction` installs for the signals
+//! ringloop waits for (SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2), and the table of eventfds it writes to (see `crate::signal` for the model). The
 //! handler does only async-signal-safe work: it bumps the signal's generation and writes to
 //! every registered eventfd.
 
@@ -15,10 +15,12 @@ const SLOTS: usize = 64;
 static WAITERS: [AtomicI32; SLOTS] = [const { AtomicI32::new(-1) }; SLOTS];
 /// Handlers currently running (closers wait for zero).
 static IN_HANDLER: AtomicUsize = AtomicUsize::new(0);
+/// How many kinds of signal there are (see [`Kind`]).
+const KINDS: usize = 5;
 /// Per signal kind: times delivered.
-static GENERATION: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static GENERATION: [AtomicU64; KINDS] = [const { AtomicU64::new(0) }; KINDS];
 /// Per signal kind: handler installed.
-static INSTALLED: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+static INSTALLED: [AtomicBool; KINDS] = [const { AtomicBool::new(false) }; KINDS];
 static INSTALL_LOCK: Mutex<()> = Mutex::new(());
 
 /// A signal ringloop can wait for.
@@ -26,6 +28,9 @@ static INSTALL_LOCK: Mutex<()> = Mutex::new(());
 pub(crate) enum Kind {
     Interrupt = 0,
     Terminate = 1,
+    Hangup = 2,
+    User1 = 3,
+    User2 = 4,
 }
 
 impl Kind {
@@ -33,6 +38,21 @@ impl Kind {
         match self {
             Kind::Interrupt => libc::SIGINT,
             Kind::Terminate => libc::SIGTERM,
+            Kind::Hangup => libc::SIGHUP,
+            Kind::User1 => libc::SIGUSR1,
+            Kind::User2 => libc::SIGUSR2,
+        }
+    }
+
+    /// The kind of `signo`, for the handler (which is installed only for these).
+    fn of(signo: libc::c_int) -> Option<Kind> {
+        match signo {
+            libc::SIGINT => Some(Kind::Interrupt),
+            libc::SIGTERM => Some(Kind::Terminate),
+            libc::SIGHUP => Some(Kind::Hangup),
+            libc::SIGUSR1 => Some(Kind::User1),
+            libc::SIGUSR2 => Some(Kind::User2),
+            _ => None,
         }
     }
 }
@@ -42,8 +62,9 @@ extern "C" fn on_signal(signo: libc::c_int) {
     // SAFETY: __errno_location returns this thread's errno; saving and restoring it keeps the
     // interrupted code's errno intact, as a handler must.
     let saved = unsafe { *libc::__errno_location() };
-    let kind = if signo == libc::SIGINT { 0 } else { 1 };
-    GENERATION[kind].fetch_add(1, Ordering::SeqCst);
+    if let Some(kind) = Kind::of(signo) {
+        GENERATION[kind as usize].fetch_add(1, Ordering::SeqCst);
+    }
     let one: u64 = 1;
     for slot in &WAITERS {
         let fd = slot.load(Ordering::SeqCst);
