@@ -137,13 +137,13 @@ fn main() -> ExitCode {
         let totals = t.clone();
         async move {
             let taken = first.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let listener = match taken.map_or_else(|| TcpListener::bind_reuseport(addr), Ok) {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("echo_server: core {core}: cannot listen on {addr}: {e}");
-                    return;
-                }
-            };
+            // A core that cannot listen fails the cluster: `run` returns the error (naming
+            // the core) and the process exits non-zero.
+            let listener = taken
+                .map_or_else(|| TcpListener::bind_reuseport(addr), Ok)
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+                })?;
             // Connections start with Nagle off (Linux copies TCP_NODELAY from the listener),
             // and are taken without their address, which the echo does not use: no system
             // call per connection beyond the ring's.
@@ -193,6 +193,7 @@ fn main() -> ExitCode {
                 .0
                 .fetch_add(stats.connections.get(), Ordering::Relaxed);
             totals.1.fetch_add(stats.bytes.get(), Ordering::Relaxed);
+            Ok::<(), std::io::Error>(())
         }
     });
     match result {

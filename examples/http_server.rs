@@ -245,13 +245,13 @@ fn main() -> ExitCode {
         let (first, totals) = (first.clone(), t.clone());
         async move {
             let taken = first.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let listener = match taken.map_or_else(|| TcpListener::bind_reuseport(addr), Ok) {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("http_server: core {core}: cannot listen on {addr}: {e}");
-                    return;
-                }
-            };
+            // A core that cannot listen fails the cluster: `run` returns the error (naming
+            // the core) and the process exits non-zero.
+            let listener = taken
+                .map_or_else(|| TcpListener::bind_reuseport(addr), Ok)
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+                })?;
             if let Err(e) = listener.set_nodelay(true) {
                 eprintln!("http_server: core {core}: TCP_NODELAY: {e}");
             }
@@ -259,6 +259,7 @@ fn main() -> ExitCode {
             serve(core, listener, served.clone(), conns.clone()).await;
             totals.0.fetch_add(conns.get(), Ordering::Relaxed);
             totals.1.fetch_add(served.get(), Ordering::Relaxed);
+            Ok::<(), std::io::Error>(())
         }
     });
     match result {

@@ -125,8 +125,8 @@ mod util;
 pub use buf::{BufResult, IoBuf, IoBufMut, RecvBuf};
 pub use executor::{JoinError, JoinHandle, JoinSet};
 pub use runtime::{
-    spawn, yield_now, Builder, Cluster, ClusterBuilder, ClusterHandle, EventLoop, Handle,
-    RecvPoolStats, Stats, Stopping,
+    spawn, yield_now, Builder, Cluster, ClusterBuilder, ClusterHandle, CoreResult, EventLoop,
+    Handle, RecvPoolStats, Stats, Stopping,
 };
 pub use sys::{Features, SetupMode};
 

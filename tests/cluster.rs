@@ -144,6 +144,62 @@ fn a_core_that_ignores_stop_is_closed_after_the_shutdown_timeout() {
 }
 
 #[test]
+fn forced_cores_are_named_after_run() {
+    let cluster = Cluster::builder()
+        .threads(2)
+        .handle_signals(false)
+        .shutdown_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let h = cluster.handle();
+    let handle = h.clone();
+    cluster
+        .run(move |core| {
+            let h = h.clone();
+            async move {
+                h.stop();
+                if core == 1 {
+                    std::future::pending::<()>().await; // never looks at stopping()
+                }
+                Handle::current().stopping().await;
+            }
+        })
+        .unwrap();
+    assert_eq!(
+        handle.forced_cores(),
+        [1],
+        "core 0 returned, core 1 was forced"
+    );
+}
+
+#[test]
+fn a_core_returning_an_error_stops_the_cluster_and_run_returns_it() {
+    let cluster = Cluster::builder()
+        .threads(2)
+        .handle_signals(false)
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    let err = cluster
+        .run(|core| async move {
+            if core == 0 {
+                // As a server whose listener cannot bind.
+                let busy = std::net::TcpListener::bind("127.0.0.1:0")?;
+                ringloop::net::TcpListener::bind(busy.local_addr()?)?;
+                return Ok(());
+            }
+            // Core 1 would run forever; core 0's error must stop it.
+            Handle::current().stopping().await;
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("core 0 failed"), "{msg}");
+    assert!(msg.to_lowercase().contains("address"), "{msg}");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
 fn zero_threads_is_invalid_input() {
     let e = Cluster::builder().threads(0).build().err().unwrap();
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);

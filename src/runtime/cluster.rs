@@ -67,6 +67,8 @@ pub struct Cluster {
 struct ClusterShared {
     stopped: AtomicBool,
     loops: Mutex<Vec<Handle>>,
+    /// Cores whose future had not returned when the grace period ended: closed by force.
+    forced: Mutex<Vec<usize>>,
 }
 
 impl ClusterShared {
@@ -108,6 +110,21 @@ impl ClusterHandle {
     pub fn is_stopped(&self) -> bool {
         self.shared.stopped.load(Ordering::SeqCst)
     }
+
+    /// The cores whose future had not returned when the shutdown's grace period
+    /// ([`ClusterBuilder::shutdown_timeout`]) ended, and whose loops were therefore closed by
+    /// force, in ascending order. `run` still returns `Ok` for them (a forced close is the
+    /// documented end of a core that ignores `stopping()`); read this after `run` to know.
+    pub fn forced_cores(&self) -> Vec<usize> {
+        let mut v = self
+            .shared
+            .forced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        v.sort_unstable();
+        v
+    }
 }
 
 impl std::fmt::Debug for ClusterHandle {
@@ -139,17 +156,24 @@ impl Cluster {
     }
 
     /// Starts the threads, runs `f(i)` on core `i`'s loop for `i` in `0..threads`, and blocks
-    /// until every core has ended.
+    /// until every core has ended. The future may return `()` or `Result<(), E>` (see
+    /// [`CoreResult`]): a server whose listener cannot bind returns the error, and the
+    /// process learns of it from `run`.
+    ///
+    /// A core whose future has not returned when the grace period after a stop ends is
+    /// closed by force; `run` still returns `Ok` for it, and
+    /// [`ClusterHandle::forced_cores`] names it.
     ///
     /// # Errors
     ///
     /// The first core that failed: a loop that could not be made, a core that could not be
-    /// pinned, a core whose future panicked, or a loop whose close timed out; each names the
-    /// core. A failing core stops the others first.
+    /// pinned, a core whose future panicked or returned an error, or a loop whose close timed
+    /// out; each names the core. A failing core stops the others first.
     pub fn run<F, Fut>(self, f: F) -> io::Result<()>
     where
         F: Fn(usize) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + 'static,
+        Fut: Future + 'static,
+        Fut::Output: CoreResult,
     {
         let signals = if self.handle_signals {
             Some(SignalWatcher::start(self.handle())?)
@@ -215,7 +239,8 @@ fn run_core<F, Fut>(
 ) -> io::Result<()>
 where
     F: Fn(usize) -> Fut,
-    Fut: Future<Output = ()> + 'static,
+    Fut: Future + 'static,
+    Fut::Output: CoreResult,
 {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("core {core}: {e}"));
     if pin {
@@ -225,15 +250,28 @@ where
     let handle = lp.handle();
     shared.register(handle.clone());
     let ran = catch_unwind(AssertUnwindSafe(|| {
-        lp.block_on(race(f(core), async move {
-            // Graceful: the core's future sees `stopping()` and has `timeout` to return.
-            handle.stopping().await;
-            crate::time::sleep(timeout).await;
-        }))
+        lp.block_on(race(
+            async { Some(f(core).await.into_core_result()) },
+            async move {
+                // Graceful: the core's future sees `stopping()` and has `timeout` to return.
+                handle.stopping().await;
+                crate::time::sleep(timeout).await;
+                None
+            },
+        ))
     }));
     let closed = lp.close();
     match ran {
-        Ok(()) => closed.map_err(named),
+        Ok(Some(Ok(()))) => closed.map_err(named),
+        Ok(Some(Err(e))) => Err(io::Error::other(format!("core {core} failed: {e}"))),
+        Ok(None) => {
+            shared
+                .forced
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(core);
+            closed.map_err(named)
+        }
         Err(p) => Err(io::Error::other(format!(
             "core {core} panicked: {}",
             panic_message(&*p)
@@ -389,9 +427,39 @@ impl ClusterBuilder {
             handle_signals: self.handle_signals,
             event_loop: self.event_loop,
             shared: Arc::new(ClusterShared {
+                forced: Mutex::new(Vec::new()),
                 stopped: AtomicBool::new(false),
                 loops: Mutex::new(Vec::new()),
             }),
         })
     }
+}
+
+/// What a [`Cluster`] core's future may return: `()`, or `Result<(), E>` whose `Err` stops
+/// the cluster as a panic does and is returned by [`Cluster::run`], naming the core. Sealed:
+/// implemented for those two only.
+pub trait CoreResult: sealed::Sealed + 'static {
+    /// The core's outcome, its error boxed.
+    fn into_core_result(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+impl CoreResult for () {
+    fn into_core_result(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(())
+    }
+}
+
+impl<E> CoreResult for Result<(), E>
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    fn into_core_result(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.map_err(Into::into)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for () {}
+    impl<E> Sealed for Result<(), E> {}
 }

@@ -8,7 +8,7 @@ mod shared;
 mod stats;
 
 pub use builder::Builder;
-pub use cluster::{Cluster, ClusterBuilder, ClusterHandle};
+pub use cluster::{Cluster, ClusterBuilder, ClusterHandle, CoreResult};
 pub use handle::{Handle, Stopping};
 pub use stats::{RecvPoolStats, Stats};
 
