@@ -123,7 +123,7 @@ pub mod time;
 mod util;
 
 pub use buf::{BufResult, IoBuf, IoBufMut, RecvBuf};
-pub use executor::{JoinError, JoinHandle, JoinSet};
+pub use executor::{set_blocking_threads, spawn_blocking, JoinError, JoinHandle, JoinSet};
 pub use runtime::{
     spawn, yield_now, Builder, Cluster, ClusterBuilder, ClusterHandle, CoreResult, EventLoop,
     Handle, RecvPoolStats, Stats, Stopping,

@@ -10,12 +10,14 @@
 //!   if it completes while queued, that reference moves to the queue entry.
 //! - [`Scheduler::shutdown`] drops every future on the owner thread.
 
+mod blocking;
 mod join;
 mod join_error;
 mod join_set;
 mod queue;
 mod task;
 
+pub use blocking::{set_blocking_threads, spawn_blocking};
 pub use join::JoinHandle;
 pub use join_error::JoinError;
 pub use join_set::JoinSet;
