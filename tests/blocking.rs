@@ -37,9 +37,8 @@ fn blocking_work_does_not_stall_the_loops_timers() {
 #[test]
 fn a_panicking_job_is_the_tasks_panic() {
     EventLoop::new().unwrap().block_on(async {
-        let err = spawn_blocking(|| panic!("the job fails"))
+        let err = spawn_blocking(|| -> () { panic!("the job fails") })
             .await
-            .map(|()| ())
             .unwrap_err();
         assert!(err.is_panic(), "{err}");
         assert!(err.to_string().contains("the job fails"), "{err}");
@@ -71,13 +70,15 @@ fn closing_the_loop_does_not_wait_for_a_running_job_which_still_runs_to_its_end(
     let finished = Arc::new(AtomicBool::new(false));
     let f = finished.clone();
     let mut lp = EventLoop::new().unwrap();
-    let handle = lp.block_on(async move {
+    // The handle is carried out of the block_on in a tuple: clippy would take a bare
+    // awaitable as a forgotten `.await`.
+    let (handle,) = lp.block_on(async move {
         let h = spawn_blocking(move || {
             std::thread::sleep(Duration::from_millis(300));
             f.store(true, Ordering::SeqCst);
         });
         time::sleep(Duration::from_millis(20)).await; // the job is running
-        h
+        (h,)
     });
     let start = Instant::now();
     lp.close().unwrap();
