@@ -185,9 +185,10 @@ fn main() -> ExitCode {
                     }
                 }
             };
-            // Serve until the cluster stops; then stop accepting, end the connections and
-            // wait until each has (its buffers back in the pool), and end this core.
-            race(accept_loop, stopping).await;
+            // Serve until the cluster stops (whichever of the two ends first; the accept loop
+            // is then dropped); then end the connections and wait until each has (its
+            // buffers back in the pool), and end this core.
+            futures::future::select(std::pin::pin!(accept_loop), std::pin::pin!(stopping)).await;
             conns.shutdown().await;
             totals
                 .0
@@ -210,18 +211,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Runs both futures until either ends.
-async fn race(a: impl std::future::Future<Output = ()>, b: impl std::future::Future<Output = ()>) {
-    let mut a = std::pin::pin!(a);
-    let mut b = std::pin::pin!(b);
-    std::future::poll_fn(|cx| {
-        if a.as_mut().poll(cx).is_ready() || b.as_mut().poll(cx).is_ready() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await
 }

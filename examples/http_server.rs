@@ -189,7 +189,8 @@ async fn serve(core: usize, listener: TcpListener, served: Rc<Cell<u64>>, conns:
             });
         }
     };
-    race(accept_loop, stopping).await;
+    // Whichever ends first; the other is dropped.
+    futures::future::select(std::pin::pin!(accept_loop), std::pin::pin!(stopping)).await;
     drop(listener);
     graceful.shutdown().await;
 }
@@ -276,18 +277,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Runs both futures until either ends.
-async fn race(a: impl std::future::Future<Output = ()>, b: impl std::future::Future<Output = ()>) {
-    let mut a = std::pin::pin!(a);
-    let mut b = std::pin::pin!(b);
-    std::future::poll_fn(|cx| {
-        if a.as_mut().poll(cx).is_ready() || b.as_mut().poll(cx).is_ready() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await
 }

@@ -42,6 +42,8 @@
 //! - [`signal`]: SIGINT and SIGTERM as futures.
 //! - [`Cluster`]: thread-per-core, one loop per core, graceful then forced shutdown.
 //! - [`buf`]: the owned-buffer traits ([`IoBuf`], [`IoBufMut`]) and slices.
+//! - Runtime-agnostic crates run as they are: the `futures` crate's `select!`, `join!` and
+//!   `FuturesUnordered`, tokio's `sync` channels (within a loop and across loops).
 //! - `compat` (cargo features `tokio-io`, `futures-io`, `hyper`, off by default): hyper,
 //!   axum, rustls and tokio code on ringloop. The streams implement tokio's, futures' and
 //!   hyper's I/O traits (reads copied out of loop-owned buffers, writes copied into the
