@@ -526,3 +526,45 @@ fn sockets_take_options_through_socket2_and_streams_come_from_std() {
         assert_eq!(&b.recv().await.unwrap()[..], b"pair");
     });
 }
+
+#[test]
+fn a_connected_udp_socket_sends_and_receives_with_its_peer() {
+    EventLoop::new().unwrap().block_on(async {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::from_std(std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+        a.connect(b.local_addr().unwrap()).unwrap();
+        b.connect(a.local_addr().unwrap()).unwrap();
+        assert_eq!(a.peer_addr().unwrap(), b.local_addr().unwrap());
+        let (r, _) = a.send(&b"ping"[..]).await;
+        assert_eq!(r.unwrap(), 4);
+        let (r, buf) = b.recv(Vec::with_capacity(64)).await;
+        assert_eq!(r.unwrap(), 4);
+        assert_eq!(buf, b"ping");
+        // A datagram from another address is not delivered to a connected socket.
+        let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (r, _) = stranger
+            .send_to(&b"noise"[..], b.local_addr().unwrap())
+            .await;
+        r.unwrap();
+        let (r, _) = a.send(&b"pong"[..]).await;
+        r.unwrap();
+        let (r, buf) = b.recv(Vec::with_capacity(64)).await;
+        assert_eq!(r.unwrap(), 4);
+        assert_eq!(buf, b"pong");
+        // Options.
+        a.set_broadcast(true).unwrap();
+        a.set_multicast_loop_v4(false).unwrap();
+        a.set_multicast_ttl_v4(2).unwrap();
+        // Unconnected: send has no peer.
+        let lone = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (r, _) = lone.send(&b"x"[..]).await;
+        let e = r.unwrap_err();
+        assert!(
+            matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTCONN) | Some(libc::EDESTADDRREQ)
+            ),
+            "{e}"
+        );
+    });
+}

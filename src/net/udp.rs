@@ -2,13 +2,13 @@
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use super::ops::{RecvMsg, SendMsg};
-use super::{context, each_addr};
+use super::ops::{Recv, RecvMsg, Send, SendMsg};
+use super::{context, each_addr, nothing_resolved, resolve};
 use crate::buf::{finish_read, BufResult, IoBuf, IoBufMut};
 use crate::driver::Op;
 use crate::fd::SharedFd;
@@ -28,6 +28,109 @@ impl UdpSocket {
                 fd: SharedFd::new(OwnedFd::from(sock)),
             })
         })
+    }
+
+    /// Adopts a socket made with the standard library (switched to blocking mode: the ring,
+    /// not `O_NONBLOCK`, makes its operations asynchronous).
+    pub fn from_std(s: std::net::UdpSocket) -> io::Result<UdpSocket> {
+        s.set_nonblocking(false)?;
+        Ok(UdpSocket {
+            fd: SharedFd::new(OwnedFd::from(s)),
+        })
+    }
+
+    /// Sets the socket's default peer: [`send`](UdpSocket::send) goes there, and
+    /// [`recv`](UdpSocket::recv) takes datagrams from it alone. A plain socket call (UDP has
+    /// no handshake); each resolved address is tried in turn.
+    ///
+    /// # Errors
+    ///
+    /// The last address's error, naming it.
+    pub fn connect(&self, addr: impl ToSocketAddrs) -> io::Result<()> {
+        let mut last = None;
+        for a in resolve("connect", addr)? {
+            match SockRef::from(&self.fd).connect(&a.into()) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(context(e, "connect to", a)),
+            }
+        }
+        Err(last.unwrap_or_else(|| nothing_resolved("connect")))
+    }
+
+    /// Sends `buf[..len]` as one datagram to the peer set by [`connect`](UdpSocket::connect).
+    ///
+    /// # Errors
+    ///
+    /// `NotConnected` without a peer; the send's error (`ConnectionRefused` when an earlier
+    /// datagram met a closed port, say).
+    pub async fn send<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
+        let out = Op::new(Send {
+            fd: self.fd.clone(),
+            buf,
+            offset: 0,
+            zero_copy: false,
+        })
+        .await;
+        (out.result.map(|n| n as usize), out.data.buf)
+    }
+
+    /// Receives one datagram from the peer set by [`connect`](UdpSocket::connect) into
+    /// `buf` (from its start, up to its capacity; its length is set to the datagram's size,
+    /// truncated to the capacity).
+    pub async fn recv<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
+        let out = Op::new(Recv {
+            fd: self.fd.clone(),
+            buf,
+        })
+        .await;
+        finish_read(out.result, out.data.buf)
+    }
+
+    /// The peer set by [`connect`](UdpSocket::connect).
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        SockRef::from(&self.fd)
+            .peer_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket"))
+    }
+
+    /// Whether datagrams may be sent to broadcast addresses (`SO_BROADCAST`).
+    pub fn set_broadcast(&self, on: bool) -> io::Result<()> {
+        SockRef::from(&self.fd).set_broadcast(on)
+    }
+
+    /// Joins the IPv4 multicast group `group` on the interface with address `interface`
+    /// (`Ipv4Addr::UNSPECIFIED`: the kernel picks one).
+    pub fn join_multicast_v4(&self, group: Ipv4Addr, interface: Ipv4Addr) -> io::Result<()> {
+        SockRef::from(&self.fd).join_multicast_v4(&group, &interface)
+    }
+
+    /// Leaves the IPv4 multicast group `group` on `interface`.
+    pub fn leave_multicast_v4(&self, group: Ipv4Addr, interface: Ipv4Addr) -> io::Result<()> {
+        SockRef::from(&self.fd).leave_multicast_v4(&group, &interface)
+    }
+
+    /// Joins the IPv6 multicast group `group` on the interface with index `interface` (0:
+    /// the kernel picks one).
+    pub fn join_multicast_v6(&self, group: Ipv6Addr, interface: u32) -> io::Result<()> {
+        SockRef::from(&self.fd).join_multicast_v6(&group, interface)
+    }
+
+    /// Leaves the IPv6 multicast group `group` on `interface`.
+    pub fn leave_multicast_v6(&self, group: Ipv6Addr, interface: u32) -> io::Result<()> {
+        SockRef::from(&self.fd).leave_multicast_v6(&group, interface)
+    }
+
+    /// Whether multicast datagrams this socket sends come back to it on this host
+    /// (`IP_MULTICAST_LOOP`; on by default).
+    pub fn set_multicast_loop_v4(&self, on: bool) -> io::Result<()> {
+        SockRef::from(&self.fd).set_multicast_loop_v4(on)
+    }
+
+    /// How many hops this socket's multicast datagrams may take (`IP_MULTICAST_TTL`; 1 by
+    /// default: this network only).
+    pub fn set_multicast_ttl_v4(&self, ttl: u32) -> io::Result<()> {
+        SockRef::from(&self.fd).set_multicast_ttl_v4(ttl)
     }
 
     /// Sends `buf[..len]` as one datagram to `to`.
