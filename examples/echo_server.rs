@@ -6,9 +6,10 @@
 //! ```
 //!
 //! Each connection echoes what it receives: `recv()` hands over a loop-owned buffer from the
-//! pool and `write_all` sends that same buffer back, with no copy. Backpressure is natural:
-//! a connection does not receive more until its last chunk was written, so a slow reader holds
-//! at most one buffer. Out of descriptors (EMFILE), accept backs off instead of spinning.
+//! pool and `write_queued` hands that same buffer back to the loop, which sends it (no copy)
+//! and frees it, without waking the task for the send: the path the library recommends for
+//! replies (see `ringloop::net`, "Writing"). A peer that stops reading holds at most the
+//! queue's bound (64 buffers or 256 KiB) before the connection's task waits. Out of descriptors (EMFILE), accept backs off instead of spinning.
 //! SIGINT/SIGTERM stop it cleanly (exit 0) even with connections open. `--spin-us US` has
 //! every loop spin that long before it sleeps (`Builder::spin_before_sleep`): lower latency
 //! for a busy core.
@@ -169,10 +170,12 @@ fn main() -> ExitCode {
                                     loop {
                                         let buf = match conn.recv().await {
                                             Ok(b) if !b.is_empty() => b,
-                                            _ => return, // EOF or error: close
+                                            // End of stream: let the replies go out, close.
+                                            Ok(_) => return drop(conn.flush().await),
+                                            Err(_) => return,
                                         };
                                         let n = buf.len() as u64;
-                                        if conn.write_all(buf).await.0.is_err() {
+                                        if conn.write_queued(buf).await.is_err() {
                                             return;
                                         }
                                         stats.bytes.set(stats.bytes.get() + n);

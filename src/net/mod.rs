@@ -16,6 +16,19 @@
 //! idle connection holds no buffer. [`Features`](crate::Features) reports which paths are in
 //! use; older kernels get one operation per call, with the same API and guarantees.
 //!
+//! # Writing
+//!
+//! - **`write_queued`** for replies, the recommended path: it resolves once the loop holds the
+//!   buffer; the loop sends queued writes in order (several in one SENDMSG when they pile up),
+//!   resumes short sends and drops each buffer when sent, without waking the task. A task
+//!   serving requests is woken once per request. Its errors come back from the next call;
+//!   [`flush`](TcpStream::flush) waits until everything queued was sent.
+//! - **`write_all`** when the buffer must come back, or the caller must know the kernel took
+//!   the bytes before it goes on: one task wake-up more per write.
+//! - **`write`** for one send and its count.
+//! - The byte-stream traits (cargo features, see `compat`) for code written on tokio's,
+//!   futures' or hyper's I/O traits: they copy into the write queue.
+//!
 //! Address resolution (`impl ToSocketAddrs`) uses the standard library's resolver, which
 //! blocks for host names; pass `SocketAddr`s on a hot path.
 //!
