@@ -318,3 +318,30 @@ fn echo_demo_busy_address_is_a_one_line_error_naming_it() {
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_cluster_handle_reads_every_cores_stats() {
+    let cluster = Cluster::builder()
+        .threads(2)
+        .handle_signals(false)
+        .build()
+        .unwrap();
+    let h = cluster.handle();
+    let reader = {
+        let h = h.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            let stats = h.stats();
+            h.stop();
+            stats
+        })
+    };
+    cluster
+        .run(|_| async {
+            Handle::current().stopping().await;
+        })
+        .unwrap();
+    let stats = reader.join().unwrap();
+    assert_eq!(stats.len(), 2, "one per core");
+    assert!(stats.iter().all(|s| s.tasks >= 1), "{stats:?}");
+}

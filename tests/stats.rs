@@ -46,3 +46,38 @@ fn stats_count_tasks_timers_completions_and_held_buffers() {
     drop(held);
     assert_eq!(lp.stats().recv_pool.unwrap().free, 64, "the buffer is back");
 }
+
+#[test]
+fn a_handle_reads_the_stats_from_another_thread_and_from_the_loop_itself() {
+    let (htx, hrx) = std::sync::mpsc::channel();
+    let runner = std::thread::spawn(move || {
+        let mut lp = EventLoop::new().unwrap();
+        let handle = lp.handle();
+        htx.send(handle.clone()).unwrap();
+        // Three sleeping tasks and their timers, for the other thread to see.
+        for _ in 0..3 {
+            lp.spawn(time::sleep(Duration::from_secs(60)));
+        }
+        lp.spawn(async move {
+            // From the loop's own task: read at once, no waiting on itself.
+            let own = handle.stats();
+            assert!(own.tasks >= 3, "{own:?}");
+            handle.stopping().await;
+        });
+        lp.run_forever().unwrap();
+    });
+    let handle = hrx.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let s = handle.stats();
+    // The three sleepers and the task waiting for the stop; the task reading the stats may
+    // be counted too.
+    assert!(s.tasks >= 4, "{s:?}");
+    assert_eq!(s.timers, 3, "{s:?}");
+    assert!(s.completions > 0, "{s:?}");
+    handle.stop();
+    runner.join().unwrap();
+    // A loop that is gone answers nothing: the default, at once.
+    let start = std::time::Instant::now();
+    assert_eq!(handle.stats(), ringloop::Stats::default());
+    assert!(start.elapsed() < Duration::from_millis(500));
+}

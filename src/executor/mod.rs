@@ -453,5 +453,17 @@ pub(crate) fn spawn_current<F: Future + 'static>(fut: F) -> JoinHandle<F::Output
     unsafe { (*core).spawn(fut) }
 }
 
+/// Tasks alive on the loop current on this thread (see [`Scheduler::live_tasks`]); `None`
+/// outside a loop.
+pub(crate) fn current_live_tasks() -> Option<usize> {
+    let core = CURRENT.with(|c| c.get());
+    if core.is_null() {
+        return None;
+    }
+    // SAFETY: non-null CURRENT points at a SchedCore kept alive by its EnterGuard.
+    let core = unsafe { &*core };
+    Some(core.tasks.borrow().len() + core.remote.lock().spawns.len())
+}
+
 #[cfg(test)]
 mod tests;

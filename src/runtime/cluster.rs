@@ -111,6 +111,14 @@ impl ClusterHandle {
         self.shared.stopped.load(Ordering::SeqCst)
     }
 
+    /// Each running core's counters ([`Handle::stats`]), in the order the cores' loops were
+    /// made (not always core order). Each is read by a task on that core, so this waits for
+    /// every core's next turn.
+    pub fn stats(&self) -> Vec<crate::Stats> {
+        let loops: Vec<Handle> = self.shared.loops().clone();
+        loops.iter().map(Handle::stats).collect()
+    }
+
     /// The cores whose future had not returned when the shutdown's grace period
     /// ([`ClusterBuilder::shutdown_timeout`]) ended, and whose loops were therefore closed by
     /// force, in ascending order. `run` still returns `Ok` for them (a forced close is the

@@ -8,6 +8,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use super::shared::Shared;
+use super::Stats;
+
+/// How long [`Handle::stats`] waits for the loop to answer from another thread.
+const STATS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 use crate::executor::{self, JoinHandle};
 
 /// A handle to an event loop: `Send + Sync`, cheap to clone. Stops the loop and spawns onto it
@@ -76,6 +80,27 @@ impl Handle {
             epoch: self.shared.stop_epoch.load(Ordering::Acquire),
             key: None,
         }
+    }
+
+    /// The loop's counters ([`EventLoop::stats`](super::EventLoop::stats)), from any thread.
+    ///
+    /// From one of the loop's own tasks they are read at once. From elsewhere, a task on the
+    /// loop reads them and hands them back: the calling thread blocks until the loop runs it,
+    /// at its next turn. A loop that does not run it within a second (it is not running, or
+    /// a task is blocking its thread) gives no answer, and the result is then
+    /// `Stats::default()` (all zero).
+    pub fn stats(&self) -> Stats {
+        if crate::driver::current_id() == Some(self.shared.remote.loop_id()) {
+            return Stats::current().unwrap_or_default();
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        drop(self.spawn(async move {
+            let _ = tx.send(Stats::current());
+        }));
+        rx.recv_timeout(STATS_WAIT)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
     }
 
     /// Spawns a task on the loop from any thread. If the loop has been closed, the task is

@@ -247,27 +247,11 @@ impl EventLoop {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn stats(&self) -> Stats {
-        let driver = &self.core.driver;
-        Stats {
-            tasks: self.core.sched.live_tasks(),
-            ops_in_kernel: driver.awaiting_kernel(),
-            completions: driver.reaped(),
-            empty_waits: driver.empty_waits(),
-            stray_completions: driver.stray_cqes(),
-            ring_closes: driver.ring_closes(),
-            timers: self.core.timers.wheel.borrow().pending(),
-            batch_target: driver.batch_target(),
-            recv_pool: driver.pool().map(|p| {
-                let (window, ring_empty) = p.window_stats();
-                RecvPoolStats {
-                    buffers: p.count(),
-                    free: p.available(),
-                    window: window.into(),
-                    ring_empty,
-                    heap_fallbacks: p.heap_fallbacks(),
-                }
-            }),
-        }
+        Stats::of(
+            &self.core.driver,
+            self.core.sched.live_tasks(),
+            self.core.timers.wheel.borrow().pending(),
+        )
     }
 }
 

@@ -1,5 +1,7 @@
 //! `Stats`: a loop's counters, read in a few loads, for a service's metrics.
 
+use crate::driver::Driver;
+
 /// A snapshot of a loop's counters ([`EventLoop::stats`](crate::EventLoop::stats)). Taking
 /// one reads a few counters the loop keeps anyway, so a service may export them every
 /// second. Counts (`completions`, `empty_waits`, ...) run from the loop's creation; compare
@@ -50,4 +52,37 @@ pub struct RecvPoolStats {
     /// Receives that went through a heap buffer because the pool stayed empty (every buffer
     /// held by `RecvBuf`s or by bytes not yet taken).
     pub heap_fallbacks: u64,
+}
+
+impl Stats {
+    /// The counters of the loop whose driver is `driver`, with its task and timer counts.
+    pub(crate) fn of(driver: &Driver, tasks: usize, timers: usize) -> Stats {
+        Stats {
+            tasks,
+            ops_in_kernel: driver.awaiting_kernel(),
+            completions: driver.reaped(),
+            empty_waits: driver.empty_waits(),
+            stray_completions: driver.stray_cqes(),
+            ring_closes: driver.ring_closes(),
+            timers,
+            batch_target: driver.batch_target(),
+            recv_pool: driver.pool().map(|p| {
+                let (window, ring_empty) = p.window_stats();
+                RecvPoolStats {
+                    buffers: p.count(),
+                    free: p.available(),
+                    window: window.into(),
+                    ring_empty,
+                    heap_fallbacks: p.heap_fallbacks(),
+                }
+            }),
+        }
+    }
+
+    /// The counters of the loop current on this thread (from one of its tasks).
+    pub(crate) fn current() -> Option<Stats> {
+        let tasks = crate::executor::current_live_tasks()?;
+        let timers = crate::time::current_pending()?;
+        crate::driver::with_current(|d| Stats::of(d, tasks, timers))
+    }
 }

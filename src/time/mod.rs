@@ -78,6 +78,11 @@ impl Timers {
 }
 
 /// Keeps a loop's timers current until dropped.
+/// Timers pending on the loop current on this thread; `None` outside a loop.
+pub(crate) fn current_pending() -> Option<usize> {
+    CURRENT.with(|c| c.with_current(|t| t.wheel.borrow().pending()))
+}
+
 pub(crate) struct TimersGuard(Option<Entered<Timers>>);
 
 impl Drop for TimersGuard {
