@@ -14,15 +14,16 @@
 //! every loop spin that long before it sleeps (`Builder::spin_before_sleep`): lower latency
 //! for a busy core.
 
+mod common;
+
 use std::cell::Cell;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use ringloop::net::TcpListener;
+use common::Listeners;
 use ringloop::{Cluster, Handle, JoinSet};
 
 struct Args {
@@ -88,32 +89,14 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
-    let addr: SocketAddr = match args.addr.to_socket_addrs().map(|mut a| a.next()) {
-        Ok(Some(a)) => a,
-        Ok(None) | Err(_) => {
-            eprintln!(
-                "echo_server: cannot use address {}: not a HOST:PORT that resolves",
-                args.addr
-            );
-            return ExitCode::FAILURE;
-        }
-    };
-    // io_uring first: where it is refused (a container's seccomp profile, say), say so and
-    // why before claiming to listen.
-    if let Err(e) = ringloop::EventLoop::new() {
-        eprintln!("echo_server: {e}");
-        return ExitCode::FAILURE;
-    }
-    // Bind once up front: a bad or busy address is reported before any thread starts. This
-    // listener then serves core 0.
-    let first = match TcpListener::bind_reuseport(addr) {
-        Ok(l) => l,
+    let listeners = match Listeners::bind(&args.addr) {
+        Ok(l) => Arc::new(l),
         Err(e) => {
-            eprintln!("echo_server: cannot listen on {addr}: {e}");
+            eprintln!("echo_server: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let addr = first.local_addr().unwrap_or(addr);
+    let addr = listeners.addr;
     let mut builder =
         Cluster::builder().event_loop(ringloop::EventLoop::builder().spin_before_sleep(args.spin));
     if let Some(n) = args.threads {
@@ -126,25 +109,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = common::threads(args.threads);
     println!("echo_server: listening on {addr} with {threads} thread(s); Ctrl-C to stop");
-    let first = Arc::new(Mutex::new(Some(first)));
     let totals = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let t = totals.clone();
     let result = cluster.run(move |core| {
-        let first = first.clone();
+        let listeners = listeners.clone();
         let totals = t.clone();
         async move {
-            let taken = first.lock().unwrap_or_else(|e| e.into_inner()).take();
             // A core that cannot listen fails the cluster: `run` returns the error (naming
             // the core) and the process exits non-zero.
-            let listener = taken
-                .map_or_else(|| TcpListener::bind_reuseport(addr), Ok)
-                .map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-                })?;
+            let listener = listeners.for_core()?;
             // Connections start with Nagle off (Linux copies TCP_NODELAY from the listener),
             // and are taken without their address, which the echo does not use: no system
             // call per connection beyond the ring's.

@@ -14,18 +14,20 @@
 //! accepting, let requests in flight finish (within the cluster's shutdown timeout, 5 s),
 //! and exit 0 with a one-line summary.
 
+mod common;
+
 use std::cell::Cell;
 use std::convert::Infallible;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::Listeners;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::{header, Method, Request, Response, StatusCode};
@@ -200,30 +202,14 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
-    let addr: SocketAddr = match args.addr.to_socket_addrs().map(|mut a| a.next()) {
-        Ok(Some(a)) => a,
-        Ok(None) | Err(_) => {
-            eprintln!(
-                "http_server: cannot use address {}: not a HOST:PORT that resolves",
-                args.addr
-            );
-            return ExitCode::FAILURE;
-        }
-    };
-    // io_uring first: where it is refused (a container's seccomp profile, say), say so and
-    // why before claiming to listen.
-    if let Err(e) = ringloop::EventLoop::new() {
-        eprintln!("http_server: {e}");
-        return ExitCode::FAILURE;
-    }
-    let first = match TcpListener::bind_reuseport(addr) {
-        Ok(l) => l,
+    let listeners = match Listeners::bind(&args.addr) {
+        Ok(l) => Arc::new(l),
         Err(e) => {
-            eprintln!("http_server: cannot listen on {addr}: {e}");
+            eprintln!("http_server: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let addr = first.local_addr().unwrap_or(addr);
+    let addr = listeners.addr;
     let mut builder = Cluster::builder();
     if let Some(n) = args.threads {
         builder = builder.threads(n);
@@ -235,24 +221,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = common::threads(args.threads);
     println!("http_server: listening on http://{addr} with {threads} thread(s); Ctrl-C to stop");
-    let first = Arc::new(Mutex::new(Some(first)));
     let totals = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let t = totals.clone();
     let result = cluster.run(move |core| {
-        let (first, totals) = (first.clone(), t.clone());
+        let (listeners, totals) = (listeners.clone(), t.clone());
         async move {
-            let taken = first.lock().unwrap_or_else(|e| e.into_inner()).take();
             // A core that cannot listen fails the cluster: `run` returns the error (naming
             // the core) and the process exits non-zero.
-            let listener = taken
-                .map_or_else(|| TcpListener::bind_reuseport(addr), Ok)
-                .map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-                })?;
+            let listener = listeners.for_core()?;
             if let Err(e) = listener.set_nodelay(true) {
                 eprintln!("http_server: core {core}: TCP_NODELAY: {e}");
             }
