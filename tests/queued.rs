@@ -614,3 +614,59 @@ fn an_echo_through_a_one_buffer_pool_keeps_going_with_the_peer_outside_the_loop(
     );
     assert!(same, "the echo differs from what was sent");
 }
+
+#[test]
+fn a_peer_reset_mid_stream_fails_the_writes_that_follow() {
+    // Queued and awaited writes of up to 16 MiB towards a peer that reads a little, then
+    // resets: a write fails with the reset (or a broken pipe), those after it fail too,
+    // nothing panics and no task is left.
+    let mut lp = EventLoop::builder().recv_buffers(64, 4096).build().unwrap();
+    lp.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let peer = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            let mut buf = vec![0u8; 256 * 1024];
+            let _ = c.read(&mut buf);
+            socket2::SockRef::from(&c)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(c); // RST
+        });
+        let (s, _) = l.accept().await.unwrap();
+        small_buffers(&s, 64 * 1024);
+        let mut failed = None;
+        for i in 0..256usize {
+            let chunk = vec![i as u8; 64 * 1024];
+            let r = if i % 2 == 0 {
+                s.write_queued(chunk).await
+            } else {
+                s.write_all(chunk).await.0
+            };
+            if let Err(e) = r {
+                failed = Some(e);
+                break;
+            }
+        }
+        peer.join().unwrap();
+        let e = failed.expect("writes to a reset peer never failed");
+        assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+            "{e}"
+        );
+        // Later writes fail too: an awaited one at once; a queued one when it is sent, which
+        // the flush after it reports.
+        let (r, _) = s.write_all(&b"late"[..]).await;
+        assert!(r.is_err(), "an awaited write after the reset succeeded");
+        let queued = s.write_queued(&b"later"[..]).await;
+        assert!(
+            queued.is_err() || s.flush().await.is_err(),
+            "a queued write after the reset was reported sent"
+        );
+    });
+    assert_eq!(lp.stats().tasks, 0);
+}
