@@ -5,7 +5,6 @@
 use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::Shutdown;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -13,21 +12,8 @@ use ringloop::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use ringloop::{spawn, time, EventLoop};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The byte at offset `i` of a test's stream: a pattern whose period (251) matches no
-/// buffer size, so a byte lost, doubled or moved shows.
-fn pattern(seed: u8, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i % 251) as u8 ^ seed.wrapping_mul(37))
-        .collect()
-}
-
-/// A std client connected to a ringloop server side: (client, server side).
-async fn std_pair() -> (std::net::TcpStream, TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (s, _) = l.accept().await.unwrap();
-    (c, s)
-}
+mod common;
+use common::{pattern, small_buffers, std_pair};
 
 /// Every receive path: multishot from the pool, one buffer-select receive at a time, and
 /// heap buffers (no pool), each with small buffers so that reads cross them.
@@ -45,14 +31,6 @@ fn receive_paths() -> Vec<(&'static str, ringloop::Builder)> {
                 .recv_buffer_ring(false),
         ),
     ]
-}
-
-fn small_buffers(fd: &impl AsRawFd, bytes: usize) {
-    // SAFETY: the socket is alive for these calls.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd.as_raw_fd()) };
-    let sock = socket2::SockRef::from(&fd);
-    sock.set_send_buffer_size(bytes).unwrap();
-    sock.set_recv_buffer_size(bytes).unwrap();
 }
 
 #[test]

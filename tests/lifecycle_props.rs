@@ -16,8 +16,11 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use ringloop::net::{TcpListener, TcpStream};
-use ringloop::{spawn, time, EventLoop, JoinSet, SetupMode};
+use ringloop::net::TcpStream;
+use ringloop::{time, EventLoop, JoinSet, SetupMode};
+
+mod common;
+use common::tcp_pair;
 
 /// xorshift64*: small, seedable, the same sequence on every machine.
 struct Rng(u64);
@@ -93,15 +96,6 @@ async fn poll_once<F: Future>(fut: F) -> Option<F::Output> {
         Poll::Pending => Poll::Ready(None),
     })
     .await
-}
-
-/// A connected pair: (writer side, reader side).
-async fn pair() -> (TcpStream, TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let c = spawn(async move { TcpStream::connect(addr).await.unwrap() });
-    let (s, _) = l.accept().await.unwrap();
-    (c.await.unwrap(), s)
 }
 
 /// Writes `len` bytes of stream `id` in random chunks, through random write calls (awaited,
@@ -222,7 +216,7 @@ async fn doomed(seed: u64) {
             0 => time::sleep(Duration::from_millis(rng.below(3))).await,
             1 => ringloop::yield_now().await,
             _ => {
-                let (a, b) = pair().await;
+                let (a, b) = tcp_pair().await;
                 drop(poll_once(b.recv()).await);
                 drop(a);
             }
@@ -246,7 +240,7 @@ fn run_case(seed: u64) {
         let mut readers = JoinSet::new();
         let mut writers = JoinSet::new();
         for &(id, len, seed) in &plan {
-            let (w, r) = pair().await;
+            let (w, r) = tcp_pair().await;
             writers.spawn(writer(w, id, len, seed));
             readers.spawn(reader(r, id, len, seed ^ 1));
         }

@@ -13,26 +13,7 @@ use ringloop::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use ringloop::{spawn, time, EventLoop, Handle};
 
 mod common;
-use common::Counted;
-
-/// A connected TCP pair: (client, server side).
-async fn tcp_pair() -> (TcpStream, TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let c = spawn(async move { TcpStream::connect(addr).await.unwrap() });
-    let (s, _) = l.accept().await.unwrap();
-    (c.await.unwrap(), s)
-}
-
-/// Shrinks the kernel's buffers of `fd` so that sends come up short and a peer that does not
-/// read fills them quickly.
-fn small_buffers(fd: &impl AsRawFd, bytes: usize) {
-    // SAFETY: the socket is alive for these calls.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd.as_raw_fd()) };
-    let sock = socket2::SockRef::from(&fd);
-    sock.set_send_buffer_size(bytes).unwrap();
-    sock.set_recv_buffer_size(bytes).unwrap();
-}
+use common::{small_buffers, tcp_pair, Counted};
 
 /// Reads until end of stream with `read` (a stream's `read`, TCP or Unix).
 async fn read_to_end<F, R>(mut read: F) -> Vec<u8>

@@ -7,18 +7,10 @@ use std::task::Poll;
 use std::time::Duration;
 
 mod common;
+use common::{std_pair, tcp_pair};
 
 use ringloop::net::{TcpListener, TcpStream};
 use ringloop::{spawn, time, EventLoop, RecvBuf};
-
-/// A connected pair: (client, server side).
-async fn pair() -> (TcpStream, TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let c = spawn(async move { TcpStream::connect(addr).await.unwrap() });
-    let (s, _) = l.accept().await.unwrap();
-    (c.await.unwrap(), s)
-}
 
 /// The three receive paths: multishot (default here), single-shot with buffer select, and
 /// no buffer ring at all.
@@ -44,7 +36,7 @@ fn recv_uses_the_buffer_ring_and_multishot_on_this_kernel() {
 fn zero_copy_echo_and_eof_as_empty_recvbuf() {
     let mut lp = EventLoop::new().unwrap();
     lp.block_on(async {
-        let (c, s) = pair().await;
+        let (c, s) = tcp_pair().await;
         let server = spawn(async move {
             loop {
                 let buf: RecvBuf = s.recv().await.unwrap();
@@ -81,7 +73,7 @@ fn recv_is_cancel_safe_across_a_timeout() {
 
 fn cancel_safe_across_timeout(mut lp: EventLoop) {
     lp.block_on(async {
-        let (c, s) = pair().await;
+        let (c, s) = tcp_pair().await;
         let r = time::timeout(Duration::from_millis(10), s.recv()).await;
         assert!(r.is_err(), "nothing sent yet");
         let (r, _) = c.write_all(b"hello").await;
@@ -103,7 +95,7 @@ fn recv_completed_then_dropped_before_repoll_loses_nothing() {
 
 fn completed_then_dropped(mut lp: EventLoop) {
     lp.block_on(async {
-        let (c, s) = pair().await;
+        let (c, s) = tcp_pair().await;
         let mut fut = Box::pin(s.recv());
         std::future::poll_fn(|cx| {
             assert!(fut.as_mut().poll(cx).is_pending());
@@ -195,7 +187,7 @@ fn a_busy_connection_reuses_a_few_hot_buffers_not_the_whole_pool() {
         .map(|p| (p.window, p.ring_empty))
         .unwrap();
     let seen = lp.block_on(async {
-        let (c, s) = pair().await;
+        let (c, s) = tcp_pair().await;
         let mut seen = std::collections::HashSet::new();
         for i in 0..200u32 {
             let (r, _) = c.write_all(i.to_le_bytes().to_vec()).await;
@@ -237,7 +229,7 @@ fn buffers_held_by_the_application_beyond_the_window_are_replaced_from_the_pool(
         .map(|p| (p.window, p.ring_empty))
         .unwrap();
     let held = lp.block_on(async {
-        let (c, s) = pair().await;
+        let (c, s) = tcp_pair().await;
         let data: Vec<u8> = (0..LEN).map(|k| (k % 251) as u8).collect();
         let sender = spawn(async move {
             let (r, _) = c.write_all(data).await;
@@ -375,7 +367,7 @@ fn idle_connections_hold_no_recv_buffer() {
 fn recvbuf_dropped_on_another_thread_goes_back_to_the_pool() {
     let mut lp = EventLoop::builder().recv_buffers(4, 1024).build().unwrap();
     let buf = lp.block_on(async {
-        let (c, s) = pair().await;
+        let (c, s) = tcp_pair().await;
         let (r, _) = c.write_all(b"travel").await;
         r.unwrap();
         s.recv().await.unwrap()
@@ -396,7 +388,7 @@ fn recvbuf_dropped_on_another_thread_goes_back_to_the_pool() {
 fn recvbuf_outliving_its_loop_is_still_readable() {
     let mut lp = EventLoop::new().unwrap();
     let buf = lp.block_on(async {
-        let (c, s) = pair().await;
+        let (c, s) = tcp_pair().await;
         let (r, _) = c.write_all(b"afterlife").await;
         r.unwrap();
         s.recv().await.unwrap()
@@ -416,7 +408,7 @@ fn without_a_buffer_ring_recv_falls_back_with_the_same_guarantees() {
     assert!(!lp.features().recv_buffer_ring());
     assert_eq!(lp.stats().recv_pool.map(|p| p.free), None);
     lp.block_on(async {
-        let (c, s) = pair().await;
+        let (c, s) = tcp_pair().await;
         // Cancel-safe across a timeout.
         assert!(time::timeout(Duration::from_millis(10), s.recv())
             .await
@@ -444,7 +436,7 @@ fn close_that_times_out_with_a_receive_in_flight_leaks_the_pool() {
         .close_timeout(Duration::ZERO)
         .build()
         .unwrap();
-    let (_c, s) = lp.block_on(pair());
+    let (_c, s) = lp.block_on(tcp_pair());
     let s = Rc::new(s);
     let s2 = s.clone();
     lp.spawn(async move {
@@ -460,7 +452,7 @@ fn recv_futures_are_send() {
     fn assert_send<T: Send>(_: &T) {}
     let mut lp = EventLoop::new().unwrap();
     lp.block_on(async {
-        let (c, s) = pair().await;
+        let (c, s) = tcp_pair().await;
         let f = async move {
             let b = s.recv().await.unwrap();
             let (r, _) = s.write_all(b).await;
@@ -476,7 +468,7 @@ fn recv_futures_are_send() {
 fn dropping_a_stream_with_an_armed_multishot_receive_frees_everything() {
     let mut lp = EventLoop::builder().recv_buffers(4, 64).build().unwrap();
     lp.block_on(async {
-        let (c, s) = pair().await;
+        let (c, s) = tcp_pair().await;
         let (r, _) = c.write_all(b"first").await;
         r.unwrap();
         assert_eq!(&s.recv().await.unwrap()[..], b"first");
@@ -510,7 +502,7 @@ fn a_stream_handed_to_another_task_wakes_that_task() {
     for b in each_path() {
         let mut lp = b.build().unwrap();
         lp.block_on(async {
-            let (c, s) = pair().await;
+            let (c, s) = tcp_pair().await;
             let (tx, rx) = std::sync::mpsc::channel();
             let a = spawn(async move {
                 assert_eq!(&s.recv().await.unwrap()[..], b"one");
@@ -563,14 +555,6 @@ async fn poll_once<F: Future + Unpin>(fut: &mut F) {
         Poll::Ready(())
     })
     .await;
-}
-
-/// A connected pair whose client is a plain blocking socket, written from inside the task.
-async fn std_pair() -> (std::net::TcpStream, TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (s, _) = l.accept().await.unwrap();
-    (c, s)
 }
 
 /// Receives until `want` bytes have come.

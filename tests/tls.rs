@@ -10,13 +10,10 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-const EACH_WAY: usize = 16 << 20;
+mod common;
+use common::pattern;
 
-fn pattern(seed: u8, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i % 251) as u8 ^ seed.wrapping_mul(37))
-        .collect()
-}
+const EACH_WAY: usize = 16 << 20;
 
 /// A server and a client configuration that trust one self-signed certificate for
 /// "localhost".

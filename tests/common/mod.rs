@@ -69,3 +69,36 @@ pub fn thread_cpu() -> Duration {
     assert_eq!(r, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
+
+/// A connected TCP pair on the running loop: (client, server side).
+pub async fn tcp_pair() -> (ringloop::net::TcpStream, ringloop::net::TcpStream) {
+    let l = ringloop::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let c = ringloop::spawn(async move { ringloop::net::TcpStream::connect(addr).await.unwrap() });
+    let (s, _) = l.accept().await.unwrap();
+    (c.await.unwrap(), s)
+}
+
+/// A std client connected to a ringloop server side: (client, server side).
+pub async fn std_pair() -> (std::net::TcpStream, ringloop::net::TcpStream) {
+    let l = ringloop::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (s, _) = l.accept().await.unwrap();
+    (c, s)
+}
+
+/// Shrinks the kernel's buffers of a socket so that sends come up short and a peer that does
+/// not read fills them quickly.
+pub fn small_buffers(sock: &impl std::os::fd::AsFd, bytes: usize) {
+    let sock = socket2::SockRef::from(sock);
+    sock.set_send_buffer_size(bytes).unwrap();
+    sock.set_recv_buffer_size(bytes).unwrap();
+}
+
+/// `len` bytes of a test's stream: a pattern whose period (251) matches no buffer size, so
+/// a byte lost, doubled or moved shows.
+pub fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ seed.wrapping_mul(37))
+        .collect()
+}

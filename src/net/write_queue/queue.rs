@@ -157,8 +157,9 @@ impl WriteQueue {
 
     /// Copies the bytes of `bufs`, up to the queue's room, into a buffer the queue takes, as
     /// [`offer`](WriteQueue::offer) would; how many were taken. Waits for room while the
-    /// queue is full, so a peer that does not read holds at most [`BACKLOG_BYTES`](super::BACKLOG_BYTES) (plus the
-    /// one write in flight) of the stream's memory.
+    /// queue is full, so a peer that does not read holds at most
+    /// [`BACKLOG_BYTES`](super::BACKLOG_BYTES) (plus the one write in flight) of the stream's
+    /// memory.
     #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
     pub(crate) fn poll_copy(
         self: &Arc<Self>,
@@ -166,7 +167,7 @@ impl WriteQueue {
         bufs: &[io::IoSlice<'_>],
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
-        let st = self.borrow(driver);
+        let mut st = self.borrow(driver);
         if let Some(f) = &st.failed {
             return Poll::Ready(Err(f.error()));
         }
@@ -177,7 +178,6 @@ impl WriteQueue {
         if total == 0 {
             return Poll::Ready(Ok(0));
         }
-        let mut st = st;
         if st.full() {
             st.register(cx.waker(), driver);
             return Poll::Pending;
