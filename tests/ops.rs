@@ -175,6 +175,26 @@ fn ten_thousand_pending_timers_then_close_is_prompt_and_ok() {
 }
 
 #[test]
+fn a_completion_reaped_to_make_room_in_a_full_ring_wakes_its_task() {
+    // A one-entry SQ: the wake-up read pushed as the loop goes idle finds the accept's SQE
+    // still queued, and submitting it to make room reaps the accept's completion (the
+    // connection is already waiting). The loop must run the woken task, not sleep on.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lp = EventLoop::builder().entries(1).build().unwrap();
+        let r = lp.block_on(async {
+            let l = ringloop::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (s, _) = l.accept().await.unwrap();
+            (c, s)
+        });
+        let _ = tx.send(r.0.peer_addr().is_ok());
+    });
+    let done = rx.recv_timeout(Duration::from_secs(10));
+    assert_eq!(done, Ok(true), "the loop slept with its task woken");
+}
+
+#[test]
 fn tiny_ring_runs_two_thousand_concurrent_ops() {
     let mut lp = EventLoop::builder().entries(4).build().unwrap();
     assert_eq!(lp.features().sq_entries(), 4);

@@ -128,6 +128,9 @@ pub(crate) struct DriverCell {
     /// Descriptors of dropped streams, closed by the next enter (see `close`). Outside
     /// `inner`: a reap, with the driver borrowed, may drop the last clone of one.
     closes: DeferredCloses,
+    /// Bytes accepted by the loop's write queues and not yet sent (see `queued_bytes`).
+    /// Outside `inner`: a queue updates it with or without the driver borrowed.
+    queued_bytes: Cell<usize>,
 }
 
 struct Inner {
@@ -160,6 +163,15 @@ struct Inner {
     spin: Option<Duration>,
     /// CQEs reaped so far: how many a wait brought in.
     reaped: u64,
+    /// `io_uring_enter` calls made.
+    enters: u64,
+    /// The CQ ring's size, and how many reaps found it full with completions held back in
+    /// the kernel (see `Inner::reap`).
+    cq_entries: usize,
+    cq_full: u64,
+    /// A push found the SQ full and entered to make room, reaping completions that no turn
+    /// has looked at yet (see `Inner::push_full`): the next park must not block.
+    reaped_in_push: bool,
     /// The receive-buffer pool, told after each reap how many buffers the kernel took from
     /// its ring (see `BufPool::after_reap`). The same pool as `DriverCell::pool`.
     pool: Option<BufPool>,
@@ -313,6 +325,7 @@ impl Driver {
             multishot_accept,
             send_zc_threshold,
             closes: DeferredCloses::new(),
+            queued_bytes: Cell::new(0),
             inner: RefCell::new(Inner {
                 enter_fd: EnterFd::register(ring.as_raw_fd()),
                 ring: Some(ring),
@@ -329,6 +342,10 @@ impl Driver {
                 batch,
                 spin,
                 reaped: 0,
+                enters: 0,
+                cq_entries: cap,
+                cq_full: 0,
+                reaped_in_push: false,
                 pool: reaper_pool,
                 others_since_park: 0,
                 throttled: Vec::new(),
@@ -484,5 +501,39 @@ impl Driver {
     /// CQEs reaped so far.
     pub(crate) fn reaped(&self) -> u64 {
         self.0.inner.borrow().reaped
+    }
+
+    /// `io_uring_enter` calls made so far.
+    pub(crate) fn enters(&self) -> u64 {
+        self.0.inner.borrow().enters
+    }
+
+    /// Times the CQ ring overflowed: reaps that found it full with completions held back in
+    /// the kernel (`IORING_SQ_CQ_OVERFLOW`), plus completions the kernel dropped (its
+    /// `cq.koverflow`; only where it cannot hold them back, before Linux 5.5 or out of
+    /// memory).
+    pub(crate) fn cq_overflows(&self) -> u64 {
+        let mut inner = self.0.inner.borrow_mut();
+        let dropped = inner.ring.as_mut().map_or(0, |r| r.completion().overflow());
+        inner.cq_full + u64::from(dropped)
+    }
+
+    /// Bytes the loop's write queues hold unsent.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.0.queued_bytes.get()
+    }
+
+    /// A write queue took `n` bytes more.
+    #[inline]
+    pub(crate) fn queued_add(&self, n: usize) {
+        self.0.queued_bytes.set(self.0.queued_bytes.get() + n);
+    }
+
+    /// A write queue sent or dropped `n` of its bytes.
+    #[inline]
+    pub(crate) fn queued_sub(&self, n: usize) {
+        self.0
+            .queued_bytes
+            .set(self.0.queued_bytes.get().saturating_sub(n));
     }
 }

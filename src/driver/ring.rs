@@ -135,8 +135,11 @@ impl Inner {
             if unsafe { ring.submission().push(&sqe) }.is_ok() {
                 return Ok(());
             }
-            // Full: hand the queued SQEs to the kernel to make room, reaping as we go.
+            // Full: hand the queued SQEs to the kernel to make room, reaping as we go. What
+            // is reaped here may wake tasks after the turn decided it had nothing to run (the
+            // wake-up read's push, a close's): the park that follows must not block.
             self.enter(0, None, 0)?;
+            self.reaped_in_push = true;
         }
     }
 
@@ -218,6 +221,7 @@ impl Inner {
         loop {
             let ring = self.ring()?;
             let to_submit = ring.submission().len() as u32;
+            self.enters += 1;
             let res = match args {
                 None => self.enter_fd.enter(to_submit, ask),
                 Some(args) => self.enter_fd.enter_with(to_submit, ask, flags, args),
@@ -283,10 +287,26 @@ impl Inner {
     #[inline]
     pub(super) fn reap(&mut self) -> usize {
         let n = self.reap_cqes();
+        if n >= self.cq_entries {
+            self.note_full_cq();
+        }
         if !self.throttled.is_empty() {
             self.cancel_throttled();
         }
         n
+    }
+
+    /// A reap emptied a full CQ ring: counts an overflow if the kernel holds completions
+    /// back (it posts them at the next enter, which every wait makes).
+    #[cold]
+    fn note_full_cq(&mut self) {
+        if self
+            .ring
+            .as_mut()
+            .is_some_and(|r| r.submission().cq_overflow())
+        {
+            self.cq_full += 1;
+        }
     }
 
     /// [`reap`](Inner::reap) less the cancels of streams that reached their cap: it leaves

@@ -37,9 +37,10 @@ impl Driver {
         // `Inner::enter`): they count neither towards a batch nor against an empty wait.
         let closes_before = inner.closes_in_flight;
         inner.others_since_park = 0;
-        if inner.timer.fired.get() {
-            // Reaped since the turn looked (by a submit that made room in the SQ, say):
-            // timers are due, and waiting could sleep past them.
+        if inner.timer.fired.get() || std::mem::take(&mut inner.reaped_in_push) {
+            // Reaped since the turn looked, by a push that made room in the SQ: timers may
+            // be due and tasks woken, and waiting could sleep past them (or for ever, where
+            // nothing else is coming). The turn runs them first.
             inner.others_since_park = 1;
             return Ok(());
         }

@@ -176,6 +176,25 @@ struct SchedCore {
     run_queue: RunQueue,
     tasks: RefCell<Slab<RawTask>>,
     remote: Arc<Remote>,
+    /// Turns run (calls of [`Scheduler::run`]), for [`crate::Stats`].
+    turns: Cell<u64>,
+}
+
+/// The scheduler's counters, for [`crate::Stats`].
+#[derive(Clone, Copy)]
+pub(crate) struct SchedCounts {
+    /// Tasks alive (spawned, not finished), remote spawns not yet taken in included.
+    pub(crate) tasks: usize,
+    pub(crate) turns: u64,
+}
+
+impl SchedCore {
+    fn counts(&self) -> SchedCounts {
+        SchedCounts {
+            tasks: self.tasks.borrow().len() + self.remote.lock().spawns.len(),
+            turns: self.turns.get(),
+        }
+    }
 }
 
 /// Restores the previous current scheduler on drop.
@@ -198,6 +217,7 @@ impl Scheduler {
                 run_queue: RunQueue::default(),
                 tasks: RefCell::new(Slab::new()),
                 remote,
+                turns: Cell::new(0),
             }),
         }
     }
@@ -219,6 +239,11 @@ impl Scheduler {
     /// Tasks alive (spawned, not finished), including remote spawns not yet taken in.
     pub(crate) fn live_tasks(&self) -> usize {
         self.core.tasks.borrow().len() + self.core.remote.lock().spawns.len()
+    }
+
+    /// The counters [`crate::Stats`] reports.
+    pub(crate) fn counts(&self) -> SchedCounts {
+        self.core.counts()
     }
 
     pub(crate) fn has_ready(&self) -> bool {
@@ -252,6 +277,8 @@ impl Scheduler {
     // Always: one call site, the loop's turn, once a turn (outlined: 12 instructions a turn).
     #[inline(always)]
     pub(crate) fn run(&self, budget: usize) -> usize {
+        let core = &self.core;
+        core.turns.set(core.turns.get() + 1);
         let mut n = 0;
         while n < budget {
             let Some(ptr) = self.core.run_queue.pop_front() else {
@@ -455,14 +482,14 @@ pub(crate) fn spawn_current<F: Future + 'static>(fut: F) -> JoinHandle<F::Output
 
 /// Tasks alive on the loop current on this thread (see [`Scheduler::live_tasks`]); `None`
 /// outside a loop.
-pub(crate) fn current_live_tasks() -> Option<usize> {
+pub(crate) fn current_counts() -> Option<SchedCounts> {
     let core = CURRENT.with(|c| c.get());
     if core.is_null() {
         return None;
     }
     // SAFETY: non-null CURRENT points at a SchedCore kept alive by its EnterGuard.
     let core = unsafe { &*core };
-    Some(core.tasks.borrow().len() + core.remote.lock().spawns.len())
+    Some(core.counts())
 }
 
 #[cfg(test)]

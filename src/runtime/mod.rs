@@ -249,7 +249,7 @@ impl EventLoop {
     pub fn stats(&self) -> Stats {
         Stats::of(
             &self.core.driver,
-            self.core.sched.live_tasks(),
+            self.core.sched.counts(),
             self.core.timers.wheel.borrow().pending(),
         )
     }

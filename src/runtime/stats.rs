@@ -1,6 +1,7 @@
 //! `Stats`: a loop's counters, read in a few loads, for a service's metrics.
 
 use crate::driver::Driver;
+use crate::executor::SchedCounts;
 
 /// A snapshot of a loop's counters ([`EventLoop::stats`](crate::EventLoop::stats)). Taking
 /// one reads a few counters the loop keeps anyway, so a service may export them every
@@ -11,6 +12,21 @@ use crate::driver::Driver;
 pub struct Stats {
     /// Tasks spawned on the loop that have not finished.
     pub tasks: usize,
+    /// Turns the loop has run: each runs the ready tasks, then makes at most one
+    /// `io_uring_enter` (see `enters`).
+    pub turns: u64,
+    /// `io_uring_enter(2)` calls: submissions and waits. Per request served, the figure to
+    /// watch: many requests share one call under load.
+    pub enters: u64,
+    /// Times the completion ring overflowed: the loop found it full with completions the
+    /// kernel held back for want of room. Linux 5.5+ keeps them until there is room, so
+    /// nothing is lost, but each costs the kernel an allocation and a copy; a count that
+    /// grows means the ring is too small for the load: raise
+    /// [`Builder::entries`](crate::Builder::entries).
+    pub cq_overflows: u64,
+    /// Bytes accepted by the loop's write queues (`write_queued`, and the byte-stream
+    /// traits' writes) and not yet sent: what peers that read slowly hold in memory.
+    pub queued_write_bytes: usize,
     /// Operations the kernel still owes a completion, the loop's own (its wake-up read, its
     /// timer, armed multishot receives and accepts) included.
     pub ops_in_kernel: usize,
@@ -55,10 +71,15 @@ pub struct RecvPoolStats {
 }
 
 impl Stats {
-    /// The counters of the loop whose driver is `driver`, with its task and timer counts.
-    pub(crate) fn of(driver: &Driver, tasks: usize, timers: usize) -> Stats {
+    /// The counters of the loop whose driver is `driver`, with its scheduler's counts and
+    /// its timers.
+    pub(crate) fn of(driver: &Driver, sched: SchedCounts, timers: usize) -> Stats {
         Stats {
-            tasks,
+            tasks: sched.tasks,
+            turns: sched.turns,
+            enters: driver.enters(),
+            cq_overflows: driver.cq_overflows(),
+            queued_write_bytes: driver.queued_bytes(),
             ops_in_kernel: driver.awaiting_kernel(),
             completions: driver.reaped(),
             empty_waits: driver.empty_waits(),
@@ -81,8 +102,8 @@ impl Stats {
 
     /// The counters of the loop current on this thread (from one of its tasks).
     pub(crate) fn current() -> Option<Stats> {
-        let tasks = crate::executor::current_live_tasks()?;
+        let sched = crate::executor::current_counts()?;
         let timers = crate::time::current_pending()?;
-        crate::driver::with_current(|d| Stats::of(d, tasks, timers))
+        crate::driver::with_current(|d| Stats::of(d, sched, timers))
     }
 }

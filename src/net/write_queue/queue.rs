@@ -241,6 +241,7 @@ impl WriteQueue {
             st.waiting.push_back(kept);
         }
         st.backlog += len;
+        driver.queued_add(len);
         Poll::Ready(Ok(()))
     }
 
@@ -296,6 +297,7 @@ impl Detached for WriteQueue {
             if c.res > 0 && c.res as usize >= rest && st.waiting.is_empty() && st.wakers.is_empty()
             {
                 st.backlog -= rest;
+                driver.queued_sub(rest);
                 // Dropped where it lies as the function returns, after the borrow: moving
                 // it into `drop` would copy its nine words once more.
                 let _done = st.inflight.take();
@@ -330,7 +332,9 @@ impl Detached for WriteQueue {
                 if tried && (n as usize) < rest {
                     st.untried = UNTRIED_AFTER_SHORT;
                 }
+                let before = st.backlog;
                 st.consume(n as usize, &mut done);
+                driver.queued_sub(before - st.backlog);
                 None
             }
             // Nothing was sent: the same writes go again.
@@ -348,6 +352,7 @@ impl Detached for WriteQueue {
             }
         }
         if let Some(e) = failure {
+            driver.queued_sub(st.backlog);
             let unsent = st.fail(&e);
             let wakers = std::mem::take(&mut st.wakers);
             drop(st);
