@@ -102,6 +102,13 @@ impl Driver {
         room.is_some_and(|r| r.watch(self, fd))
     }
 
+    /// Stops the room watcher's watch of `fd`, if it has one: for a socket the loop hands
+    /// back (`into_std`), which would otherwise keep waking this loop.
+    pub(crate) fn unwatch_writable(&self, fd: RawFd) -> io::Result<()> {
+        let room = self.0.inner.borrow().room.clone();
+        room.map_or(Ok(()), |r| r.unwatch(fd))
+    }
+
     /// A task now waits for a try's completion: the next wait must end at it, not count it
     /// among the tries that settle unseen. The count may already be 0 (the try went in an
     /// enter since) or belong to other tries: counting one too few only costs a wake-up,

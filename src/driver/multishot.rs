@@ -80,6 +80,17 @@ impl Driver {
         Poll::Pending
     }
 
+    /// Asks the kernel to end stream `key` while its owner keeps it: the CQEs already queued
+    /// and those that come before the final one (`ECANCELED`, or the op's own end) are still
+    /// taken through [`poll_stream`](Driver::poll_stream). Nothing if it has already ended.
+    pub(crate) fn cancel_stream(&self, key: usize) -> io::Result<()> {
+        let mut inner = self.0.inner.borrow_mut();
+        match inner.ops.get(key) {
+            Some(Lifecycle::Streaming(st)) if !st.finished => inner.push_cancel(key),
+            _ => Ok(()),
+        }
+    }
+
     /// The I/O object that armed stream `key` is gone: release what is queued, cancel the op
     /// if it is still in the kernel, and keep `keep` until its final CQE.
     pub(crate) fn drop_stream(&self, key: usize) {

@@ -157,6 +157,25 @@ impl<T: OpCode> Op<T> {
     }
 }
 
+impl<T: OpCode> Op<T> {
+    /// Asks the kernel to end the op early; it still completes (with `ECANCELED`, or its
+    /// result if it won the race), and is polled for that as usual. Nothing if it was never
+    /// submitted or has completed.
+    pub(crate) fn cancel(&self) -> io::Result<()> {
+        if self.loop_id == 0 || self.data.is_none() {
+            return Ok(());
+        }
+        let Some(driver) = lookup(self.loop_id) else {
+            return Ok(());
+        };
+        let mut inner = driver.0.inner.borrow_mut();
+        match inner.ops.get(self.key) {
+            Some(Lifecycle::Submitted { .. }) => inner.push_cancel(self.key),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl<T: OpCode> Drop for Op<T> {
     /// The common case inline: never submitted (its data is dropped as usual), or its outcome
     /// was handed out. Only an op still in flight goes the long way.

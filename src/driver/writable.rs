@@ -61,6 +61,12 @@ impl RoomWatch {
     pub(super) fn watch(self: &Arc<Self>, driver: &Driver, fd: RawFd) -> bool {
         (self.is_armed() || self.arm(driver)) && self.epoll.watch_writable(fd).is_ok()
     }
+
+    /// Stops watching `fd` (a socket handed back to its owner: its epoll entry would outlive
+    /// the loop's use of it).
+    pub(super) fn unwatch(&self, fd: RawFd) -> std::io::Result<()> {
+        self.epoll.unwatch(fd)
+    }
 }
 
 impl Detached for RoomWatch {

@@ -148,6 +148,36 @@ impl Acceptor {
         }
     }
 
+    /// Hands the listening socket back (`into_std`), with the connections the loop had
+    /// accepted and not handed out: the multishot accept is cancelled and its completions up
+    /// to the last taken, then the descriptor is released once no operation holds it (an
+    /// accept of a dropped future puts its connection in the stash as it completes). An
+    /// accept's error meanwhile loses nothing: the connection stays in the backlog.
+    pub(crate) async fn into_fd(self) -> io::Result<(OwnedFd, Vec<OwnedFd>)> {
+        let mut accepted = Vec::new();
+        if let Some(key) = self.armed.key() {
+            self.armed.cancel()?;
+            loop {
+                let c = poll_fn(|cx| self.armed.poll_next(key, cx)).await;
+                if let Ok(res) = c.result() {
+                    // SAFETY: a successful accept returns a new descriptor that nobody else
+                    // owns, and this CQE is taken from the queue exactly once.
+                    accepted.push(unsafe { OwnedFd::from_raw_fd(res as i32) });
+                }
+                if !c.more() {
+                    break;
+                }
+            }
+        }
+        let Acceptor {
+            fd, stash, armed, ..
+        } = self;
+        drop(armed);
+        let fd = super::release::release(fd).await?;
+        accepted.extend(std::iter::from_fn(|| stash.pop()).map(|a| a.fd));
+        Ok((fd, accepted))
+    }
+
     /// One `IORING_OP_ACCEPT`; a connection accepted for a dropped future waits in the stash.
     async fn accept_once(&self) -> io::Result<Accepted> {
         let out = Op::new(Accept {

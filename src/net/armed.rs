@@ -78,6 +78,17 @@ impl Armed {
     }
 }
 
+impl Armed {
+    /// Asks the kernel to end the armed op (see `Driver::cancel_stream`); its CQEs up to the
+    /// final one are still taken with [`poll_next`](Armed::poll_next). Call on its loop.
+    pub(crate) fn cancel(&self) -> io::Result<()> {
+        let Some(key) = self.key() else {
+            return Ok(());
+        };
+        crate::driver::with_current(|d| d.cancel_stream(key)).unwrap_or(Ok(()))
+    }
+}
+
 impl Drop for Armed {
     fn drop(&mut self) {
         let Some(key) = self.key() else {

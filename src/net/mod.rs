@@ -65,6 +65,7 @@ mod byte_stream;
 mod listen;
 mod ops;
 mod recv;
+mod release;
 mod send;
 mod stream;
 mod tcp;
@@ -108,6 +109,20 @@ fn each_addr<T>(
         }
     }
     Err(last.unwrap_or_else(|| nothing_resolved(what)))
+}
+
+/// Takes ownership of `fd` for a socket object (`FromRawFd`), switched to blocking mode as
+/// `from_std` does: with `O_NONBLOCK` set, io_uring reports `EAGAIN` instead of waiting.
+///
+/// # Safety
+///
+/// `fd` is an open socket descriptor that the caller owns and gives up.
+unsafe fn adopt(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
+    // SAFETY: the caller's contract.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // Cannot fail on an open descriptor; on a bad one the first operation reports it.
+    let _ = socket2::SockRef::from(&fd).set_nonblocking(false);
+    fd
 }
 
 /// Wraps `e` with what was attempted on which address, keeping its kind.

@@ -7,6 +7,7 @@ use std::net::Shutdown;
 use std::os::fd::OwnedFd;
 
 use super::recv::{self, Receiver};
+use super::release;
 use super::send;
 use super::write_queue::{self, Sender};
 use crate::buf::{BufResult, IoBuf, IoBufMut, RecvBuf};
@@ -70,6 +71,19 @@ impl Stream {
 
     pub(crate) async fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         send::shutdown(&self.fd, &self.tx, how).await
+    }
+
+    /// Hands the socket back: every queued write sent, the receives ended, and the
+    /// descriptor once no operation holds it; with the bytes the loop received that no call
+    /// has returned yet, which come before anything read from the descriptor (see
+    /// [`Receiver::take_received`]).
+    pub(crate) async fn into_fd(self) -> io::Result<(OwnedFd, Vec<u8>)> {
+        self.flush().await?;
+        let received = self.rx.take_received().await?;
+        let Stream { fd, rx, tx } = self;
+        drop(rx);
+        drop(tx);
+        Ok((release::release(fd).await?, received))
     }
 }
 

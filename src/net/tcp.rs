@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
@@ -48,6 +48,27 @@ impl TcpListener {
         Ok(TcpListener {
             acceptor: Acceptor::new(SharedFd::new(OwnedFd::from(l))),
         })
+    }
+
+    /// Hands the listener back to the standard library (blocking mode), with the
+    /// connections the loop had already accepted that no `accept` returned: with a
+    /// multishot accept armed (Linux 5.19+) the kernel takes connections ahead of the
+    /// caller, and they would otherwise be lost. Those still in the listen backlog are the
+    /// returned listener's.
+    ///
+    /// # Errors
+    ///
+    /// After a second, an operation of a dropped future still in the kernel; the socket is
+    /// closed then.
+    pub async fn into_std(self) -> io::Result<(std::net::TcpListener, Vec<std::net::TcpStream>)> {
+        let (fd, accepted) = self.acceptor.into_fd().await?;
+        Ok((
+            std::net::TcpListener::from(fd),
+            accepted
+                .into_iter()
+                .map(std::net::TcpStream::from)
+                .collect(),
+        ))
     }
 
     /// Waits for a connection. Cancel-safe: a connection accepted for a dropped `accept`
@@ -140,6 +161,18 @@ impl AsFd for TcpListener {
     }
 }
 
+/// Takes ownership of a listening TCP socket's descriptor, switched to blocking mode (see
+/// [`TcpListener::from_std`]).
+impl FromRawFd for TcpListener {
+    unsafe fn from_raw_fd(fd: RawFd) -> TcpListener {
+        TcpListener {
+            // SAFETY: the caller owns `fd`, an open socket, and gives it up (the trait's
+            // contract).
+            acceptor: Acceptor::new(SharedFd::new(unsafe { super::adopt(fd) })),
+        }
+    }
+}
+
 impl AsRawFd for TcpListener {
     fn as_raw_fd(&self) -> RawFd {
         self.acceptor.fd.raw()
@@ -186,12 +219,64 @@ impl TcpStream {
     pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
         let mut last = None;
         for a in resolve("connect", addr)? {
-            match connect_one(a).await {
+            let sock = Socket::new(Domain::for_address(a), Type::STREAM, Some(Protocol::TCP))?;
+            match connect_one(sock, a).await {
                 Ok(s) => return Ok(s),
                 Err(e) => last = Some(e),
             }
         }
         Err(last.unwrap_or_else(|| nothing_resolved("connect")))
+    }
+
+    /// Connects `socket`, configured beforehand, to `addr`: options that must be set before
+    /// the handshake (buffer sizes, which size the window; `TCP_NODELAY`; a source address
+    /// with `bind`; `SO_MARK`, ...) through [`socket2`]. It is switched to blocking mode, as
+    /// [`from_std`](Self::from_std) does.
+    ///
+    /// ```
+    /// use ringloop::net::{TcpListener, TcpStream};
+    /// use socket2::{Domain, Protocol, Socket, Type};
+    ///
+    /// ringloop::EventLoop::new()?.block_on(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0")?;
+    ///     let addr = listener.local_addr()?;
+    ///     let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    ///     sock.set_recv_buffer_size(64 * 1024)?;
+    ///     sock.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())?;
+    ///     let client = TcpStream::connect_with(sock, addr).await?;
+    ///     let (server, peer) = listener.accept().await?;
+    ///     assert_eq!(peer, client.local_addr()?);
+    ///     # drop(server);
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The connect error (`ConnectionRefused`, `TimedOut`, ...), naming `addr`.
+    pub async fn connect_with(socket: Socket, addr: SocketAddr) -> io::Result<TcpStream> {
+        socket.set_nonblocking(false)?;
+        connect_one(socket, addr).await
+    }
+
+    /// Hands the connection back to the standard library (for a blocking thread, or another
+    /// runtime), in blocking mode, with the bytes the loop had already received for it that
+    /// no call here returned: they come before anything read from the returned stream.
+    ///
+    /// Every write queued with [`write_queued`](Self::write_queued) is sent first, the
+    /// stream's receive is ended, and the descriptor is returned once no operation of the
+    /// loop's uses it. There is no `IntoRawFd`: while a receive is armed in the kernel, the
+    /// descriptor cannot be handed over at once without losing what it receives meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// A queued write's failure, or a receive's (the peer reset the connection, say); or,
+    /// after a second, an operation of a dropped future still in the kernel. The socket is
+    /// closed then.
+    pub async fn into_std(self) -> io::Result<(std::net::TcpStream, Vec<u8>)> {
+        let (fd, received) = self.stream.into_fd().await?;
+        Ok((std::net::TcpStream::from(fd), received))
     }
 
     stream_methods!();
@@ -285,8 +370,7 @@ impl TcpStream {
     }
 }
 
-async fn connect_one(addr: SocketAddr) -> io::Result<TcpStream> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+async fn connect_one(sock: Socket, addr: SocketAddr) -> io::Result<TcpStream> {
     let stream = TcpStream::from_fd(OwnedFd::from(sock));
     Op::new(Connect {
         fd: stream.stream.fd.clone(),
@@ -311,6 +395,15 @@ impl TcpStream {
 impl AsFd for TcpStream {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.stream.fd.as_fd()
+    }
+}
+
+/// Takes ownership of a connected TCP socket's descriptor, switched to blocking mode (see
+/// [`TcpStream::from_std`]).
+impl FromRawFd for TcpStream {
+    unsafe fn from_raw_fd(fd: RawFd) -> TcpStream {
+        // SAFETY: the caller owns `fd`, an open socket, and gives it up (the trait's contract).
+        TcpStream::from_fd(unsafe { super::adopt(fd) })
     }
 }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
@@ -37,6 +37,21 @@ impl UdpSocket {
         Ok(UdpSocket {
             fd: SharedFd::new(OwnedFd::from(s)),
         })
+    }
+
+    /// Hands the socket back to the standard library, in blocking mode, once no operation
+    /// of the loop's uses it (operations of futures dropped earlier are cancelled then, and
+    /// hold it until their completion). A datagram socket keeps nothing received in the
+    /// loop: every receive is the caller's own.
+    ///
+    /// # Errors
+    ///
+    /// After a second, an operation of a dropped future still in the kernel; the socket is
+    /// closed then.
+    pub async fn into_std(self) -> io::Result<std::net::UdpSocket> {
+        Ok(std::net::UdpSocket::from(
+            super::release::release(self.fd).await?,
+        ))
     }
 
     /// Sets the socket's default peer: [`send`](UdpSocket::send) goes there, and
@@ -169,6 +184,18 @@ impl UdpSocket {
 impl AsFd for UdpSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+/// Takes ownership of a UDP socket's descriptor, switched to blocking mode (see
+/// [`UdpSocket::from_std`]).
+impl FromRawFd for UdpSocket {
+    unsafe fn from_raw_fd(fd: RawFd) -> UdpSocket {
+        UdpSocket {
+            // SAFETY: the caller owns `fd`, an open socket, and gives it up (the trait's
+            // contract).
+            fd: SharedFd::new(unsafe { super::adopt(fd) }),
+        }
     }
 }
 

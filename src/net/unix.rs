@@ -62,6 +62,29 @@ impl UnixListener {
         })
     }
 
+    /// Hands the listener back to the standard library (blocking mode), with the
+    /// connections the loop had already accepted that no `accept` returned; as
+    /// [`TcpListener::into_std`](super::TcpListener::into_std).
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpListener::into_std`](super::TcpListener::into_std).
+    pub async fn into_std(
+        self,
+    ) -> io::Result<(
+        std::os::unix::net::UnixListener,
+        Vec<std::os::unix::net::UnixStream>,
+    )> {
+        let (fd, accepted) = self.acceptor.into_fd().await?;
+        Ok((
+            std::os::unix::net::UnixListener::from(fd),
+            accepted
+                .into_iter()
+                .map(std::os::unix::net::UnixStream::from)
+                .collect(),
+        ))
+    }
+
     /// Waits for a connection. Cancel-safe, with the same back-off on `EMFILE` as
     /// [`TcpListener::accept`](super::TcpListener::accept).
     pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
@@ -90,6 +113,18 @@ impl UnixListener {
 impl AsFd for UnixListener {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.acceptor.fd.as_fd()
+    }
+}
+
+/// Takes ownership of a listening Unix socket's descriptor, switched to blocking mode (see
+/// [`UnixListener::from_std`]).
+impl FromRawFd for UnixListener {
+    unsafe fn from_raw_fd(fd: RawFd) -> UnixListener {
+        UnixListener {
+            // SAFETY: the caller owns `fd`, an open socket, and gives it up (the trait's
+            // contract).
+            acceptor: Acceptor::new(SharedFd::new(unsafe { super::adopt(fd) })),
+        }
     }
 }
 
@@ -126,6 +161,29 @@ impl UnixStream {
     pub fn from_std(s: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
         s.set_nonblocking(false)?;
         Ok(UnixStream::from_fd(OwnedFd::from(s)))
+    }
+
+    /// A connected pair of Unix stream sockets (`socketpair(2)`), as with
+    /// `std::os::unix::net::UnixStream::pair`. A plain socket call: works outside a loop.
+    pub fn pair() -> io::Result<(UnixStream, UnixStream)> {
+        let (a, b) = Socket::pair(Domain::UNIX, Type::STREAM, None)?;
+        Ok((
+            UnixStream::from_fd(OwnedFd::from(a)),
+            UnixStream::from_fd(OwnedFd::from(b)),
+        ))
+    }
+
+    /// Hands the connection back to the standard library, in blocking mode, with the bytes
+    /// the loop had already received for it that no call here returned; as
+    /// [`TcpStream::into_std`](super::TcpStream::into_std), which says what is done first
+    /// and why there is no `IntoRawFd`.
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpStream::into_std`](super::TcpStream::into_std).
+    pub async fn into_std(self) -> io::Result<(std::os::unix::net::UnixStream, Vec<u8>)> {
+        let (fd, received) = self.stream.into_fd().await?;
+        Ok((std::os::unix::net::UnixStream::from(fd), received))
     }
 
     /// Connects to the socket at `path`.
@@ -187,6 +245,15 @@ impl UnixStream {
 impl AsFd for UnixStream {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.stream.fd.as_fd()
+    }
+}
+
+/// Takes ownership of a connected Unix stream socket's descriptor, switched to blocking mode
+/// (see [`UnixStream::from_std`]).
+impl FromRawFd for UnixStream {
+    unsafe fn from_raw_fd(fd: RawFd) -> UnixStream {
+        // SAFETY: the caller owns `fd`, an open socket, and gives it up (the trait's contract).
+        UnixStream::from_fd(unsafe { super::adopt(fd) })
     }
 }
 

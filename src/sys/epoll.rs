@@ -38,6 +38,25 @@ impl Epoll {
             Err(e) => Err(e),
         }
     }
+
+    /// Stops watching `fd`; one never watched is not an error.
+    pub(crate) fn unwatch(&self, fd: RawFd) -> io::Result<()> {
+        // SAFETY: EPOLL_CTL_DEL ignores the event pointer (null is allowed since Linux
+        // 2.6.9); both descriptors are plain integers to the kernel, which checks them.
+        let r = unsafe {
+            libc::epoll_ctl(
+                self.fd.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd,
+                std::ptr::null_mut(),
+            )
+        };
+        match super::cvt(r) {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl AsRawFd for Epoll {
