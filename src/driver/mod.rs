@@ -161,6 +161,9 @@ struct Inner {
     batch: Option<Batch>,
     /// How long a wait spins before it sleeps (see `Inner::spin`).
     spin: Option<Duration>,
+    /// Under valgrind, waits poll the rings at this interval instead of blocking in the
+    /// kernel (see `sys::valgrind_poll_interval`).
+    poll_interval: Option<Duration>,
     /// CQEs reaped so far: how many a wait brought in.
     reaped: u64,
     /// `io_uring_enter` calls made.
@@ -341,6 +344,7 @@ impl Driver {
                 no_iowait,
                 batch,
                 spin,
+                poll_interval: crate::sys::valgrind_poll_interval(),
                 reaped: 0,
                 enters: 0,
                 cq_entries: cap,

@@ -44,6 +44,9 @@ impl Driver {
             inner.others_since_park = 1;
             return Ok(());
         }
+        if let Some(interval) = inner.poll_interval {
+            return inner.park_polling(interval, timeout, before, closes_before);
+        }
         if let Some(batch) = inner.batch {
             return inner.park_batch(batch, timeout, before, closes_before);
         }
@@ -136,6 +139,33 @@ impl Inner {
         batch.adjust(got, cap, pace);
         self.batch = Some(batch);
         r
+    }
+
+    /// [`Driver::park`](super::Driver::park) under valgrind (see
+    /// `sys::valgrind_poll_interval`): submits and looks for completions without blocking,
+    /// and sleeps `interval` between looks, until one comes or `timeout` passes.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn park_polling(
+        &mut self,
+        interval: Duration,
+        timeout: Option<Duration>,
+        before: u64,
+        closes_before: u32,
+    ) -> io::Result<()> {
+        let start = Instant::now();
+        loop {
+            self.enter(0, None, 0)?;
+            if self.reaped_besides_closes(before, closes_before) > 0 {
+                return Ok(());
+            }
+            let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
+            if left == Some(Duration::ZERO) {
+                self.empty_waits += 1;
+                return Ok(());
+            }
+            std::thread::sleep(left.map_or(interval, |l| l.min(interval)));
+        }
     }
 
     /// The spin before a wait for one with `timeout` (out of line: the loop's every turn

@@ -7,7 +7,8 @@
 //! - [`EnterFd`] makes the loop's `io_uring_enter` calls;
 //! - [`Epoll`] is a wake-up source for descriptors becoming writable;
 //! - `signal` installs the process's SIGINT/SIGTERM handler and keeps the eventfds it
-//!   writes to; [`pin_thread_to_cpu`] sets a thread's CPU affinity.
+//!   writes to; [`pin_thread_to_cpu`] sets a thread's CPU affinity;
+//! - [`valgrind_poll_interval`] says how a wait sleeps under valgrind.
 //!
 //! Tests anywhere may call `libc` to check what the kernel holds (a descriptor's inode,
 //! whether it is open): that is the test's business, not the library's.
@@ -27,6 +28,30 @@ pub(crate) use setup::{memlock_advice, retry_enomem, setup, RingConfig, ENOMEM_W
 pub use setup::{Features, SetupMode};
 
 use std::io;
+
+/// Under valgrind, how long a loop sleeps between two looks at its rings while it waits
+/// (`None` natively). Valgrind runs one thread at a time and, up to at least 3.19, keeps that
+/// right across `io_uring_enter`, a system call it does not know can block: a loop asleep in
+/// the kernel stops every other thread, so a multi-threaded server (a `Cluster`, with its
+/// signal thread) never answered. Under valgrind a wait therefore polls the rings and sleeps
+/// in `nanosleep`, which valgrind does know blocks, 1 ms at a time:
+/// `RINGLOOP_VALGRIND_POLL_MS` sets another interval, and 0 turns polling off (`bench/` does,
+/// to count a single-threaded server's instructions on the path it runs natively). Valgrind
+/// is recognised by its core library in `LD_PRELOAD`.
+pub(crate) fn valgrind_poll_interval() -> Option<std::time::Duration> {
+    static INTERVAL: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *INTERVAL.get_or_init(|| {
+        let preload = std::env::var_os("LD_PRELOAD")?;
+        if !preload.to_string_lossy().contains("vgpreload") {
+            return None;
+        }
+        let ms = std::env::var("RINGLOOP_VALGRIND_POLL_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(1);
+        (ms > 0).then(|| std::time::Duration::from_millis(ms))
+    })
+}
 
 /// Turns a `-1` return into the thread's `errno`.
 pub(crate) fn cvt(res: libc::c_int) -> io::Result<libc::c_int> {
