@@ -12,7 +12,8 @@
 //! queue's bound (64 buffers or 256 KiB) before the connection's task waits. Out of descriptors (EMFILE), accept backs off instead of spinning.
 //! SIGINT/SIGTERM stop it cleanly (exit 0) even with connections open. `--spin-us US` has
 //! every loop spin that long before it sleeps (`Builder::spin_before_sleep`): lower latency
-//! for a busy core.
+//! for a busy core. `--idle-timeout-ms MS` closes a connection that sends nothing for that
+//! long (each receive under `ringloop::time::timeout`, dropped when it runs out).
 
 mod common;
 
@@ -24,16 +25,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Listeners;
-use ringloop::{Cluster, Handle, JoinSet};
+use ringloop::{time, Cluster, Handle, JoinSet};
 
 struct Args {
     addr: String,
     threads: Option<usize>,
     spin: Option<Duration>,
+    idle_timeout: Option<Duration>,
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: echo_server [--addr HOST:PORT] [--threads N] [--spin-us US]  (default 127.0.0.1:7878, one thread per core, no spin)");
+    eprintln!("usage: echo_server [--addr HOST:PORT] [--threads N] [--spin-us US] [--idle-timeout-ms MS]  (default 127.0.0.1:7878, one thread per core, no spin, no idle timeout)");
     ExitCode::from(2)
 }
 
@@ -42,6 +44,7 @@ fn parse_args() -> Result<Args, ExitCode> {
         addr: "127.0.0.1:7878".to_owned(),
         threads: None,
         spin: None,
+        idle_timeout: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -67,6 +70,18 @@ fn parse_args() -> Result<Args, ExitCode> {
                     }
                 }
             }
+            "--idle-timeout-ms" => {
+                let v = it.next().ok_or_else(usage)?;
+                match v.parse::<u64>() {
+                    Ok(ms) if ms > 0 => args.idle_timeout = Some(Duration::from_millis(ms)),
+                    _ => {
+                        eprintln!(
+                            "echo_server: --idle-timeout-ms needs positive milliseconds, got {v:?}"
+                        );
+                        return Err(ExitCode::from(2));
+                    }
+                }
+            }
             "-h" | "--help" => return Err(usage()),
             other => {
                 eprintln!("echo_server: unknown argument {other:?}");
@@ -82,6 +97,7 @@ fn parse_args() -> Result<Args, ExitCode> {
 struct Stats {
     connections: Cell<u64>,
     bytes: Cell<u64>,
+    idle_closes: Cell<u64>,
 }
 
 fn main() -> ExitCode {
@@ -111,7 +127,8 @@ fn main() -> ExitCode {
     };
     let threads = common::threads(args.threads);
     println!("echo_server: listening on {addr} with {threads} thread(s); Ctrl-C to stop");
-    let totals = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let idle_timeout = args.idle_timeout;
+    let totals = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
     let t = totals.clone();
     let result = cluster.run(move |core| {
         let listeners = listeners.clone();
@@ -143,7 +160,19 @@ fn main() -> ExitCode {
                                 let stats = stats.clone();
                                 conns.spawn(async move {
                                     loop {
-                                        let buf = match conn.recv().await {
+                                        let received = match idle_timeout {
+                                            None => conn.recv().await,
+                                            Some(d) => match time::timeout(d, conn.recv()).await {
+                                                Ok(r) => r,
+                                                Err(_) => {
+                                                    stats
+                                                        .idle_closes
+                                                        .set(stats.idle_closes.get() + 1);
+                                                    return drop(conn.flush().await);
+                                                }
+                                            },
+                                        };
+                                        let buf = match received {
                                             Ok(b) if !b.is_empty() => b,
                                             // End of stream: let the replies go out, close.
                                             Ok(_) => return drop(conn.flush().await),
@@ -168,20 +197,19 @@ fn main() -> ExitCode {
             // buffers back in the pool), and end this core.
             futures::future::select(std::pin::pin!(accept_loop), std::pin::pin!(stopping)).await;
             conns.shutdown().await;
-            totals
-                .0
-                .fetch_add(stats.connections.get(), Ordering::Relaxed);
-            totals.1.fetch_add(stats.bytes.get(), Ordering::Relaxed);
+            totals[0].fetch_add(stats.connections.get(), Ordering::Relaxed);
+            totals[1].fetch_add(stats.bytes.get(), Ordering::Relaxed);
+            totals[2].fetch_add(stats.idle_closes.get(), Ordering::Relaxed);
             Ok::<(), std::io::Error>(())
         }
     });
     match result {
         Ok(()) => {
-            println!(
-                "echo_server: stopped; {} connection(s), {} byte(s) echoed",
-                totals.0.load(Ordering::Relaxed),
-                totals.1.load(Ordering::Relaxed)
-            );
+            let [conns, bytes, idle] = totals
+                .as_ref()
+                .each_ref()
+                .map(|t| t.load(Ordering::Relaxed));
+            println!("echo_server: stopped; {conns} connection(s), {bytes} byte(s) echoed, {idle} closed idle");
             ExitCode::SUCCESS
         }
         Err(e) => {
