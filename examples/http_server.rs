@@ -35,7 +35,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use ringloop::compat::{HyperExecutor, HyperTimer};
 use ringloop::net::TcpListener;
-use ringloop::{spawn, Cluster, Handle};
+use ringloop::{Cluster, Handle, JoinSet};
 
 /// A client must send a whole request header within this long.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -158,7 +158,7 @@ impl Body for Repeat {
 
 /// One core's server: accepts until the cluster stops, then shuts its connections down
 /// gracefully (HTTP/1 finishes the request in flight and closes, HTTP/2 sends GOAWAY) and
-/// waits for them.
+/// drains their tasks.
 async fn serve(core: usize, listener: TcpListener, served: Rc<Cell<u64>>, conns: Rc<Cell<u64>>) {
     let mut builder = auto::Builder::new(HyperExecutor);
     builder
@@ -169,6 +169,8 @@ async fn serve(core: usize, listener: TcpListener, served: Rc<Cell<u64>>, conns:
     let builder = Rc::new(builder);
     let graceful = GracefulShutdown::new();
     let stopping = Handle::current().stopping();
+    // The connections' tasks, drained on stop.
+    let mut tasks = JoinSet::new();
     let accept_loop = async {
         loop {
             let conn = match listener.accept_stream().await {
@@ -181,7 +183,9 @@ async fn serve(core: usize, listener: TcpListener, served: Rc<Cell<u64>>, conns:
             };
             conns.set(conns.get() + 1);
             let (builder, served, watcher) = (builder.clone(), served.clone(), graceful.watcher());
-            spawn(async move {
+            // Finished connections leave the set as new ones come.
+            while tasks.try_join_next().is_some() {}
+            tasks.spawn(async move {
                 let svc = hyper::service::service_fn(move |req| route(req, served.clone()));
                 // A connection's error (a reset, a malformed request after its 400) ends
                 // only that connection.
@@ -194,7 +198,10 @@ async fn serve(core: usize, listener: TcpListener, served: Rc<Cell<u64>>, conns:
     // Whichever ends first; the other is dropped.
     futures::future::select(std::pin::pin!(accept_loop), std::pin::pin!(stopping)).await;
     drop(listener);
+    // Every connection finishes what it is doing, then its task ends (it has given its
+    // buffers back): what the cluster's shutdown timeout waits for.
     graceful.shutdown().await;
+    tasks.shutdown().await;
 }
 
 fn main() -> ExitCode {

@@ -11,6 +11,7 @@
 //! - [`Scheduler::shutdown`] drops every future on the owner thread.
 
 mod blocking;
+mod handshake;
 mod join;
 mod join_error;
 mod join_set;
@@ -27,13 +28,14 @@ use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
 use slab::Slab;
 
 use crate::sys::EventFd;
+use handshake::Handshake;
 use queue::RunQueue;
 use task::{Header, RawTask, COMPLETE};
 
@@ -56,21 +58,16 @@ struct RemoteQueue {
     wakes: Vec<RawTask>,
 }
 
-/// Wakes a parked loop, writing the eventfd only when the loop is (about to be) asleep.
-///
-/// The loop stores `sleeping = true` then loads `pending`; a notifier stores `pending = true`
-/// then swaps `sleeping` out. With `SeqCst` on both sides, at least one of them sees the
-/// other's store: either the loop does not sleep, or the notifier rings.
+/// Wakes a parked loop, writing the eventfd only when the loop is (about to be) asleep (see
+/// [`handshake`]).
 pub(crate) struct Notifier {
     eventfd: EventFd,
-    sleeping: AtomicBool,
-    pending: AtomicBool,
+    handshake: Handshake,
 }
 
 impl Notifier {
     pub(crate) fn notify(&self) {
-        self.pending.store(true, Ordering::SeqCst);
-        if self.sleeping.swap(false, Ordering::SeqCst) {
+        if self.handshake.notify() {
             self.eventfd.ring();
         }
     }
@@ -78,27 +75,19 @@ impl Notifier {
     /// Returns false (and stays awake) if a notification is already pending.
     #[inline]
     pub(crate) fn prepare_park(&self) -> bool {
-        self.sleeping.store(true, Ordering::SeqCst);
-        if self.pending.load(Ordering::SeqCst) {
-            self.sleeping.store(false, Ordering::SeqCst);
-            return false;
-        }
-        true
+        self.handshake.prepare_park()
     }
 
-    /// The loop is awake again. A plain release store, not `SeqCst` (an `xchg`, a locked
-    /// instruction on x86, once per park): nothing is ordered against it. A notifier that
-    /// still reads `true` only rings the eventfd once more than needed, and the loop's next
-    /// `prepare_park` is the `SeqCst` side of the handshake again.
+    /// The loop is awake again.
     #[inline]
     pub(crate) fn unparked(&self) {
-        self.sleeping.store(false, Ordering::Release);
+        self.handshake.unparked();
     }
 
     /// Consumes a pending notification.
     #[inline]
     pub(crate) fn take_pending(&self) -> bool {
-        self.pending.load(Ordering::Relaxed) && self.pending.swap(false, Ordering::AcqRel)
+        self.handshake.take_pending()
     }
 }
 
@@ -109,8 +98,7 @@ impl Remote {
             queue: Mutex::new(RemoteQueue::default()),
             notifier: Notifier {
                 eventfd,
-                sleeping: AtomicBool::new(false),
-                pending: AtomicBool::new(false),
+                handshake: Handshake::new(),
             },
         }
     }

@@ -3,4 +3,5 @@
 pub(crate) mod loop_parts;
 pub(crate) mod once_arc;
 pub(crate) mod race;
+pub(crate) mod sync;
 pub(crate) mod table;

@@ -116,6 +116,13 @@ impl Report {
             "# Soak: the echo demo on {} cores, {} minute(s)\n",
             self.threads, self.minutes
         );
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "Linux {}, {} CPUs; clients and server on the same machine, over loopback.\n",
+            kernel.trim(),
+            std::thread::available_parallelism().map_or(0, usize::from),
+        );
         let _ = writeln!(
             o,
             "{} idle connections (a byte every {} ms), the demo's idle timeout {} ms.\n",
