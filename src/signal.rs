@@ -95,15 +95,20 @@ impl Watch {
         Ok(Watch { reg, seen })
     }
 
-    /// Resolves once SIGINT or SIGTERM was delivered after the watch began.
-    pub(crate) async fn signalled(&self) -> io::Result<()> {
+    /// Resolves once SIGINT or SIGTERM was delivered since the watch began or since this last
+    /// resolved, with how many deliveries that was (two signals in quick succession may be
+    /// seen at once).
+    pub(crate) async fn signalled(&mut self) -> io::Result<u64> {
         loop {
-            if [Kind::Interrupt, Kind::Terminate]
-                .into_iter()
+            let now = [generation(Kind::Interrupt), generation(Kind::Terminate)];
+            let new: u64 = now
+                .iter()
                 .zip(self.seen)
-                .any(|(kind, seen)| generation(kind) != seen)
-            {
-                return Ok(());
+                .map(|(now, seen)| now.wrapping_sub(seen))
+                .sum();
+            if new > 0 {
+                self.seen = now;
+                return Ok(new);
             }
             Op::new(ReadEvent {
                 reg: self.reg.clone(),

@@ -345,3 +345,79 @@ fn a_cluster_handle_reads_every_cores_stats() {
     assert_eq!(stats.len(), 2, "one per core");
     assert!(stats.iter().all(|s| s.tasks >= 1), "{stats:?}");
 }
+
+const SECOND_SIGNAL_CHILD: &str = "RINGLOOP_TEST_SECOND_SIGNAL_CHILD";
+
+/// The child of `a_second_sigterm_ends_the_grace_period`: a cluster whose core ignores the
+/// stop, with a grace period far longer than the test waits.
+#[test]
+fn second_signal_child() {
+    if std::env::var(SECOND_SIGNAL_CHILD).is_err() {
+        return;
+    }
+    let cluster = Cluster::builder()
+        .threads(1)
+        .shutdown_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let h = cluster.handle();
+    cluster
+        .run(|_| async {
+            println!("READY");
+            std::future::pending::<()>().await // never looks at stopping()
+        })
+        .unwrap();
+    println!("FORCED {:?}", h.forced_cores());
+    std::process::exit(0);
+}
+
+#[test]
+fn a_second_sigterm_ends_the_grace_period() {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "second_signal_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SECOND_SIGNAL_CHILD, "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("READY") {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the child ended early"
+        );
+    }
+    let pid = child.id() as i32;
+    let term = || {
+        // SAFETY: kill(2) of our child's pid with a valid signal number.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    };
+    term();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "one SIGTERM leaves the core its grace period"
+    );
+    let t0 = Instant::now();
+    term();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the second SIGTERM did not end it"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(status.success(), "{status:?} {rest}");
+    assert!(rest.contains("FORCED [0]"), "{rest}");
+}

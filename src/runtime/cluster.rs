@@ -66,6 +66,9 @@ pub struct Cluster {
 
 struct ClusterShared {
     stopped: AtomicBool,
+    /// The grace period is over before its time (a second SIGINT/SIGTERM): cores still
+    /// running are closed at once.
+    cut_short: AtomicBool,
     loops: Mutex<Vec<Handle>>,
     /// Cores whose future had not returned when the grace period ended: closed by force.
     forced: Mutex<Vec<usize>>,
@@ -82,6 +85,13 @@ impl ClusterShared {
         for h in self.loops().iter() {
             h.stop();
         }
+    }
+
+    /// Ends the grace period now: stops the cluster if it was not, and every core whose
+    /// future is still running is closed within [`GRACE_CHECK`].
+    fn cut_short(&self) {
+        self.cut_short.store(true, Ordering::SeqCst);
+        self.stop();
     }
 
     /// Adds a core's loop; stops it at once if the cluster is already stopping.
@@ -261,9 +271,17 @@ where
         lp.block_on(race(
             async { Some(f(core).await.into_core_result()) },
             async move {
-                // Graceful: the core's future sees `stopping()` and has `timeout` to return.
+                // Graceful: the core's future sees `stopping()` and has `timeout` to return,
+                // unless the grace period is cut short.
                 handle.stopping().await;
-                crate::time::sleep(timeout).await;
+                let end = std::time::Instant::now() + timeout;
+                while !shared.cut_short.load(Ordering::SeqCst) {
+                    let left = end.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    crate::time::sleep(left.min(GRACE_CHECK)).await;
+                }
                 None
             },
         ))
@@ -303,8 +321,13 @@ fn pin_to_cpu(core: usize) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot pin to CPU {}: {e}", core % cpus)))
 }
 
-/// A small loop on its own thread that turns SIGINT/SIGTERM into a cluster stop, for as long
-/// as the cluster runs (a task on a core would die with that core's loop).
+/// How often a core in its grace period looks whether it was cut short (see
+/// `ClusterShared::cut_short`): only while stopping.
+const GRACE_CHECK: Duration = Duration::from_millis(50);
+
+/// A small loop on its own thread that turns SIGINT/SIGTERM into a cluster stop, and a second
+/// one into the end of the grace period, for as long as the cluster runs (a task on a core
+/// would die with that core's loop).
 struct SignalWatcher {
     handle: Handle,
     thread: thread::JoinHandle<io::Result<()>>,
@@ -337,27 +360,41 @@ impl SignalWatcher {
                 };
                 let h = lp.handle();
                 let _ = tx.send(Ok(h.clone()));
-                let signalled = lp.block_on(race(
-                    async move { Some(watch.signalled().await) },
-                    async move {
-                        h.stopping().await;
-                        None
-                    },
-                ));
-                match signalled {
-                    Some(Ok(())) => {
-                        cluster.stop();
-                        Ok(())
+                let mut watch = watch;
+                lp.block_on(async move {
+                    // The first signal stops the cluster; a second ends its grace period.
+                    let mut seen = 0;
+                    while seen < 2 {
+                        let stopping = h.stopping();
+                        match race(async { Some(watch.signalled().await) }, async {
+                            stopping.await;
+                            None
+                        })
+                        .await
+                        {
+                            Some(Ok(n)) => {
+                                seen += n;
+                                if seen >= 2 {
+                                    cluster.shared.cut_short();
+                                } else {
+                                    cluster.stop();
+                                }
+                            }
+                            Some(Err(e)) => {
+                                return Err(io::Error::new(
+                                    e.kind(),
+                                    format!(
+                                        "the signal watcher failed, and SIGINT/SIGTERM \
+                                         stopped nothing from then on: {e}"
+                                    ),
+                                ))
+                            }
+                            // The cluster has ended: nothing left to stop.
+                            None => return Ok(()),
+                        }
                     }
-                    Some(Err(e)) => Err(io::Error::new(
-                        e.kind(),
-                        format!(
-                            "the signal watcher failed, and SIGINT/SIGTERM stopped nothing \
-                             from then on: {e}"
-                        ),
-                    )),
-                    None => Ok(()),
-                }
+                    Ok(())
+                })
             })?;
         let handle = rx
             .recv()
@@ -393,8 +430,11 @@ impl ClusterBuilder {
         self
     }
 
-    /// Whether SIGINT and SIGTERM stop the cluster (default true). The handlers stay
-    /// installed for the life of the process once the cluster has run.
+    /// Whether SIGINT and SIGTERM stop the cluster (default true). A second one during the
+    /// grace period ends it: the cores still running are closed at once and named by
+    /// [`ClusterHandle::forced_cores`] (so a second Ctrl-C never waits out
+    /// [`shutdown_timeout`](Self::shutdown_timeout)). The handlers stay installed for the
+    /// life of the process once the cluster has run.
     pub fn handle_signals(mut self, on: bool) -> Self {
         self.handle_signals = on;
         self
@@ -437,6 +477,7 @@ impl ClusterBuilder {
             shared: Arc::new(ClusterShared {
                 forced: Mutex::new(Vec::new()),
                 stopped: AtomicBool::new(false),
+                cut_short: AtomicBool::new(false),
                 loops: Mutex::new(Vec::new()),
             }),
         })
