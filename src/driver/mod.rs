@@ -37,6 +37,7 @@
 //!   for the kernel; `detached`: ops owned by no future,
 //!   and sends tried at submit; `writable`: the writability watch that resumes them;
 //! - `close`: descriptors closed by the ring; `shutdown`: the driver's own close;
+//! - `counters`: what the driver counts, for `Stats`;
 //! - `bufring`: the receive-buffer pool; `thread_drivers`: the thread's drivers and its
 //!   current one;
 //!   `loop_cell`: state touched only on its loop's thread.
@@ -46,6 +47,7 @@ pub(crate) mod bufring;
 mod close;
 pub(crate) mod completion;
 mod config;
+mod counters;
 mod detached;
 pub(crate) mod loop_cell;
 mod multishot;
@@ -438,20 +440,6 @@ impl Driver {
         self.0.inner.borrow().owned
     }
 
-    /// Slots the kernel still owes a final CQE, internal ones included.
-    pub(crate) fn awaiting_kernel(&self) -> usize {
-        self.0.inner.borrow().awaiting_kernel_count()
-    }
-
-    /// Descriptors closed by the ring rather than with `close(2)` (see `close`).
-    pub(crate) fn ring_closes(&self) -> u64 {
-        self.0.inner.borrow().ring_closes
-    }
-
-    pub(crate) fn stray_cqes(&self) -> u64 {
-        self.0.inner.borrow().stray_cqes
-    }
-
     /// Moves what the last reap released into `out`, to be run after the borrow ends.
     pub(crate) fn take_released(&self, out: &mut Released) {
         let mut inner = self.0.inner.borrow_mut();
@@ -500,44 +488,5 @@ impl Driver {
     /// Whether `io_uring_enter` is given this thread's registered index of the ring.
     pub(crate) fn ring_registered(&self) -> bool {
         self.0.inner.borrow().enter_fd.is_registered()
-    }
-
-    /// CQEs reaped so far.
-    pub(crate) fn reaped(&self) -> u64 {
-        self.0.inner.borrow().reaped
-    }
-
-    /// `io_uring_enter` calls made so far.
-    pub(crate) fn enters(&self) -> u64 {
-        self.0.inner.borrow().enters
-    }
-
-    /// Times the CQ ring overflowed: reaps that found it full with completions held back in
-    /// the kernel (`IORING_SQ_CQ_OVERFLOW`), plus completions the kernel dropped (its
-    /// `cq.koverflow`; only where it cannot hold them back, before Linux 5.5 or out of
-    /// memory).
-    pub(crate) fn cq_overflows(&self) -> u64 {
-        let mut inner = self.0.inner.borrow_mut();
-        let dropped = inner.ring.as_mut().map_or(0, |r| r.completion().overflow());
-        inner.cq_full + u64::from(dropped)
-    }
-
-    /// Bytes the loop's write queues hold unsent.
-    pub(crate) fn queued_bytes(&self) -> usize {
-        self.0.queued_bytes.get()
-    }
-
-    /// A write queue took `n` bytes more.
-    #[inline]
-    pub(crate) fn queued_add(&self, n: usize) {
-        self.0.queued_bytes.set(self.0.queued_bytes.get() + n);
-    }
-
-    /// A write queue sent or dropped `n` of its bytes.
-    #[inline]
-    pub(crate) fn queued_sub(&self, n: usize) {
-        self.0
-            .queued_bytes
-            .set(self.0.queued_bytes.get().saturating_sub(n));
     }
 }

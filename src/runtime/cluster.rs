@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use super::{Builder, EventLoop, Handle};
-use crate::signal;
+use super::signal_watcher::SignalWatcher;
+use super::{Builder, Handle};
 use crate::util::race::race;
 
 /// Sets up a [`Cluster`]. Made by [`Cluster::builder`].
@@ -23,10 +23,11 @@ pub struct ClusterBuilder {
     event_loop: Builder,
 }
 
-/// N threads, each running its own [`EventLoop`] (own ring, op table, buffer pool) and the
-/// future `f(core_index)`. Nothing is shared between cores on the hot path; listeners made
-/// with [`TcpListener::bind_reuseport`](crate::net::TcpListener::bind_reuseport) on every
-/// core let the kernel spread connections across them.
+/// N threads, each running its own [`EventLoop`](super::EventLoop) (own ring, op table,
+/// buffer pool) and the future `f(core_index)`. Nothing is shared between cores on the hot
+/// path; listeners made with
+/// [`TcpListener::bind_reuseport`](crate::net::TcpListener::bind_reuseport) on every core let
+/// the kernel spread connections across them.
 ///
 /// Shutdown is graceful, then forced: [`ClusterHandle::stop`] (or SIGINT/SIGTERM, with
 /// [`ClusterBuilder::handle_signals`]) makes every loop's [`Handle::stopping`] resolve; each
@@ -113,6 +114,12 @@ impl ClusterHandle {
     /// Starts the shutdown: every core's [`Handle::stopping`] resolves. Idempotent.
     pub fn stop(&self) {
         self.shared.stop();
+    }
+
+    /// Ends the grace period now (the signal thread's second signal; see
+    /// [`ClusterBuilder::handle_signals`]).
+    pub(super) fn cut_short(&self) {
+        self.shared.cut_short();
     }
 
     /// Whether [`stop`](ClusterHandle::stop) was called (or a signal or a panic stopped the
@@ -324,92 +331,6 @@ fn pin_to_cpu(core: usize) -> io::Result<()> {
 /// How often a core in its grace period looks whether it was cut short (see
 /// `ClusterShared::cut_short`): only while stopping.
 const GRACE_CHECK: Duration = Duration::from_millis(50);
-
-/// A small loop on its own thread that turns SIGINT/SIGTERM into a cluster stop, and a second
-/// one into the end of the grace period, for as long as the cluster runs (a task on a core
-/// would die with that core's loop).
-struct SignalWatcher {
-    handle: Handle,
-    thread: thread::JoinHandle<io::Result<()>>,
-}
-
-impl SignalWatcher {
-    /// Fails, rather than leave the cluster deaf to signals, if the watch cannot be set up
-    /// (no room among the process's signal waiters, no descriptor, no loop for the thread).
-    fn start(cluster: ClusterHandle) -> io::Result<SignalWatcher> {
-        // Set up now: a signal sent from here on is seen.
-        let watch = signal::Watch::new().map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "cannot watch for SIGINT/SIGTERM: {e}; \
-                     ClusterBuilder::handle_signals(false) runs without"
-                ),
-            )
-        })?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = thread::Builder::new()
-            .name("ringloop-signals".to_owned())
-            .spawn(move || {
-                let mut lp = match EventLoop::builder().entries(8).build() {
-                    Ok(lp) => lp,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return Ok(());
-                    }
-                };
-                let h = lp.handle();
-                let _ = tx.send(Ok(h.clone()));
-                let mut watch = watch;
-                lp.block_on(async move {
-                    // The first signal stops the cluster; a second ends its grace period.
-                    let mut seen = 0;
-                    while seen < 2 {
-                        let stopping = h.stopping();
-                        match race(async { Some(watch.signalled().await) }, async {
-                            stopping.await;
-                            None
-                        })
-                        .await
-                        {
-                            Some(Ok(n)) => {
-                                seen += n;
-                                if seen >= 2 {
-                                    cluster.shared.cut_short();
-                                } else {
-                                    cluster.stop();
-                                }
-                            }
-                            Some(Err(e)) => {
-                                return Err(io::Error::new(
-                                    e.kind(),
-                                    format!(
-                                        "the signal watcher failed, and SIGINT/SIGTERM \
-                                         stopped nothing from then on: {e}"
-                                    ),
-                                ))
-                            }
-                            // The cluster has ended: nothing left to stop.
-                            None => return Ok(()),
-                        }
-                    }
-                    Ok(())
-                })
-            })?;
-        let handle = rx
-            .recv()
-            .map_err(|_| io::Error::other("the signal thread ended before it started"))??;
-        Ok(SignalWatcher { handle, thread })
-    }
-
-    /// Ends the watch; its error, if it failed while the cluster ran.
-    fn finish(self) -> io::Result<()> {
-        self.handle.stop();
-        self.thread
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the signal thread panicked")))
-    }
-}
 
 impl ClusterBuilder {
     /// Number of cores (threads); default: the available parallelism.

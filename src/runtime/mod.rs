@@ -5,6 +5,7 @@ mod cluster;
 pub(crate) mod context;
 mod handle;
 mod shared;
+mod signal_watcher;
 mod stats;
 
 pub use builder::Builder;
