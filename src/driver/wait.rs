@@ -37,10 +37,11 @@ impl Driver {
         // `Inner::enter`): they count neither towards a batch nor against an empty wait.
         let closes_before = inner.closes_in_flight;
         inner.others_since_park = 0;
-        if inner.timer.fired.get() || std::mem::take(&mut inner.reaped_in_push) {
+        if inner.timer.fired.get() || inner.reaped_in_push {
             // Reaped since the turn looked, by a push that made room in the SQ: timers may
             // be due and tasks woken, and waiting could sleep past them (or for ever, where
             // nothing else is coming). The turn runs them first.
+            inner.reaped_in_push = false;
             inner.others_since_park = 1;
             return Ok(());
         }
