@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 
 use super::join_error::JoinError;
-use super::task::{RawTask, CANCELLED, COMPLETE, JOIN_INTEREST, JOIN_WAKER};
+use super::join_state;
+use super::task::{RawTask, CANCELLED, COMPLETE};
 
 /// An owned permission to await a task's output.
 ///
@@ -56,48 +57,7 @@ impl<T> JoinHandle<T> {
     /// Stores `waker` for the owner to wake on completion. Returns false if the task
     /// completed meanwhile (the output can then be read).
     fn set_join_waker(&self, waker: &Waker) -> bool {
-        let h = self.raw.header();
-        let cell = self.raw.join_waker_cell();
-        let mut state = h.state.load(Ordering::Acquire);
-        if state & JOIN_WAKER != 0 {
-            // SAFETY: with JOIN_WAKER set nobody writes the cell (the owner only wakes it by
-            // reference, see `task.rs`); reading it to compare is fine.
-            if unsafe { (*cell).as_ref() }.is_some_and(|w| w.will_wake(waker)) {
-                return true;
-            }
-            // Take back exclusive access to the cell.
-            loop {
-                if state & COMPLETE != 0 {
-                    return false;
-                }
-                match h.state.compare_exchange_weak(
-                    state,
-                    state & !JOIN_WAKER,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => break,
-                    Err(s) => state = s,
-                }
-            }
-        }
-        // SAFETY: JOIN_WAKER is unset, so only this handle touches the cell.
-        unsafe { *cell = Some(waker.clone()) };
-        let mut state = h.state.load(Ordering::Acquire);
-        loop {
-            if state & COMPLETE != 0 {
-                return false;
-            }
-            match h.state.compare_exchange_weak(
-                state,
-                state | JOIN_WAKER,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return true,
-                Err(s) => state = s,
-            }
-        }
+        join_state::register(&self.raw.header().state, self.raw.join_waker(), waker)
     }
 }
 
@@ -126,12 +86,7 @@ impl<T> Future for JoinHandle<T> {
 
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
-        let prev = self
-            .raw
-            .header()
-            .state
-            .fetch_and(!JOIN_INTEREST, Ordering::AcqRel);
-        if prev & COMPLETE != 0 {
+        if join_state::release_interest(&self.raw.header().state) {
             // SAFETY: the owner completed while we held JOIN_INTEREST, so the output is ours.
             unsafe { self.raw.drop_output() };
         }

@@ -15,6 +15,7 @@ mod handshake;
 mod join;
 mod join_error;
 mod join_set;
+mod join_state;
 mod queue;
 mod task;
 

@@ -16,6 +16,9 @@
 //!     by reference. Once `COMPLETE` is set with the bit still set, the cell is never
 //!     written again; its waker is dropped with the allocation.
 //!   - `CANCELLED`: `abort()` was called; the owner drops the future at its next turn.
+//!
+//!   The owner's completion and the handle's side of `JOIN_INTEREST` and `JOIN_WAKER` are
+//!   `join_state`'s functions, which loom checks.
 //! - `scheduled`, `next`, `slab_key`: the owner thread only (the thread running the loop).
 //! - `stage`: the owner thread until `COMPLETE`; then the join handle (if `JOIN_INTEREST`).
 //!
@@ -29,12 +32,14 @@ use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use super::join_error::JoinError;
+use super::join_state::{self, Completed, WakerCell};
 use super::Remote;
+use crate::util::sync::AtomicU32;
 
 pub(super) const COMPLETE: u32 = 1 << 0;
 pub(super) const JOIN_INTEREST: u32 = 1 << 1;
@@ -74,7 +79,7 @@ enum Stage<F: Future> {
 #[repr(C)]
 struct TaskCell<F: Future> {
     header: Header,
-    join_waker: UnsafeCell<Option<Waker>>,
+    join_waker: WakerCell,
     stage: UnsafeCell<Stage<F>>,
 }
 
@@ -107,7 +112,7 @@ impl RawTask {
                     dealloc: dealloc::<F>,
                 },
             },
-            join_waker: UnsafeCell::new(None),
+            join_waker: WakerCell::new(None),
             stage: UnsafeCell::new(Stage::Running(fut)),
         });
         // `TaskCell` is repr(C) with the header first, so its address is the header's.
@@ -170,19 +175,9 @@ impl RawTask {
     /// left. Owner thread, after `poll` returned true or after `cancel`.
     pub(super) fn complete(&self) {
         let h = self.header();
-        let prev = h.state.fetch_or(COMPLETE, Ordering::AcqRel);
-        if prev & JOIN_INTEREST == 0 {
+        if join_state::complete(&h.state, self.join_waker()) == Completed::DropOutput {
             // SAFETY: no join handle is left to read the output; the owner drops it here.
             unsafe { (h.vtable.drop_output)(self.ptr) }
-        } else if prev & JOIN_WAKER != 0 {
-            // The handle may still read the cell (to compare wakers) on another thread, so
-            // this only reads too: the waker is woken by reference and left in the cell,
-            // which nobody writes again; it is dropped with the allocation.
-            // SAFETY: JOIN_WAKER was set before COMPLETE, so the handle stopped writing the
-            // cell, and with COMPLETE set it never writes it again.
-            if let Some(w) = unsafe { (*self.join_waker_cell()).as_ref() } {
-                w.wake_by_ref();
-            }
         }
     }
 
@@ -198,12 +193,21 @@ impl RawTask {
         unsafe { (self.header().vtable.drop_output)(self.ptr) }
     }
 
-    pub(super) fn join_waker_cell(&self) -> *mut Option<Waker> {
+    /// The join waker's cell (see `join_state`).
+    pub(super) fn join_waker(&self) -> &WakerCell {
         // The join waker follows the header at a fixed offset in every `TaskCell<F>`: it is
         // `repr(C)` and the field before it (`Header`) is the same type.
         let offset = std::mem::offset_of!(TaskCell<std::future::Ready<()>>, join_waker);
-        // SAFETY: the allocation holds a `TaskCell<F>` whose `join_waker` is at `offset`.
-        unsafe { self.ptr.as_ptr().cast::<u8>().add(offset).cast() }
+        // SAFETY: the allocation holds a `TaskCell<F>` whose `join_waker` is at `offset`, and
+        // it lives as long as the reference `self` holds.
+        unsafe {
+            &*self
+                .ptr
+                .as_ptr()
+                .cast::<u8>()
+                .add(offset)
+                .cast::<WakerCell>()
+        }
     }
 }
 
