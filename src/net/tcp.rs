@@ -264,16 +264,18 @@ impl TcpStream {
     /// runtime), in blocking mode, with the bytes the loop had already received for it that
     /// no call here returned: they come before anything read from the returned stream.
     ///
-    /// Every write queued with [`write_queued`](Self::write_queued) is sent first, the
-    /// stream's receive is ended, and the descriptor is returned once no operation of the
-    /// loop's uses it. There is no `IntoRawFd`: while a receive is armed in the kernel, the
-    /// descriptor cannot be handed over at once without losing what it receives meanwhile.
+    /// Every write queued with [`write_queued`](Self::write_queued) is sent first (so this
+    /// waits while a peer that does not read holds them up: put it under a timeout where
+    /// that matters), the stream's receive is ended, and the descriptor is returned once no
+    /// operation of the loop's uses it. There is no `IntoRawFd`: while a receive is armed in
+    /// the kernel, the descriptor cannot be handed over at once without losing what it
+    /// receives meanwhile.
     ///
     /// # Errors
     ///
     /// A queued write's failure, or a receive's (the peer reset the connection, say); or,
     /// after a second, an operation of a dropped future still in the kernel. The socket is
-    /// closed then.
+    /// closed then, with any bytes received before the error: the connection is broken.
     pub async fn into_std(self) -> io::Result<(std::net::TcpStream, Vec<u8>)> {
         let (fd, received) = self.stream.into_fd().await?;
         Ok((std::net::TcpStream::from(fd), received))
