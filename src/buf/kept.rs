@@ -51,19 +51,29 @@ unsafe fn drop_boxed<B>(s: *mut Storage) {
 impl KeptBuf {
     /// Keeps `buf`; what it holds to be sent is `buf[..bytes_init]`.
     pub(crate) fn new<B: IoBuf + Send>(buf: B) -> KeptBuf {
-        let ptr = buf.stable_ptr();
         let len = buf.bytes_init();
         let mut storage: Storage = [MaybeUninit::uninit(); INLINE_WORDS];
-        let drop_fn: unsafe fn(*mut Storage) = if fits_inline::<B>() {
-            // SAFETY: `B` fits in `storage` and is aligned for it (checked just above);
-            // moving `buf` does not move its bytes (IoBuf), so `ptr` stays valid.
-            unsafe { storage.as_mut_ptr().cast::<B>().write(buf) };
-            drop_inline::<B>
+        // The pointer is taken from the value where it rests, not before it moves there:
+        // moving a value claims what its `Box`es point at anew (Rust's aliasing rules), which
+        // would leave a pointer taken earlier invalid. Later moves of the `KeptBuf` move
+        // `MaybeUninit` storage, which claims nothing.
+        let (ptr, drop_fn): (*const u8, unsafe fn(*mut Storage)) = if fits_inline::<B>() {
+            let at = storage.as_mut_ptr().cast::<B>();
+            // SAFETY: `B` fits in `storage` and is aligned for it (checked just above); it is
+            // read back where it was written.
+            let ptr = unsafe {
+                at.write(buf);
+                (*at).stable_ptr()
+            };
+            (ptr, drop_inline::<B>)
         } else {
             let boxed = Box::into_raw(Box::new(buf));
-            // SAFETY: a pointer fits in the first word of `storage`.
-            unsafe { storage.as_mut_ptr().cast::<*mut B>().write(boxed) };
-            drop_boxed::<B>
+            // SAFETY: a pointer fits in the first word of `storage`; `boxed` is live.
+            let ptr = unsafe {
+                storage.as_mut_ptr().cast::<*mut B>().write(boxed);
+                (*boxed).stable_ptr()
+            };
+            (ptr, drop_boxed::<B>)
         };
         KeptBuf {
             ptr,

@@ -30,7 +30,8 @@
 //! - `config`: what it is set up with;
 //! - `op`: `Op<T>` and a single op's lifecycle (submit, poll, drop); `slot`: a slot's state
 //!   machine, kept in the op table (`util::table`); `completion`: a CQE as handed on, and the owners it is
-//!   handed to (`Orphan`, `Detached`);
+//!   handed to (`Orphan`, `Detached`); `held`: an op's data kept opaque to the aliasing
+//!   rules while the kernel holds pointers into it;
 //! - `ring`: the SQ/CQ mechanics (push, enter, reap); `wait`: how an idle loop waits
 //!   (`park`, spinning); `batch`: batch waits; `timer`: the loop's one kernel timer;
 //! - `multishot`: the multishot ops that I/O objects arm, and `stream_keep`, what they keep
@@ -49,6 +50,7 @@ pub(crate) mod completion;
 mod config;
 mod counters;
 mod detached;
+mod held;
 pub(crate) mod loop_cell;
 mod multishot;
 pub(crate) mod op;
@@ -152,7 +154,7 @@ struct Inner {
     /// The doorbell read: its descriptor and whether a read of it is in the kernel.
     wake_fd: RawFd,
     wake_armed: bool,
-    wake_buf: Option<Box<u64>>,
+    wake_buf: Option<slot::WakeBuf>,
     /// Ops whose future is alive and waiting (what can still wake a task).
     owned: usize,
     /// CQEs whose `user_data` matched no slot; counted, never fatal.
@@ -209,9 +211,6 @@ struct Inner {
     room: Option<Arc<writable::RoomWatch>>,
     /// The loop's timer: the same as `DriverCell::timer`.
     timer: Rc<TimerState>,
-    /// What the timer's SQEs point at. The kernel copies it when it prepares them, in the
-    /// `io_uring_enter` that submits them; it lives as long as the ring, in this cell.
-    timer_ts: types::Timespec,
     /// Wakes a waker while the driver is borrowed if that is known to be harmless, else hands
     /// it back to be woken after the borrow (see [`RuntimeHooks::wake_inline`]).
     wake_inline: fn(Waker) -> Result<(), Waker>,
@@ -317,6 +316,7 @@ impl Driver {
             fired: Cell::new(false),
             armed: Cell::new(NOT_ARMED),
             per_wait: Cell::new(!kernel_timer || batch.is_some()),
+            ts: Cell::new(types::Timespec::new()),
             #[cfg(test)]
             refuse_updates: Cell::new(false),
         });
@@ -340,7 +340,7 @@ impl Driver {
                 detached: Vec::new(),
                 wake_fd,
                 wake_armed: false,
-                wake_buf: Some(Box::new(0)),
+                wake_buf: Some(slot::WakeBuf::default()),
                 owned: 0,
                 stray_cqes: 0,
                 no_iowait,
@@ -365,7 +365,6 @@ impl Driver {
                 ring_closes: 0,
                 room,
                 timer,
-                timer_ts: types::Timespec::new(),
                 wake_inline,
                 wake_inline_ref,
             }),

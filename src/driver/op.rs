@@ -9,6 +9,7 @@ use std::task::{Context, Poll, Waker};
 use io_uring::squeue;
 
 use super::completion::{Completion, Orphan};
+use super::held::Held;
 use super::slot::Lifecycle;
 use super::{closed_error, lookup, with_current, Driver};
 
@@ -54,8 +55,9 @@ pub(crate) struct Op<T: OpCode> {
     /// 0 until submitted; then the id of the loop whose op table holds slot `key`.
     loop_id: u64,
     key: usize,
-    /// `None` once the outcome was handed out.
-    data: Option<T>,
+    /// `None` once the outcome was handed out. Held (see [`Held`]): the kernel may use
+    /// pointers into it from submission to the final CQE, while the op moves.
+    data: Option<Held<T>>,
 }
 
 // `T` is never pinned: what the kernel touches lives on the heap (see `OpCode`).
@@ -66,7 +68,7 @@ impl<T: OpCode> Op<T> {
         Op {
             loop_id: 0,
             key: 0,
-            data: Some(data),
+            data: Some(Held::new(data)),
         }
     }
 }
@@ -75,7 +77,7 @@ impl<T: OpCode> Op<T> {
     /// The op's data while it has not been submitted (first poll), else `None`.
     pub(crate) fn unsubmitted_mut(&mut self) -> Option<&mut T> {
         match self.loop_id {
-            0 => self.data.as_mut(),
+            0 => self.data.as_mut().map(Held::get_mut),
             _ => None,
         }
     }
@@ -83,7 +85,7 @@ impl<T: OpCode> Op<T> {
     /// Takes the data back from an op that was never submitted; it then never will be.
     pub(crate) fn take_unsubmitted(&mut self) -> Option<T> {
         match self.loop_id {
-            0 => self.data.take(),
+            0 => self.data.take().map(Held::into_inner),
             _ => None,
         }
     }
@@ -125,7 +127,7 @@ impl<T: OpCode> Op<T> {
     ) -> Poll<Outcome<T>> {
         if self.loop_id == 0 {
             let data = self.data.as_mut().expect("Op polled after it completed");
-            let sqe = data.sqe();
+            let sqe = data.get_mut().sqe();
             return match driver.submit_op(sqe, cx.waker()) {
                 Ok(key) => {
                     self.loop_id = driver.id();
@@ -135,7 +137,11 @@ impl<T: OpCode> Op<T> {
                 Err(e) => Poll::Ready(Outcome {
                     result: Err(e),
                     flags: 0,
-                    data: self.data.take().expect("Op polled after it completed"),
+                    data: self
+                        .data
+                        .take()
+                        .expect("Op polled after it completed")
+                        .into_inner(),
                 }),
             };
         }
@@ -144,7 +150,11 @@ impl<T: OpCode> Op<T> {
         }
         match driver.poll_op(self.key, cx) {
             Poll::Ready(c) => {
-                let mut data = self.data.take().expect("Op polled after it completed");
+                let mut data = self
+                    .data
+                    .take()
+                    .expect("Op polled after it completed")
+                    .into_inner();
                 data.completed();
                 Poll::Ready(Outcome {
                     result: c.result(),
@@ -209,7 +219,7 @@ impl<T: OpCode> Op<T> {
         match outcome {
             DropOutcome::Completed(c) => {
                 if let Some(mut d) = data.take() {
-                    OpCode::release(&mut d, c);
+                    OpCode::release(d.get_mut(), c);
                 }
             }
             DropOutcome::Orphaned => {}

@@ -154,8 +154,8 @@ impl Inner {
         if self.wake_armed || self.ring.is_none() {
             return Ok(());
         }
-        let mut buf = self.wake_buf.take().unwrap_or_else(|| Box::new(0));
-        let ptr: *mut u64 = &mut *buf;
+        let buf = self.wake_buf.take().unwrap_or_default();
+        let ptr: *mut u64 = buf.as_ptr();
         let key = self.ops.insert(Lifecycle::Internal(buf));
         let sqe = opcode::Read::new(types::Fd(self.wake_fd), ptr.cast(), 8)
             .build()

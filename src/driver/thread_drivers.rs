@@ -45,16 +45,14 @@ impl Drop for EnterGuard {
 
 /// The driver of the loop running on this thread, if any.
 pub(crate) fn current() -> Option<Driver> {
-    CURRENT
-        .with(|c| c.with_current(|d| d as *const DriverCell))
-        .map(|ptr| {
-            // SAFETY: `with_current` handed us a live cell owned by an `Rc` (kept alive by the
-            // enter guard); taking one more strong count and wrapping it gives an owned `Rc`.
-            unsafe {
-                Rc::increment_strong_count(ptr);
-                Driver(Rc::from_raw(ptr))
-            }
-        })
+    CURRENT.with(|c| c.rc_ptr()).map(|ptr| {
+        // SAFETY: `rc_ptr` handed us `Rc::as_ptr` of a live cell (kept alive by the enter
+        // guard); taking one more strong count and wrapping it gives an owned `Rc`.
+        unsafe {
+            Rc::increment_strong_count(ptr);
+            Driver(Rc::from_raw(ptr))
+        }
+    })
 }
 
 /// Runs `f` with the driver of the loop running on this thread, borrowed: unlike
@@ -66,12 +64,13 @@ pub(crate) fn current() -> Option<Driver> {
 /// than without it.
 #[inline(always)]
 pub(crate) fn with_current<R>(f: impl FnOnce(&Driver) -> R) -> Option<R> {
-    let ptr = CURRENT.with(|c| c.with_current(|d| d as *const DriverCell))?;
+    let ptr = CURRENT.with(|c| c.rc_ptr())?;
     // The cell is owned by an `Rc` that the enter guard keeps alive while it is current,
     // which spans this call (the guard lives in the running loop's frame, below us on the
     // stack). The `Driver` made here borrows that count: ManuallyDrop keeps it from being
     // released, and it does not outlive `f`.
-    // SAFETY: `ptr` came from a live `Rc<DriverCell>` (see above); no count is taken or lost.
+    // SAFETY: `ptr` is `Rc::as_ptr` of a live `Rc<DriverCell>` (see above), with the whole
+    // allocation's provenance; no count is taken or lost.
     let rc = unsafe { Rc::from_raw(ptr) };
     let d = std::mem::ManuallyDrop::new(Driver(rc));
     Some(f(&d))

@@ -20,6 +20,12 @@ pub(crate) struct TimerState {
     /// anyway), with `Builder::kernel_timer(false)`, and once the kernel refused the timer or
     /// an update of it (a CQE with an error that does not mean "already ended").
     pub(super) per_wait: Cell<bool>,
+    /// What the timer's SQEs point at. The kernel copies it when it prepares them, in the
+    /// `io_uring_enter` that submits them. It lives here, in the `Rc` the driver shares,
+    /// and not in the driver's `Inner`, whose every `&mut` borrow would claim it too: the
+    /// kernel reads it while the driver is borrowed (an enter), through a pointer that must
+    /// stay valid across those borrows. A `Cell`, so that the pointer may be written through.
+    pub(super) ts: Cell<types::Timespec>,
     /// Tests: make the kernel refuse every update (an invalid deadline).
     #[cfg(test)]
     pub(super) refuse_updates: Cell<bool>,
@@ -49,17 +55,20 @@ impl Driver {
         if inner.ring.is_none() || inner.closing {
             return Ok(());
         }
-        inner.timer_ts = types::Timespec::new()
-            .sec(deadline_ns / 1_000_000_000)
-            .nsec((deadline_ns % 1_000_000_000) as u32);
+        let timer = &self.0.timer;
+        timer.ts.set(
+            types::Timespec::new()
+                .sec(deadline_ns / 1_000_000_000)
+                .nsec((deadline_ns % 1_000_000_000) as u32),
+        );
         #[cfg(test)]
-        if update && self.0.timer.refuse_updates.get() {
+        if update && timer.refuse_updates.get() {
             // A negative `tv_sec`, which `io_timeout_remove_prep` answers with `EINVAL`.
-            inner.timer_ts = types::Timespec::new().sec(u64::MAX);
+            timer.ts.set(types::Timespec::new().sec(u64::MAX));
         }
-        // The SQEs point at `timer_ts`, which the kernel copies while it submits them (see
-        // the field). Two in the SQ at once read the same, latest value: the earliest.
-        let ts: *const types::Timespec = &inner.timer_ts;
+        // The SQEs point at `ts`, which the kernel copies while it submits them (see the
+        // field). Two in the SQ at once read the same, latest value: the earliest.
+        let ts: *const types::Timespec = timer.ts.as_ptr();
         let sqe = if update {
             // Its CQE says whether the timer was still there (`ENOENT` if it has just expired,
             // whose own CQE then follows), or that the kernel refused the update.

@@ -79,6 +79,15 @@ impl<T: LoopPart> Current<T> {
         drop(entered.keep);
     }
 
+    /// The current part as `Rc::as_ptr` gave it (null if none): a pointer that may be turned
+    /// back into an `Rc` (`Rc::from_raw`), unlike one made from a `&T`, whose provenance
+    /// covers the part alone and not the reference counts before it.
+    #[inline]
+    pub(crate) fn rc_ptr(&self) -> Option<*const T> {
+        let ptr = self.ptr.get();
+        (!ptr.is_null()).then_some(ptr)
+    }
+
     /// Runs `f` with the current part, if any.
     #[inline]
     pub(crate) fn with_current<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {

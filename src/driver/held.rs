@@ -1,0 +1,52 @@
+//! `Held<T>`: an op's data while the kernel may use pointers taken from it.
+
+use std::mem::{ManuallyDrop, MaybeUninit};
+
+use super::completion::{Completion, Orphan};
+use super::op::OpCode;
+
+/// An op's data, kept where moving it does not claim its memory anew.
+///
+/// The kernel reads and writes an op's buffers through pointers the op handed out when it was
+/// submitted, and meanwhile the data moves: into the op table when its future is dropped,
+/// out of it at the final CQE. Under Rust's aliasing rules (Stacked and Tree Borrows alike), a
+/// `Box` inside a value passed or moved by value is claimed for unique use again, and the
+/// kernel's later access then invalidates that claim: undefined behaviour at the owner's next
+/// use. A `MaybeUninit` is opaque to those rules, so a `Held` moves as plain bytes, and what
+/// it holds is claimed again only when the op hands it back, after the kernel is done.
+/// `Vec`s, which hold a raw pointer, were never affected; a user's `Box<[u8]>` buffer is.
+pub(crate) struct Held<T>(MaybeUninit<T>);
+
+impl<T> Held<T> {
+    #[inline]
+    pub(crate) fn new(value: T) -> Held<T> {
+        Held(MaybeUninit::new(value))
+    }
+
+    #[inline]
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        // SAFETY: initialised by `new`, and only `into_inner` and `drop` (each the last use)
+        // take the value out.
+        unsafe { self.0.assume_init_mut() }
+    }
+
+    #[inline]
+    pub(crate) fn into_inner(self) -> T {
+        let me = ManuallyDrop::new(self);
+        // SAFETY: initialised by `new`; `me` is never dropped, so the value is read once.
+        unsafe { me.0.assume_init_read() }
+    }
+}
+
+impl<T> Drop for Held<T> {
+    fn drop(&mut self) {
+        // SAFETY: initialised by `new`, and not taken out (`into_inner` skips this drop).
+        unsafe { self.0.assume_init_drop() }
+    }
+}
+
+impl<T: OpCode> Orphan for Held<T> {
+    fn release(&mut self, c: Completion) {
+        OpCode::release(self.get_mut(), c)
+    }
+}
