@@ -82,9 +82,9 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
 
-use io_uring::{types, IoUring};
+use io_uring::types;
 
-use crate::sys::EnterFd;
+use crate::sys::{EnterFd, Ring};
 
 use bufring::BufPool;
 use close::DeferredCloses;
@@ -139,7 +139,7 @@ pub(crate) struct DriverCell {
 
 struct Inner {
     /// `None` once closed.
-    ring: Option<IoUring>,
+    ring: Option<Ring>,
     /// What `io_uring_enter` is called with: the ring registered with this thread, if the
     /// kernel allows.
     enter_fd: EnterFd,
@@ -259,7 +259,7 @@ impl Driver {
     /// where it does not (`EINVAL`), receives fall back to buffers allocated per receive.
     pub(crate) fn new(
         id: u64,
-        ring: IoUring,
+        ring: Ring,
         wake_fd: RawFd,
         cfg: &DriverConfig,
         hooks: RuntimeHooks,

@@ -6,9 +6,9 @@
 use std::io;
 use std::time::Duration;
 
-use io_uring::{opcode, squeue, types, IoUring};
+use io_uring::{opcode, squeue, types};
 
-use crate::sys::{WaitArgs, ENTER_NO_IOWAIT};
+use crate::sys::{Ring, WaitArgs, ENTER_NO_IOWAIT};
 
 use super::batch::BATCH_IDLE_TIMEOUT_SECS;
 use super::bufring::BufPool;
@@ -105,7 +105,7 @@ fn wait_flags(no_iowait: bool) -> u32 {
 const TRANSIENT_RETRIES: u32 = 1000;
 
 impl Inner {
-    pub(super) fn ring(&mut self) -> io::Result<&mut IoUring> {
+    pub(super) fn ring(&mut self) -> io::Result<&mut Ring> {
         self.ring.as_mut().ok_or_else(closed_error)
     }
 

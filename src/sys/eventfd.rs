@@ -15,6 +15,8 @@ impl EventFd {
         let fd = super::cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
         // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        #[cfg(ringloop_sim)]
+        super::sim::note_doorbell(fd.as_raw_fd());
         Ok(EventFd { fd })
     }
 

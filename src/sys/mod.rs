@@ -8,7 +8,9 @@
 //! - [`Epoll`] is a wake-up source for descriptors becoming writable;
 //! - `signal` installs the process's SIGINT/SIGTERM handler and keeps the eventfds it
 //!   writes to; [`pin_thread_to_cpu`] sets a thread's CPU affinity;
-//! - [`valgrind_poll_interval`] says how a wait sleeps under valgrind.
+//! - [`valgrind_poll_interval`] says how a wait sleeps under valgrind;
+//! - [`Ring`] is the ring the driver holds: the kernel's, or, in a build with
+//!   `--cfg ringloop_sim`, the simulated kernel of `sim` (tests only; see docs/testing.md).
 //!
 //! Tests anywhere may call `libc` to check what the kernel holds (a descriptor's inode,
 //! whether it is open): that is the test's business, not the library's.
@@ -20,11 +22,28 @@ mod epoll;
 mod eventfd;
 mod setup;
 pub(crate) mod signal;
+#[cfg(ringloop_sim)]
+pub mod sim;
 
-pub(crate) use enter::{EnterFd, WaitArgs, ENTER_NO_IOWAIT};
+#[cfg(not(ringloop_sim))]
+pub(crate) use enter::EnterFd;
+pub(crate) use enter::{WaitArgs, ENTER_NO_IOWAIT};
 pub(crate) use epoll::Epoll;
 pub(crate) use eventfd::EventFd;
-pub(crate) use setup::{memlock_advice, retry_enomem, setup, RingConfig, ENOMEM_WINDOW};
+#[cfg(not(ringloop_sim))]
+pub(crate) use setup::setup;
+pub(crate) use setup::{memlock_advice, retry_enomem, RingConfig, ENOMEM_WINDOW};
+#[cfg(ringloop_sim)]
+pub(crate) use sim::setup;
+#[cfg(ringloop_sim)]
+pub(crate) use sim::EnterFd;
+
+/// The ring the driver holds: the kernel's, or under `--cfg ringloop_sim` the simulated one
+/// (see [`sim`]), which offers the same calls.
+#[cfg(not(ringloop_sim))]
+pub(crate) type Ring = io_uring::IoUring;
+#[cfg(ringloop_sim)]
+pub(crate) type Ring = sim::SimRing;
 pub use setup::{Features, SetupMode};
 
 use std::io;
@@ -76,6 +95,14 @@ pub(crate) fn monotonic_ns() -> u64 {
 
 /// The kernel's release string (`uname -r`), or `"unknown"`.
 pub(crate) fn kernel_release() -> String {
+    #[cfg(ringloop_sim)]
+    return sim::kernel_release();
+    #[cfg(not(ringloop_sim))]
+    uname_release()
+}
+
+#[cfg_attr(ringloop_sim, allow(dead_code))]
+fn uname_release() -> String {
     // SAFETY: utsname is plain old data; all-zero is a valid value.
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: `uts` is a valid, writable utsname for the duration of the call.

@@ -315,21 +315,41 @@ fn finish(ring: IoUring, mode: SetupMode, no_sq_array: bool) -> io::Result<(IoUr
             .into_io());
         }
     }
-    let features = Features {
+    let features = Features::of_ring(
         mode,
-        sq_entries: params.sq_entries(),
-        cq_entries: params.cq_entries(),
+        (params.sq_entries(), params.cq_entries()),
         kernel,
-        probe: supported,
-        recv_buffer_ring: false,
-        multishot_recv: false,
-        multishot_accept: false,
-        iowait: true,
-        batch_wait: None,
-        ring_registered: false,
+        supported,
         no_sq_array,
-    };
+    );
     Ok((ring, features))
+}
+
+impl Features {
+    /// What set-up knows of a ring; the driver's choices (buffer ring, multishot, ...) are
+    /// filled in once it is built.
+    pub(crate) fn of_ring(
+        mode: SetupMode,
+        (sq_entries, cq_entries): (u32, u32),
+        kernel: String,
+        probe: Vec<bool>,
+        no_sq_array: bool,
+    ) -> Features {
+        Features {
+            mode,
+            sq_entries,
+            cq_entries,
+            kernel,
+            probe,
+            recv_buffer_ring: false,
+            multishot_recv: false,
+            multishot_accept: false,
+            iowait: true,
+            batch_wait: None,
+            ring_registered: false,
+            no_sq_array,
+        }
+    }
 }
 
 /// An `io_uring_setup` failure with its cause spelled out. The OS error is kept as `source()`.

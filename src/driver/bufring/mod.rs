@@ -43,7 +43,6 @@ use std::task::Waker;
 use std::time::Instant;
 
 use io_uring::types::BufRingEntry;
-use io_uring::IoUring;
 
 mod recv_buf;
 mod window;
@@ -110,7 +109,7 @@ unsafe impl Sync for PoolInner {}
 impl BufPool {
     /// Allocates `count` buffers of `size` bytes and registers them with `ring`.
     pub(crate) fn new(
-        ring: &IoUring,
+        ring: &crate::sys::Ring,
         count: u16,
         size: usize,
         wake_loop: Arc<dyn Fn() + Send + Sync>,
@@ -317,7 +316,7 @@ impl BufPool {
 
     /// Unregisters the group; later write-backs are no-ops. Called at close, after every op
     /// has completed.
-    pub(crate) fn unregister(&self, ring: &IoUring) {
+    pub(crate) fn unregister(&self, ring: &crate::sys::Ring) {
         if self.0.registered.replace(false) {
             self.0.window.target.set(0);
             let _ = ring.submitter().unregister_buf_ring(POOL_GROUP);
