@@ -120,6 +120,8 @@ mod driver;
 mod executor;
 mod fd;
 pub mod fs;
+#[cfg(all(test, ringloop_sim))]
+mod lifecycle_sim;
 pub mod net;
 mod runtime;
 pub mod signal;

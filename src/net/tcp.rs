@@ -197,7 +197,7 @@ pub struct TcpStream {
 }
 
 impl TcpStream {
-    fn from_fd(fd: OwnedFd) -> TcpStream {
+    pub(crate) fn from_fd(fd: OwnedFd) -> TcpStream {
         TcpStream {
             stream: Stream::new(fd, Sender::tcp()),
         }
