@@ -1,6 +1,6 @@
 //! `Held<T>`: an op's data while the kernel may use pointers taken from it.
 
-use std::mem::{ManuallyDrop, MaybeUninit};
+use std::mem::MaybeUninit;
 
 use super::completion::{Completion, Orphan};
 use super::op::OpCode;
@@ -13,7 +13,8 @@ use super::op::OpCode;
 /// `Box` inside a value passed or moved by value is claimed for unique use again, and the
 /// kernel's later access then invalidates that claim: undefined behaviour at the owner's next
 /// use. A `MaybeUninit` is opaque to those rules, so a `Held` moves as plain bytes, and what
-/// it holds is claimed again only when the op hands it back, after the kernel is done.
+/// it holds is claimed again only when the op takes it out through `get_mut`, after the
+/// kernel is done.
 /// `Vec`s, which hold a raw pointer, were never affected; a user's `Box<[u8]>` buffer is.
 pub(crate) struct Held<T>(MaybeUninit<T>);
 
@@ -24,29 +25,30 @@ impl<T> Held<T> {
     }
 
     #[inline]
-    pub(crate) fn get_mut(&mut self) -> &mut T {
-        // SAFETY: initialised by `new`, and only `into_inner` and `drop` (each the last use)
-        // take the value out.
-        unsafe { self.0.assume_init_mut() }
+    pub(crate) fn get(&self) -> &T {
+        // SAFETY: initialised by `new`; only `drop`, the last use, takes the value out.
+        unsafe { self.0.assume_init_ref() }
     }
 
     #[inline]
-    pub(crate) fn into_inner(self) -> T {
-        let me = ManuallyDrop::new(self);
-        // SAFETY: initialised by `new`; `me` is never dropped, so the value is read once.
-        unsafe { me.0.assume_init_read() }
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        // SAFETY: initialised by `new`; only `drop`, the last use, takes the value out.
+        unsafe { self.0.assume_init_mut() }
     }
 }
 
 impl<T> Drop for Held<T> {
     fn drop(&mut self) {
-        // SAFETY: initialised by `new`, and not taken out (`into_inner` skips this drop).
+        // SAFETY: initialised by `new`, and dropped only here.
         unsafe { self.0.assume_init_drop() }
     }
 }
 
-impl<T: OpCode> Orphan for Held<T> {
+/// An op's data, orphaned with its slot (see `Op`'s drop): told of each CQE that reaches it.
+impl<T: OpCode> Orphan for Held<Option<T>> {
     fn release(&mut self, c: Completion) {
-        OpCode::release(self.get_mut(), c)
+        if let Some(d) = self.get_mut() {
+            OpCode::release(d, c)
+        }
     }
 }

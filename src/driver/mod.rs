@@ -154,7 +154,11 @@ struct Inner {
     /// The doorbell read: its descriptor and whether a read of it is in the kernel.
     wake_fd: RawFd,
     wake_armed: bool,
-    wake_buf: Option<slot::WakeBuf>,
+    /// The wake-up read's buffer, for the driver's life: allocated once and never moved, so
+    /// the pointer its SQEs carry stays valid however the driver is borrowed (a `Box` that
+    /// moves is claimed anew under Rust's aliasing rules). A `Cell`: the kernel writes it
+    /// through a shared pointer.
+    wake_buf: Box<Cell<u64>>,
     /// Ops whose future is alive and waiting (what can still wake a task).
     owned: usize,
     /// CQEs whose `user_data` matched no slot; counted, never fatal.
@@ -340,7 +344,7 @@ impl Driver {
                 detached: Vec::new(),
                 wake_fd,
                 wake_armed: false,
-                wake_buf: Some(slot::WakeBuf::default()),
+                wake_buf: Box::default(),
                 owned: 0,
                 stray_cqes: 0,
                 no_iowait,

@@ -56,8 +56,9 @@ pub(crate) struct Op<T: OpCode> {
     loop_id: u64,
     key: usize,
     /// `None` once the outcome was handed out. Held (see [`Held`]): the kernel may use
-    /// pointers into it from submission to the final CQE, while the op moves.
-    data: Option<Held<T>>,
+    /// pointers into it from submission to the final CQE, while the op moves. The `Option`
+    /// inside, where its niche keeps the future as small as a plain `Option<T>`.
+    data: Held<Option<T>>,
 }
 
 // `T` is never pinned: what the kernel touches lives on the heap (see `OpCode`).
@@ -68,7 +69,7 @@ impl<T: OpCode> Op<T> {
         Op {
             loop_id: 0,
             key: 0,
-            data: Some(Held::new(data)),
+            data: Held::new(Some(data)),
         }
     }
 }
@@ -77,7 +78,7 @@ impl<T: OpCode> Op<T> {
     /// The op's data while it has not been submitted (first poll), else `None`.
     pub(crate) fn unsubmitted_mut(&mut self) -> Option<&mut T> {
         match self.loop_id {
-            0 => self.data.as_mut().map(Held::get_mut),
+            0 => self.data.get_mut().as_mut(),
             _ => None,
         }
     }
@@ -85,7 +86,7 @@ impl<T: OpCode> Op<T> {
     /// Takes the data back from an op that was never submitted; it then never will be.
     pub(crate) fn take_unsubmitted(&mut self) -> Option<T> {
         match self.loop_id {
-            0 => self.data.take().map(Held::into_inner),
+            0 => self.data.get_mut().take(),
             _ => None,
         }
     }
@@ -126,8 +127,8 @@ impl<T: OpCode> Op<T> {
         cx: &mut Context<'_>,
     ) -> Poll<Outcome<T>> {
         if self.loop_id == 0 {
-            let data = self.data.as_mut().expect("Op polled after it completed");
-            let sqe = data.get_mut().sqe();
+            let data = self.data.get_mut().as_mut();
+            let sqe = data.expect("Op polled after it completed").sqe();
             return match driver.submit_op(sqe, cx.waker()) {
                 Ok(key) => {
                     self.loop_id = driver.id();
@@ -139,9 +140,9 @@ impl<T: OpCode> Op<T> {
                     flags: 0,
                     data: self
                         .data
+                        .get_mut()
                         .take()
-                        .expect("Op polled after it completed")
-                        .into_inner(),
+                        .expect("Op polled after it completed"),
                 }),
             };
         }
@@ -152,9 +153,9 @@ impl<T: OpCode> Op<T> {
             Poll::Ready(c) => {
                 let mut data = self
                     .data
+                    .get_mut()
                     .take()
-                    .expect("Op polled after it completed")
-                    .into_inner();
+                    .expect("Op polled after it completed");
                 data.completed();
                 Poll::Ready(Outcome {
                     result: c.result(),
@@ -172,7 +173,7 @@ impl<T: OpCode> Op<T> {
     /// result if it won the race), and is polled for that as usual. Nothing if it was never
     /// submitted or has completed.
     pub(crate) fn cancel(&self) -> io::Result<()> {
-        if self.loop_id == 0 || self.data.is_none() {
+        if self.loop_id == 0 || self.data.get().is_none() {
             return Ok(());
         }
         let Some(driver) = lookup(self.loop_id) else {
@@ -191,7 +192,7 @@ impl<T: OpCode> Drop for Op<T> {
     /// was handed out. Only an op still in flight goes the long way.
     #[inline]
     fn drop(&mut self) {
-        if self.loop_id != 0 && self.data.is_some() {
+        if self.loop_id != 0 && self.data.get().is_some() {
             self.drop_in_flight();
         }
     }
@@ -203,9 +204,11 @@ impl<T: OpCode> Op<T> {
     #[cold]
     #[inline(never)]
     fn drop_in_flight(&mut self) {
-        let Some(data) = self.data.take() else {
+        if self.data.get().is_none() {
             return;
-        };
+        }
+        // Moved out as it is held, unclaimed: the kernel may still use pointers into it.
+        let data = std::mem::replace(&mut self.data, Held::new(None));
         let Some(driver) = lookup(self.loop_id) else {
             // The loop is not on this thread (the future was moved away) or is gone: we cannot
             // know whether the kernel is done with the data, so it is leaked, never freed.
@@ -218,8 +221,8 @@ impl<T: OpCode> Op<T> {
         });
         match outcome {
             DropOutcome::Completed(c) => {
-                if let Some(mut d) = data.take() {
-                    OpCode::release(d.get_mut(), c);
+                if let Some(d) = data.as_mut().and_then(|d| d.get_mut().as_mut()) {
+                    OpCode::release(d, c);
                 }
             }
             DropOutcome::Orphaned => {}

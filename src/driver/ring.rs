@@ -154,9 +154,8 @@ impl Inner {
         if self.wake_armed || self.ring.is_none() {
             return Ok(());
         }
-        let buf = self.wake_buf.take().unwrap_or_default();
-        let ptr: *mut u64 = buf.as_ptr();
-        let key = self.ops.insert(Lifecycle::Internal(buf));
+        let ptr: *mut u64 = self.wake_buf.as_ptr();
+        let key = self.ops.insert(Lifecycle::Internal);
         let sqe = opcode::Read::new(types::Fd(self.wake_fd), ptr.cast(), 8)
             .build()
             .user_data(key as u64);
@@ -166,9 +165,7 @@ impl Inner {
                 Ok(())
             }
             Err(e) => {
-                if let Lifecycle::Internal(buf) = self.ops.remove(key) {
-                    self.wake_buf = Some(buf);
-                }
+                self.ops.remove(key);
                 Err(e)
             }
         }
@@ -323,7 +320,6 @@ impl Inner {
             wake_inline,
             wake_inline_ref,
             wake_armed,
-            wake_buf,
             owned,
             stray_cqes,
             pool,
@@ -407,9 +403,7 @@ impl Inner {
                     }
                 }
                 OnCqe::FreeInternal => {
-                    if let Lifecycle::Internal(buf) = ops.remove(key) {
-                        *wake_buf = Some(buf);
-                    }
+                    ops.remove(key);
                     *wake_armed = false;
                 }
             }
@@ -467,7 +461,7 @@ impl Inner {
                 Lifecycle::Orphaned(o) => std::mem::forget(o),
                 // The owner's last reference would free what the kernel may still read.
                 Lifecycle::Detached(o) => std::mem::forget(o),
-                Lifecycle::Internal(b) => std::mem::forget(b),
+                Lifecycle::Internal => self.leak_wake_buf(),
                 Lifecycle::Streaming(st) => std::mem::forget(st),
                 // A live future keeps its own data; it sees `Abandoned` and leaks it.
                 _ => {}
@@ -485,6 +479,13 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// The wake-up read may still write its buffer: leak it rather than free it.
+    fn leak_wake_buf(&mut self) {
+        std::mem::forget(std::mem::take(&mut self.wake_buf));
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         // Only reached once the ring is gone (close ran) or if it never ran: in the latter
@@ -492,6 +493,7 @@ impl Drop for Inner {
         if self.ring.is_some() {
             let ops = std::mem::take(&mut self.ops);
             std::mem::forget(ops);
+            self.leak_wake_buf();
         }
     }
 }

@@ -29,12 +29,6 @@ use std::task::Waker;
 use super::completion::{Completion, Detached, Orphan};
 use super::stream_keep::StreamKeep;
 
-/// The wake-up read's buffer. An `Rc` and not a `Box`: a `Box` is claimed anew (retagged
-/// as unique) each time it moves, and under Rust's aliasing rules that would invalidate the
-/// pointer the kernel writes through; an `Rc` moves as a plain pointer, and the `Cell` lets
-/// the kernel's write go through a shared one.
-pub(crate) type WakeBuf = std::rc::Rc<std::cell::Cell<u64>>;
-
 /// The state of one in-flight op.
 pub(crate) enum Lifecycle {
     /// In the kernel; its future is alive and waiting.
@@ -48,8 +42,8 @@ pub(crate) enum Lifecycle {
     Orphaned(Box<dyn Orphan>),
     /// No future waits: `owner` holds the op's memory and is told of each CQE.
     Detached(Arc<dyn Detached>),
-    /// An op the driver issued for itself (the wake-up read); owns its buffer.
-    Internal(WakeBuf),
+    /// An op the driver issued for itself (the wake-up read), whose buffer is the driver's.
+    Internal,
     /// The loop closed before the kernel answered: the future must never get its data back,
     /// since the kernel may still write it. Only a future alive at close can see this.
     Abandoned,
@@ -250,7 +244,7 @@ impl Lifecycle {
             Lifecycle::Orphaned(_) if c.more() => OnCqe::ReleaseInPlace,
             Lifecycle::Orphaned(_) => OnCqe::FreeOrphan,
             Lifecycle::Detached(_) => OnCqe::Detached,
-            Lifecycle::Internal(_) => OnCqe::FreeInternal,
+            Lifecycle::Internal => OnCqe::FreeInternal,
             Lifecycle::Completed(_) | Lifecycle::Abandoned => OnCqe::Nothing,
         }
     }
@@ -261,7 +255,7 @@ impl Lifecycle {
             Lifecycle::Submitted { .. }
             | Lifecycle::Orphaned(_)
             | Lifecycle::Detached(_)
-            | Lifecycle::Internal(_) => true,
+            | Lifecycle::Internal => true,
             Lifecycle::Streaming(st) => !st.finished,
             Lifecycle::Completed(_) | Lifecycle::Abandoned => false,
         }
