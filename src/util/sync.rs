@@ -1,12 +1,20 @@
 //! The atomics and the cell of the cross-thread protocols that loom checks: std's in every
 //! build, loom's under `--cfg loom` (`.ci/run` builds the crate so for the models alone; see
-//! `executor::handshake` and `executor::join_state`).
+//! `executor::handshake`, `executor::join_state` and `sys::signal`).
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU32};
+pub(crate) use std::sync::atomic::{
+    fence, AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize,
+};
+#[cfg(not(loom))]
+pub(crate) use std::thread::yield_now;
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU32};
+pub(crate) use loom::sync::atomic::{
+    fence, AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize,
+};
+#[cfg(loom)]
+pub(crate) use loom::thread::yield_now;
 
 #[cfg(loom)]
 pub(crate) use loom::cell::UnsafeCell;

@@ -1,24 +1,36 @@
 //! Signal delivery, process-wide: the handler that `sigaction` installs for the signals
-//! ringloop waits for (SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2), and the table of eventfds it writes to (see `crate::signal` for the model). The
-//! handler does only async-signal-safe work: it bumps the signal's generation and writes to
-//! every registered eventfd.
+//! ringloop waits for (SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2), and the table of eventfds
+//! it writes to (see `crate::signal` for the model). The handler does only async-signal-safe
+//! work: it bumps the signal's generation and writes to every registered eventfd. The
+//! table's protocol, and its loom models, are in `table`.
+
+mod table;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
+use table::{Table, KINDS};
 
 /// How many signal futures may wait at once in the whole process.
 const SLOTS: usize = 64;
 
-/// Eventfds of waiting futures; -1 = free.
-static WAITERS: [AtomicI32; SLOTS] = [const { AtomicI32::new(-1) }; SLOTS];
-/// Handlers currently running (closers wait for zero).
-static IN_HANDLER: AtomicUsize = AtomicUsize::new(0);
-/// How many kinds of signal there are (see [`Kind`]).
-const KINDS: usize = 5;
-/// Per signal kind: times delivered.
-static GENERATION: [AtomicU64; KINDS] = [const { AtomicU64::new(0) }; KINDS];
+/// The process's table: the handler's, so a static.
+#[cfg(not(loom))]
+static TABLE: Table<SLOTS> = Table::new();
+
+#[cfg(not(loom))]
+fn table() -> &'static Table<SLOTS> {
+    &TABLE
+}
+
+/// A `--cfg loom` build runs only the loom models, which build tables of their own.
+#[cfg(loom)]
+fn table() -> &'static Table<SLOTS> {
+    unreachable!("the process's signal table is not built under loom")
+}
+
 /// Per signal kind: handler installed.
 static INSTALLED: [AtomicBool; KINDS] = [const { AtomicBool::new(false) }; KINDS];
 static INSTALL_LOCK: Mutex<()> = Mutex::new(());
@@ -58,25 +70,17 @@ impl Kind {
 }
 
 extern "C" fn on_signal(signo: libc::c_int) {
-    IN_HANDLER.fetch_add(1, Ordering::SeqCst);
     // SAFETY: __errno_location returns this thread's errno; saving and restoring it keeps the
     // interrupted code's errno intact, as a handler must.
     let saved = unsafe { *libc::__errno_location() };
-    if let Some(kind) = Kind::of(signo) {
-        GENERATION[kind as usize].fetch_add(1, Ordering::SeqCst);
-    }
     let one: u64 = 1;
-    for slot in &WAITERS {
-        let fd = slot.load(Ordering::SeqCst);
-        if fd >= 0 {
-            // SAFETY: write(2) is async-signal-safe; `fd` stays open while this handler runs
-            // (closers clear the slot, then wait for IN_HANDLER to drop to zero).
-            unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
-        }
-    }
+    table().deliver(Kind::of(signo).map(|k| k as usize), |fd| {
+        // SAFETY: write(2) is async-signal-safe; `fd` stays open while this handler runs
+        // (see `Table::unregister`).
+        unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+    });
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = saved };
-    IN_HANDLER.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Installs the handler for `kind` if it is not yet (once per process).
@@ -118,16 +122,12 @@ impl Registered {
         }
         // SAFETY: a new descriptor that nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        for (slot, w) in WAITERS.iter().enumerate() {
-            if w.compare_exchange(-1, raw, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-            {
-                return Ok(Arc::new(Registered { fd, slot }));
-            }
+        match table().register(raw) {
+            Some(slot) => Ok(Arc::new(Registered { fd, slot })),
+            None => Err(io::Error::other(format!(
+                "ringloop::signal: more than {SLOTS} signal futures are waiting at once"
+            ))),
         }
-        Err(io::Error::other(format!(
-            "ringloop::signal: more than {SLOTS} signal futures are waiting at once"
-        )))
     }
 
     /// The eventfd the handler writes to on every delivery.
@@ -138,16 +138,13 @@ impl Registered {
 
 /// How many times `kind` was delivered since the process started.
 pub(crate) fn generation(kind: Kind) -> u64 {
-    GENERATION[kind as usize].load(Ordering::SeqCst)
+    table().generation(kind as usize)
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        WAITERS[self.slot].store(-1, Ordering::SeqCst);
-        // A handler that loaded our fd before the store may still be writing to it.
-        while IN_HANDLER.load(Ordering::SeqCst) != 0 {
-            std::thread::yield_now();
-        }
+        // Returns once no handler can still be writing to our eventfd.
+        table().unregister(self.slot);
         // `fd` closes after this, when the field drops.
     }
 }
