@@ -2,7 +2,7 @@
 //! receive and write, each with futures awaited, dropped mid-way, cancelled or timed out.
 
 use std::future::Future;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use super::random;
 use super::sim_buf::SimBuf;
 use crate::buf::IoBufMut;
 use crate::driver::{ops, Op};
-use crate::net::TcpStream;
+use crate::net::{TcpListener, TcpStream};
 use crate::sys::sim;
 
 thread_local! {
@@ -124,14 +124,57 @@ pub(super) async fn nop_action() {
 /// Receives on a stream whose peer sends `sim::stream_byte`s: every chunk must start where
 /// the last one ended, whatever receive futures were dropped on the way.
 pub(super) async fn stream_action() {
-    // A real descriptor, so that a close outside the ring (the stream dropped where no loop
-    // runs) closes something; the simulated kernel plays its peer.
-    // SAFETY: eventfd takes no pointers.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+    let fd = real_fd();
     sim::new_stream(fd);
     // SAFETY: `fd` was just opened and is owned by nothing else.
     let stream = TcpStream::from_fd(unsafe { OwnedFd::from_raw_fd(fd) });
+    serve(stream, fd).await;
+}
+
+/// A real descriptor, so that a close outside the ring (an object dropped where no loop
+/// runs) closes something; the simulated kernel plays its peer.
+fn real_fd() -> i32 {
+    // SAFETY: eventfd takes no pointers.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+    fd
+}
+
+/// Accepts a few connections on a listener, with accepts awaited, dropped mid-way or timed
+/// out, serves each, and drops the listener, maybe with connections taken ahead.
+pub(super) async fn listener_action() {
+    // SAFETY: a new descriptor owned by nothing else.
+    let listener = TcpListener::from_fd(unsafe { OwnedFd::from_raw_fd(real_fd()) });
+    for _ in 0..1 + random(4) {
+        let got = match random(4) {
+            0 => poll_then_drop(listener.accept_stream(), random(3)).await,
+            1 => crate::time::timeout(short_time(), listener.accept_stream())
+                .await
+                .ok(),
+            _ => Some(listener.accept_stream().await),
+        };
+        match got {
+            None => {}
+            Some(Ok(stream)) => {
+                let fd = stream.as_raw_fd();
+                if random(2) == 0 {
+                    serve(stream, fd).await;
+                } else {
+                    crate::spawn(serve(stream, fd));
+                }
+            }
+            Some(Err(e)) => assert_eq!(
+                e.raw_os_error(),
+                Some(libc::ECONNABORTED),
+                "accept failed with {e}, not the kernel's ECONNABORTED"
+            ),
+        }
+    }
+}
+
+/// Receives and writes on `stream` (descriptor `fd`) a few times.
+async fn serve(stream: TcpStream, fd: i32) {
+    let _alive = super::sim_buf::Alive::new();
     let mut offset = 0u64;
     let mut held = Vec::new();
     let mut writer = Writer::new(fd);

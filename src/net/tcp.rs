@@ -45,9 +45,14 @@ impl TcpListener {
     /// not `O_NONBLOCK`, makes its operations asynchronous).
     pub fn from_std(l: std::net::TcpListener) -> io::Result<TcpListener> {
         l.set_nonblocking(false)?;
-        Ok(TcpListener {
-            acceptor: Acceptor::new(SharedFd::new(OwnedFd::from(l))),
-        })
+        Ok(TcpListener::from_fd(OwnedFd::from(l)))
+    }
+
+    /// A listener over `fd`, a listening socket in blocking mode.
+    pub(crate) fn from_fd(fd: OwnedFd) -> TcpListener {
+        TcpListener {
+            acceptor: Acceptor::new(SharedFd::new(fd)),
+        }
     }
 
     /// Hands the listener back to the standard library (blocking mode), with the

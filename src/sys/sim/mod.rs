@@ -288,6 +288,11 @@ impl Submitter {
         group: u16,
         _flags: u16,
     ) -> io::Result<()> {
+        // Provided-buffer rings came with Linux 5.19: before, the kernel refuses them.
+        let release = kernel_release();
+        if super::parse_kernel_version(&release).is_some_and(|v| v < (5, 19)) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
         with_kernel(|k| k.register_buf_ring(addr, entries, group));
         Ok(())
     }

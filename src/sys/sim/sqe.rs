@@ -33,6 +33,9 @@ pub(crate) enum Kind {
     Close,
     /// A readiness watch; it completes only when cancelled.
     Poll,
+    /// ACCEPT: a new descriptor; `addr`/`off` point at the peer's address and its length
+    /// for a single-shot one.
+    Accept,
     /// An op the simulation does not model: it fails with `EOPNOTSUPP`.
     Other(u8),
 }
@@ -75,14 +78,13 @@ impl Sqe {
             opcode::AsyncCancel::CODE => Kind::Cancel,
             opcode::Close::CODE => Kind::Close,
             opcode::PollAdd::CODE => Kind::Poll,
+            opcode::Accept::CODE => Kind::Accept,
             c => Kind::Other(c),
         };
         let multishot = match kind {
             Kind::Read => code == opcode::Recv::CODE && ioprio & IORING_RECV_MULTISHOT != 0,
             Kind::Poll => len & IORING_POLL_ADD_MULTI != 0,
-            Kind::Other(c) if c == opcode::AcceptMulti::CODE => {
-                ioprio & IORING_ACCEPT_MULTISHOT != 0
-            }
+            Kind::Accept => ioprio & IORING_ACCEPT_MULTISHOT != 0,
             _ => false,
         };
         Sqe {

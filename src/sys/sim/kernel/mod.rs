@@ -69,6 +69,10 @@ pub struct SimStats {
     pub more: u64,
     pub short_writes: u64,
     pub forced: u64,
+    /// Enters refused with `EAGAIN` or `EBUSY`.
+    pub transient: u64,
+    /// Connections accepted.
+    pub accepted: u64,
 }
 
 impl SimStats {
@@ -84,6 +88,8 @@ impl SimStats {
         self.more += o.more;
         self.short_writes += o.short_writes;
         self.forced += o.forced;
+        self.transient += o.transient;
+        self.accepted += o.accepted;
     }
 }
 
@@ -217,6 +223,13 @@ impl Kernel {
     /// `io_uring_enter`: submits everything queued, moves ops on, and with `want > 0` waits
     /// until that many CQEs are posted (forcing completions), or `timeout` passes.
     pub(crate) fn enter(&mut self, want: u32, timeout: Option<Duration>) -> io::Result<u32> {
+        // Now and then the kernel is short of something for a moment and submits nothing:
+        // the loop must reap and try again, losing nothing.
+        if self.rng.below(64) == 0 {
+            self.stats.transient += 1;
+            let errno = [libc::EAGAIN, libc::EBUSY][self.rng.below(2) as usize];
+            return Err(io::Error::from_raw_os_error(errno));
+        }
         self.flush_backlog();
         let mut submitted = 0;
         while let Some(e) = self.sq.pop_front() {

@@ -63,6 +63,7 @@ impl Kernel {
                 self.post(sqe.user_data, res, 0);
                 true
             }
+            Kind::Accept => self.accept(&sqe),
             Kind::Poll | Kind::Cancel | Kind::TimeoutUpdate | Kind::Close | Kind::Other(_) => true,
         };
         if ended {
@@ -71,6 +72,47 @@ impl Kernel {
             }
         }
         ended
+    }
+
+    /// Accepts a connection or a few (a multishot accept): each a new descriptor, a real
+    /// one (an eventfd) whose peer the simulation plays. Returns whether the op ended.
+    fn accept(&mut self, sqe: &Sqe) -> bool {
+        let burst = if sqe.multishot {
+            1 + self.rng.below(3)
+        } else {
+            1
+        };
+        for _ in 0..burst {
+            if self.rng.below(16) == 0 {
+                // A peer that reset before it was taken.
+                self.post(sqe.user_data, -libc::ECONNABORTED, 0);
+                return true;
+            }
+            // SAFETY: eventfd takes no pointers.
+            let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+            if fd < 0 {
+                self.post(sqe.user_data, -libc::EMFILE, 0);
+                return true;
+            }
+            self.peers.new_stream(fd);
+            self.stats.accepted += 1;
+            if !sqe.multishot && sqe.addr != 0 {
+                // The peer's address, 127.0.0.1:4242, and its length.
+                let mut sin = [0u8; 16];
+                sin[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+                sin[2..4].copy_from_slice(&4242u16.to_be_bytes());
+                sin[4..8].copy_from_slice(&[127, 0, 0, 1]);
+                self.memory.write(sqe.addr as usize, &sin, sqe);
+                self.memory
+                    .write(sqe.off as usize, &16u32.to_ne_bytes(), sqe);
+            }
+            let flags = if sqe.multishot { F_MORE } else { 0 };
+            self.post(sqe.user_data, fd, flags);
+            if !sqe.multishot {
+                return true;
+            }
+        }
+        false
     }
 
     /// A receive's result: bytes, end of stream or a reset. The second value says whether a
