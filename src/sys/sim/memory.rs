@@ -33,10 +33,9 @@ impl Memory {
             return Vec::new();
         }
         let mut out = vec![0u8; len];
-        // SAFETY: the op's owner promised (the `OpCode` contract) that `addr..addr + len`
-        // stays valid until the op's final CQE, which has not been posted; the shadow model
-        // just checked that no owner released it. Under Miri a broken promise is reported
-        // here as undefined behaviour.
+        // SAFETY: the `OpCode` contract keeps `addr..addr + len` valid until the op's final
+        // CQE (not posted yet), and the shadow model found no owner released it; under Miri a
+        // broken promise is undefined behaviour reported here.
         unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, out.as_mut_ptr(), len) };
         out
     }
