@@ -173,14 +173,26 @@ pub(super) async fn listener_action() {
 }
 
 /// Receives and writes on `stream` (descriptor `fd`) a few times.
-async fn serve(stream: TcpStream, fd: i32) {
+async fn serve(mut stream: TcpStream, fd: i32) {
     let _alive = super::sim_buf::Alive::new();
     let mut offset = 0u64;
     let mut held = Vec::new();
     let mut writer = Writer::new(fd);
     for _ in 0..1 + random(10) {
         if random(3) == 0 {
-            writer.step(&stream).await;
+            writer.step(&mut stream).await;
+            continue;
+        }
+        #[cfg(feature = "tokio-io")]
+        if random(4) == 0 {
+            match super::traits::read(&mut stream, fd).await {
+                super::traits::Read::Nothing => {}
+                super::traits::Read::Bytes(bytes) => {
+                    check_chunk(fd, offset, &bytes);
+                    offset += bytes.len() as u64;
+                }
+                super::traits::Read::End => break,
+            }
             continue;
         }
         let got = match random(5) {
@@ -192,14 +204,7 @@ async fn serve(stream: TcpStream, fd: i32) {
             None => {}
             Some(Ok(buf)) if buf.is_empty() => break,
             Some(Ok(buf)) => {
-                for (i, &b) in buf.iter().enumerate() {
-                    assert_eq!(
-                        b,
-                        sim::stream_byte(fd, offset + i as u64),
-                        "stream on fd {fd}: byte {} out of order",
-                        offset + i as u64
-                    );
-                }
+                check_chunk(fd, offset, &buf);
                 offset += buf.len() as u64;
                 if random(2) == 0 {
                     held.push(buf);
@@ -231,13 +236,25 @@ async fn serve(stream: TcpStream, fd: i32) {
     }
 }
 
+/// A chunk received on `fd` continues its peer's bytes exactly at `offset`.
+fn check_chunk(fd: i32, offset: u64, bytes: &[u8]) {
+    for (i, &b) in bytes.iter().enumerate() {
+        assert_eq!(
+            b,
+            sim::stream_byte(fd, offset + i as u64),
+            "stream on fd {fd}: byte {} out of order",
+            offset + i as u64
+        );
+    }
+}
+
 /// The write side of a stream action. Its output is checked byte for byte by the simulated
 /// kernel while every write it makes is seen to its end; a write dropped mid-way (which may
 /// have sent part of its buffer) ends the check.
-struct Writer {
-    fd: i32,
+pub(super) struct Writer {
+    pub(super) fd: i32,
     /// Bytes handed to the stream so far, in order.
-    offset: u64,
+    pub(super) offset: u64,
     checked: bool,
     /// A write failed: the stream's write side is done.
     broken: bool,
@@ -254,7 +271,7 @@ impl Writer {
         }
     }
 
-    fn failed(&mut self, e: std::io::Error) {
+    pub(super) fn failed(&mut self, e: std::io::Error) {
         assert_eq!(
             e.kind(),
             std::io::ErrorKind::BrokenPipe,
@@ -264,9 +281,13 @@ impl Writer {
         self.broken = true;
     }
 
-    async fn step(&mut self, stream: &TcpStream) {
+    async fn step(&mut self, stream: &mut TcpStream) {
         if self.broken {
             return;
+        }
+        #[cfg(feature = "tokio-io")]
+        if random(4) == 0 {
+            return super::traits::write(self, stream).await;
         }
         let len = 1 + random(160) as usize;
         let buf = SimBuf::output(self.fd, self.offset, len);
@@ -303,7 +324,7 @@ impl Writer {
         }
     }
 
-    fn unchecked(&mut self) {
+    pub(super) fn unchecked(&mut self) {
         if self.checked {
             sim::stop_output_check(self.fd);
             self.checked = false;

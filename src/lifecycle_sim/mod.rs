@@ -15,6 +15,8 @@
 
 mod actions;
 mod sim_buf;
+#[cfg(feature = "tokio-io")]
+mod traits;
 
 use std::future::Future;
 use std::pin::Pin;
