@@ -52,6 +52,8 @@ pub(crate) struct Sqe {
     pub(crate) buffer_select: bool,
     pub(crate) buf_group: u16,
     pub(crate) multishot: bool,
+    /// A send tried at submit (`MSG_DONTWAIT`): the kernel ends it while submitting it.
+    pub(crate) tried: bool,
 }
 
 impl Sqe {
@@ -97,6 +99,8 @@ impl Sqe {
             buffer_select: flags & IOSQE_BUFFER_SELECT != 0,
             buf_group: u16_at(40),
             multishot,
+            tried: matches!(kind, Kind::Write | Kind::SendMsg)
+                && u32_at(28) & libc::MSG_DONTWAIT as u32 != 0,
         }
     }
 }

@@ -73,6 +73,10 @@ pub struct SimStats {
     pub transient: u64,
     /// Connections accepted.
     pub accepted: u64,
+    /// Sends tried at submit that found no room (`EAGAIN`).
+    pub tries_refused: u64,
+    /// Readiness watches that fired.
+    pub polls: u64,
 }
 
 impl SimStats {
@@ -90,6 +94,8 @@ impl SimStats {
         self.forced += o.forced;
         self.transient += o.transient;
         self.accepted += o.accepted;
+        self.tries_refused += o.tries_refused;
+        self.polls += o.polls;
     }
 }
 
@@ -241,9 +247,18 @@ impl Kernel {
             return Ok(submitted);
         }
         let start = std::time::Instant::now();
-        while self.cq.len() < want as usize {
+        let mut forced = 0u32;
+        // A full CQ ends a wait, as the kernel's does (the rest waits, flagged as an
+        // overflow, for the loop to make room).
+        while self.cq.len() < (want as usize).min(self.cq_cap) {
             if self.force_one() {
                 self.stats.forced += 1;
+                forced += 1;
+                if forced > 100_000 {
+                    // Not the loop's fault so far, but a run away: fail rather than fill memory.
+                    violation("a wait forced 100,000 completions without filling its count");
+                    return Ok(submitted);
+                }
                 continue;
             }
             // Nothing can complete now: only timers not yet due, watches and doorbells.
@@ -271,12 +286,12 @@ impl Kernel {
         Ok(submitted)
     }
 
-    /// Whether something in flight completes by itself in time: a timer, or a doorbell
-    /// another thread may ring.
+    /// Whether something in flight completes by itself in time: a timer, a readiness watch,
+    /// or a doorbell another thread may ring.
     fn may_complete_later(&self) -> bool {
-        self.inflight
-            .iter()
-            .any(|o| o.sqe.kind == Kind::Timeout || self.doorbells.contains(&o.sqe.fd))
+        self.inflight.iter().any(|o| {
+            matches!(o.sqe.kind, Kind::Timeout | Kind::Poll) || self.doorbells.contains(&o.sqe.fd)
+        })
     }
 
     fn flush_backlog(&mut self) {
@@ -373,13 +388,20 @@ impl Kernel {
                     rung: false,
                 });
             }
-            _ => self.inflight.push(InFlight {
-                sqe,
-                cancelled: false,
-                zc_notif_due: false,
-                deadline_ns: 0,
-                rung: false,
-            }),
+            _ => {
+                self.inflight.push(InFlight {
+                    sqe,
+                    cancelled: false,
+                    zc_notif_due: false,
+                    deadline_ns: 0,
+                    rung: false,
+                });
+                // A tried send ends while it is submitted: sent, short, or `EAGAIN`.
+                if sqe.tried {
+                    let i = self.inflight.len() - 1;
+                    self.step(i);
+                }
+            }
         }
     }
 
@@ -462,7 +484,7 @@ impl Kernel {
         }
         match o.sqe.kind {
             Kind::Timeout => crate::sys::monotonic_ns() >= o.deadline_ns,
-            Kind::Poll => false,
+            Kind::Poll => poll_ready(o.sqe.fd),
             _ if self.doorbells.contains(&o.sqe.fd) => {
                 let rung = doorbell_rung(o.sqe.fd);
                 self.inflight[i].rung = rung;
@@ -471,6 +493,18 @@ impl Kernel {
             _ => true,
         }
     }
+}
+
+/// Whether `fd` is readable now, as a POLL_ADD for `POLLIN` on it would see (the room
+/// watcher's epoll descriptor: readable while a watched socket has room).
+fn poll_ready(fd: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the call; a zero timeout never blocks.
+    unsafe { libc::poll(&mut p, 1, 0) == 1 }
 }
 
 /// Whether the doorbell `fd` was rung; consumes the ring, as the kernel's read does.

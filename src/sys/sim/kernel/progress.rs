@@ -46,6 +46,12 @@ impl Kernel {
                 self.post(sqe.user_data, res, 0);
                 true
             }
+            Kind::Write | Kind::SendMsg if sqe.tried && self.rng.below(4) == 0 => {
+                // The socket's buffer is full: a try takes nothing.
+                self.stats.tries_refused += 1;
+                self.post(sqe.user_data, -libc::EAGAIN, 0);
+                true
+            }
             Kind::Write | Kind::SendMsg | Kind::SendZc => {
                 let bytes = match sqe.kind {
                     Kind::SendMsg => self.read_msghdr(&sqe),
@@ -64,7 +70,14 @@ impl Kernel {
                 true
             }
             Kind::Accept => self.accept(&sqe),
-            Kind::Poll | Kind::Cancel | Kind::TimeoutUpdate | Kind::Close | Kind::Other(_) => true,
+            Kind::Poll => {
+                // Ready (see `can_move`): one CQE, and a multishot watch stays armed.
+                let flags = if sqe.multishot { F_MORE } else { 0 };
+                self.stats.polls += 1;
+                self.post(sqe.user_data, libc::POLLIN as i32, flags);
+                !sqe.multishot
+            }
+            Kind::Cancel | Kind::TimeoutUpdate | Kind::Close | Kind::Other(_) => true,
         };
         if ended {
             if let Some(i) = self.find(sqe.user_data) {
