@@ -29,6 +29,7 @@ mod kernel;
 mod memory;
 mod peer;
 mod sqe;
+mod stats;
 
 use std::cell::RefCell;
 use std::io;
@@ -36,9 +37,9 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use io_uring::squeue;
 
-pub use kernel::SimStats;
 use kernel::{Cqe, Kernel};
 pub use peer::{output_byte, stream_byte};
+pub use stats::SimStats;
 
 use super::{Features, RingConfig, SetupMode, WaitArgs};
 
