@@ -16,7 +16,8 @@
 //! What it checks, failing the test at once (see `kernel::violation`):
 //! - the kernel never reads or writes memory that its owner has released (the shadow model,
 //!   fed by the test's buffers through [`note_freed`]); under Miri every access is a real
-//!   one, so a dangling pointer is also undefined behaviour caught where it happens;
+//!   one, so a pointer to other freed memory is reported where it is used, unless the
+//!   address was reused;
 //! - a `user_data` is never submitted again while the kernel holds an op with it;
 //! - a buffer id is never given back twice, nor the ring overfilled, nor unregistered while
 //!   a receive may still pick from it;

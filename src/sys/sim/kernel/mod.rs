@@ -5,8 +5,8 @@
 //! move are taken in a random order: completions arrive late, early, reordered, several at a
 //! time for a multishot op, after or before a cancel. A wait that needs a completion forces
 //! one. What the kernel may touch is touched for real (bytes written into a receive's
-//! buffer, read from a send's), so that under Miri a dangling pointer is undefined behaviour
-//! caught at the access; natively, the shadow model catches it first (see `Kernel::dead`).
+//! buffer, read from a send's), so that Miri checks each access; the shadow model
+//! (`memory`) catches a released test buffer first, natively and under Miri.
 
 use std::collections::VecDeque;
 use std::io;
