@@ -42,7 +42,6 @@ pub(super) struct SimBuf {
 impl SimBuf {
     pub(super) fn new(len: usize) -> SimBuf {
         let mem = vec![0u8; len].into_boxed_slice();
-        sim::note_reused(mem.as_ptr() as usize);
         LIVE_BUFS.with(|n| n.set(n.get() + 1));
         SimBuf {
             mem: Some(mem),

@@ -21,10 +21,6 @@ impl Memory {
         }
     }
 
-    pub(super) fn note_reused(&mut self, addr: usize) {
-        self.dead.remove(&addr);
-    }
-
     /// Checks `addr..addr + len` against the shadow model, then reads it as the kernel would
     /// for `sqe`.
     pub(super) fn read(&self, addr: usize, len: usize, sqe: &Sqe) -> Vec<u8> {

@@ -97,18 +97,15 @@ pub fn in_flight() -> usize {
 /// Tells the shadow model that `addr..addr + len` was released by its owner: from now on,
 /// the kernel touching it is a violation.
 pub fn note_freed(addr: usize, len: usize) {
-    let _ = KERNEL.try_with(|k| {
-        if let Some(k) = k.borrow_mut().as_mut() {
-            k.memory.note_freed(addr, len);
-        }
-    });
+    with_kernel_if_set(|k| k.memory.note_freed(addr, len));
 }
 
-/// Tells the shadow model that memory at `addr` is in use again (the allocator reused it).
-pub fn note_reused(addr: usize) {
+/// Runs `f` with this thread's simulated kernel if a ring was set up (and the thread is not
+/// exiting): for the calls that may come from outside a simulated loop.
+fn with_kernel_if_set(f: impl FnOnce(&mut Kernel)) {
     let _ = KERNEL.try_with(|k| {
         if let Some(k) = k.borrow_mut().as_mut() {
-            k.memory.note_reused(addr);
+            f(k);
         }
     });
 }
@@ -141,11 +138,7 @@ pub(crate) fn kernel_release() -> String {
 
 /// A loop's doorbell was made: reads of it complete only once it is rung.
 pub(crate) fn note_doorbell(fd: RawFd) {
-    let _ = KERNEL.try_with(|k| {
-        if let Some(k) = k.borrow_mut().as_mut() {
-            k.add_doorbell(fd);
-        }
-    });
+    with_kernel_if_set(|k| k.add_doorbell(fd));
 }
 
 /// Sets up a simulated ring in place of `io_uring_setup`.
@@ -196,11 +189,7 @@ impl Drop for SimRing {
     fn drop(&mut self) {
         // Not during a panic: the test is failing already, and a second panic would abort.
         if !std::thread::panicking() {
-            let _ = KERNEL.try_with(|k| {
-                if let Some(k) = k.borrow_mut().as_mut() {
-                    k.exit();
-                }
-            });
+            with_kernel_if_set(Kernel::exit);
         }
     }
 }
