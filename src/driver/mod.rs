@@ -32,8 +32,9 @@
 //!   machine, kept in the op table (`util::table`); `completion`: a CQE as handed on, and the owners it is
 //!   handed to (`Orphan`, `Detached`); `held`: an op's data kept opaque to the aliasing
 //!   rules while the kernel holds pointers into it;
-//! - `ring`: the SQ/CQ mechanics (push, enter, reap); `wait`: how an idle loop waits
-//!   (`park`, spinning); `batch`: batch waits; `timer`: the loop's one kernel timer;
+//! - `ring`: the SQ/CQ mechanics (push, enter); `reap`: each CQE applied to its slot;
+//!   `wait`: how an idle loop waits (`park`, spinning); `batch`: batch waits; `timer`: the
+//!   loop's one kernel timer;
 //! - `multishot`: the multishot ops that I/O objects arm, and `stream_keep`, what they keep
 //!   for the kernel; `detached`: ops owned by no future,
 //!   and sends tried at submit; `writable`: the writability watch that resumes them;
@@ -55,6 +56,7 @@ pub(crate) mod loop_cell;
 mod multishot;
 pub(crate) mod op;
 pub(crate) mod ops;
+mod reap;
 mod ring;
 mod shutdown;
 pub(crate) mod slot;
