@@ -4,6 +4,8 @@ use io_uring::{opcode, squeue};
 
 /// `IOSQE_BUFFER_SELECT`: the op takes its buffer from a provided-buffer ring.
 const IOSQE_BUFFER_SELECT: u8 = 1 << 5;
+/// `IOSQE_CQE_SKIP_SUCCESS`: a success posts no CQE.
+const IOSQE_CQE_SKIP_SUCCESS: u8 = 1 << 6;
 /// `IORING_RECV_MULTISHOT`, in `ioprio`.
 const IORING_RECV_MULTISHOT: u16 = 1 << 1;
 /// `IORING_ACCEPT_MULTISHOT`, in `ioprio`.
@@ -54,6 +56,10 @@ pub(crate) struct Sqe {
     pub(crate) multishot: bool,
     /// A send tried at submit (`MSG_DONTWAIT`): the kernel ends it while submitting it.
     pub(crate) tried: bool,
+    /// A send with `MSG_WAITALL`: a short one is a failure.
+    pub(crate) wait_all: bool,
+    /// `IOSQE_CQE_SKIP_SUCCESS`.
+    pub(crate) skip_success: bool,
 }
 
 impl Sqe {
@@ -69,6 +75,7 @@ impl Sqe {
         let flags = raw[1];
         let ioprio = u16_at(2);
         let len = u32_at(24);
+        let msg_flags = u32_at(28);
         let kind = match code {
             opcode::Nop::CODE => Kind::Nop,
             opcode::Read::CODE | opcode::Recv::CODE => Kind::Read,
@@ -100,7 +107,10 @@ impl Sqe {
             buf_group: u16_at(40),
             multishot,
             tried: matches!(kind, Kind::Write | Kind::SendMsg)
-                && u32_at(28) & libc::MSG_DONTWAIT as u32 != 0,
+                && msg_flags & libc::MSG_DONTWAIT as u32 != 0,
+            wait_all: matches!(kind, Kind::Write | Kind::SendMsg)
+                && msg_flags & libc::MSG_WAITALL as u32 != 0,
+            skip_success: flags & IOSQE_CQE_SKIP_SUCCESS != 0,
         }
     }
 }

@@ -26,6 +26,10 @@ pub struct SimStats {
     pub tries_refused: u64,
     /// Readiness watches that fired.
     pub polls: u64,
+    /// Successes that posted no CQE (`IOSQE_CQE_SKIP_SUCCESS`).
+    pub skipped_cqes: u64,
+    /// Enters that submitted only part of the SQ.
+    pub partial_submits: u64,
 }
 
 impl SimStats {
@@ -45,5 +49,7 @@ impl SimStats {
         self.accepted += o.accepted;
         self.tries_refused += o.tries_refused;
         self.polls += o.polls;
+        self.skipped_cqes += o.skipped_cqes;
+        self.partial_submits += o.partial_submits;
     }
 }

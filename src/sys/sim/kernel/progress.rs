@@ -66,7 +66,14 @@ impl Kernel {
                     self.post(sqe.user_data, res, F_MORE);
                     return false;
                 }
-                self.post(sqe.user_data, res, 0);
+                // With `MSG_WAITALL` a short send is a failure: its CQE is posted even where
+                // a success would post none.
+                let failed = res < 0 || (sqe.wait_all && took < bytes.len());
+                if sqe.skip_success && !failed {
+                    self.stats.skipped_cqes += 1;
+                } else {
+                    self.post(sqe.user_data, res, 0);
+                }
                 true
             }
             Kind::Accept => self.accept(&sqe),
