@@ -413,12 +413,15 @@ fn read_unstuck(c: &mut std::net::TcpStream, want: usize, handle: &Handle) -> (V
 /// that starts reading after 300 ms: nothing but the loop's own bookkeeping can get them all
 /// out, since no task waits for them (the loop's task waits for the peer's word). With
 /// `fill`, the socket's buffer is filled first, outside the loop, so that the first write
-/// finds it full. Returns the bytes the peer got of `writes` and whether it stalled for 5 s
-/// (then it woke the loop from outside, so that the test fails rather than hangs).
-fn queue_on_an_idle_loop(fill: bool, writes: Vec<Vec<u8>>) -> (Vec<u8>, bool) {
+/// finds it full. With `first`, `writes` are the stream's first (its first is a quiet try,
+/// see `driver::quiet`); else a one-byte write and its flush go before. Returns the bytes the
+/// peer got of `writes` and whether it stalled for 5 s (then it woke the loop from outside,
+/// so that the test fails rather than hangs).
+fn queue_on_an_idle_loop(fill: bool, first: bool, writes: Vec<Vec<u8>>) -> (Vec<u8>, bool) {
     use std::sync::Mutex;
     use std::task::Waker;
     let total: usize = writes.iter().map(Vec::len).sum();
+    let pre = usize::from(!first);
     let mut lp = EventLoop::new().unwrap();
     let handle = lp.handle();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -439,7 +442,7 @@ fn queue_on_an_idle_loop(fill: bool, writes: Vec<Vec<u8>>) -> (Vec<u8>, bool) {
             usize::MAX,
             "the loop had not filled the socket in 300 ms"
         );
-        let (got, stalled) = read_unstuck(&mut c, 1 + filled + total, &handle);
+        let (got, stalled) = read_unstuck(&mut c, pre + filled + total, &handle);
         let mut d = done2.lock().unwrap();
         d.0 = true;
         if let Some(w) = d.1.take() {
@@ -450,9 +453,11 @@ fn queue_on_an_idle_loop(fill: bool, writes: Vec<Vec<u8>>) -> (Vec<u8>, bool) {
     lp.block_on(async {
         let (s, _) = l.accept().await.unwrap();
         small_buffers(&s, 16 * 1024);
-        // A first write and its flush: what a stream does before the loop runs quiet.
-        s.write_queued(vec![0u8]).await.unwrap();
-        s.flush().await.unwrap();
+        if !first {
+            // A first write and its flush: what a stream does before the loop runs quiet.
+            s.write_queued(vec![0u8]).await.unwrap();
+            s.flush().await.unwrap();
+        }
         let mut filled = 0;
         let junk = [3u8; 4096];
         // SAFETY: sends from a live local buffer on a live socket, without blocking.
@@ -489,8 +494,8 @@ fn queue_on_an_idle_loop(fill: bool, writes: Vec<Vec<u8>>) -> (Vec<u8>, bool) {
     });
     let (got, stalled) = client.join().unwrap();
     let filled = filled_at.load(Ordering::SeqCst);
-    assert!(got.len() > filled && got[1..1 + filled].iter().all(|&b| b == 3));
-    (got[1 + filled..].to_vec(), stalled)
+    assert!(got.len() >= pre + filled && got[pre..pre + filled].iter().all(|&b| b == 3));
+    (got[pre + filled..].to_vec(), stalled)
 }
 
 #[test]
@@ -499,7 +504,7 @@ fn a_queued_write_that_finds_the_socket_full_goes_on_with_the_loop_otherwise_idl
     // and only the loop's room watcher (see `driver::room`) wakes the loop once the peer has
     // read.
     let write = vec![2u8; 4096];
-    let (got, stalled) = queue_on_an_idle_loop(true, vec![write.clone()]);
+    let (got, stalled) = queue_on_an_idle_loop(true, false, vec![write.clone()]);
     assert!(
         !stalled,
         "the write stalled until the loop was woken from outside"
@@ -513,11 +518,37 @@ fn a_queued_write_that_finds_the_socket_full_goes_on_with_the_loop_otherwise_idl
 }
 
 #[test]
+fn a_first_write_that_finds_the_socket_full_goes_on_with_the_loop_otherwise_idle() {
+    // A stream's first write is a quiet try, whose success would post nothing: found full,
+    // it must post its failure at once and be resumed, with no room watcher armed for it.
+    let writes = vec![chunk(1), chunk(2)];
+    let (got, stalled) = queue_on_an_idle_loop(true, true, writes.clone());
+    assert!(
+        !stalled,
+        "the first write stalled until the loop was woken from outside"
+    );
+    assert!(got == writes.concat(), "{} bytes arrived", got.len());
+}
+
+#[test]
+fn a_first_write_and_one_behind_it_go_out_with_the_loop_otherwise_idle() {
+    // The second waits behind the first, a quiet try: the loop must not sleep past that
+    // try's confirmation, which no CQE announces.
+    let writes = vec![chunk(1), chunk(2)];
+    let (got, stalled) = queue_on_an_idle_loop(false, true, writes.clone());
+    assert!(
+        !stalled,
+        "the second write waited until the loop was woken from outside"
+    );
+    assert!(got == writes.concat(), "{} bytes arrived", got.len());
+}
+
+#[test]
 fn a_write_queued_behind_a_tried_one_goes_out_with_the_loop_otherwise_idle() {
     // The first is tried at submit; the second waits behind it, so the loop must see the
     // first one's completion at once, not when it next wakes.
     let writes = vec![chunk(1), chunk(2)];
-    let (got, stalled) = queue_on_an_idle_loop(false, writes.clone());
+    let (got, stalled) = queue_on_an_idle_loop(false, false, writes.clone());
     assert!(
         !stalled,
         "the second write waited until the loop was woken from outside"

@@ -38,6 +38,7 @@
 //! - `multishot`: the multishot ops that I/O objects arm, and `stream_keep`, what they keep
 //!   for the kernel; `detached`: ops owned by no future,
 //!   and sends tried at submit; `writable`: the writability watch that resumes them;
+//!   `quiet`: tries whose success posts no CQE;
 //! - `close`: descriptors closed by the ring; `shutdown`: the driver's own close;
 //! - `counters`: what the driver counts, for `Stats`;
 //! - `bufring`: the receive-buffer pool; `thread_drivers`: the thread's drivers and its
@@ -56,6 +57,7 @@ pub(crate) mod loop_cell;
 mod multishot;
 pub(crate) mod op;
 pub(crate) mod ops;
+mod quiet;
 mod reap;
 mod ring;
 mod shutdown;
@@ -206,6 +208,8 @@ struct Inner {
     tries_queued: u32,
     /// Tried sends the last `enter` submitted (see `tries_queued`).
     tries_entered: u32,
+    /// Sends tried at submit whose success posts no CQE, until confirmed (see `quiet`).
+    quiet: quiet::Quiet,
     /// Closes in the SQ (see `close`): like tries, each posts its CQE while it is submitted.
     closes_queued: u32,
     /// Closes submitted or queued whose CQE is not reaped yet; `close` waits for them.
@@ -366,6 +370,7 @@ impl Driver {
                 trials: 0,
                 tries_queued: 0,
                 tries_entered: 0,
+                quiet: quiet::Quiet::new(cfg.trial_sends && kernel.is_some_and(|v| v >= (6, 1))),
                 closes_queued: 0,
                 closes_in_flight: 0,
                 ring_closes: 0,

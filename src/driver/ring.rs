@@ -110,6 +110,13 @@ impl Inner {
         timeout: Option<Duration>,
         min_wait_us: u32,
     ) -> io::Result<()> {
+        // Tries whose success posts no CQE are confirmed after the wait (see `quiet`): where
+        // that is waited for, only submit.
+        let want = if self.quiet.is_pending() {
+            self.quiet_want(want)
+        } else {
+            want
+        };
         // Every SQE in the SQ goes in this call, or the kernel does not wait (it returns
         // when it submits fewer): the tries count on the first attempt only. A retry after
         // `EBUSY` (say) may follow their reap, and asking for them again could outwait the
@@ -166,7 +173,11 @@ impl Inner {
                 },
             }
         }
-        self.reap();
+        if self.quiet.is_pending() {
+            self.reap_confirming();
+        } else {
+            self.reap();
+        }
         Ok(())
     }
 

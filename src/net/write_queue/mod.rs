@@ -35,12 +35,14 @@
 //! A try that comes back short (the socket's buffer full) has its rest sent once the loop
 //! sees its completion, and the loop may be asleep with nothing else to wake it: the
 //! loop's room watcher (`driver::writable`) wakes it once the socket has room again. A socket
-//! is added to it with the stream's first try, at its second write: the first goes
-//! plainly, so that a connection that writes once (a short-lived client's) costs no
-//! `epoll_ctl` and no epoll entry. One the watcher cannot take is sent plainly, as are
-//! Unix streams, whose sockets wake POLLOUT waiters on every read of the peer. After a
-//! short try the next 16 fresh writes are sent plainly: where the peer is slow to read,
-//! tries would mostly cost an op more.
+//! is added to it with the stream's first counted try, at its second write. The first write
+//! is a *quiet* try instead (`driver::quiet`): its success posts no CQE and a short one posts
+//! its CQE at once, so it needs no watcher, and a connection that writes once (a
+//! short-lived client's) costs no `epoll_ctl`, no epoll entry and no enter for its reply. A
+//! quiet try waited on (as above) has the enter that submits it not sleep. One the watcher
+//! cannot take is sent plainly, as are Unix streams, whose sockets wake POLLOUT waiters on
+//! every read of the peer. After a short try the next 16 fresh writes are sent plainly: where
+//! the peer is slow to read, tries would mostly cost an op more.
 
 use std::future::Future;
 use std::io;
@@ -104,11 +106,13 @@ impl Sender {
                     State {
                         // A stream whose writes are never tried is known as such at once.
                         watched: (!self.tries).then_some(false),
-                        // The first write goes plainly, so that a connection that writes
-                        // once (a short-lived client's) never joins the room watcher: that
-                        // is an `epoll_ctl` per connection, and an epoll entry to remove at
-                        // its close. Tries, and the watcher, start with the second.
+                        // The first write is a quiet try (or goes plainly), so that a
+                        // connection that writes once (a short-lived client's) never joins
+                        // the room watcher: that is an `epoll_ctl` per connection, and an
+                        // epoll entry to remove at its close. Counted tries, and the watcher,
+                        // start with the second.
                         untried: 1,
+                        fresh: true,
                         ..State::default()
                     },
                 ),

@@ -70,6 +70,25 @@ impl WriteQueue {
             .map(drop)
     }
 
+    /// Submits the whole of `buf`, a stream's first write, as a quiet try owned by this queue
+    /// (see `driver::quiet`): the driver tells the queue once it is done, and its CQE comes
+    /// only if it fell short. The caller stores `buf` as `inflight` right after.
+    fn submit_quiet(self: &Arc<Self>, driver: &Driver, buf: &KeptBuf) -> io::Result<()> {
+        // The SQE points at `buf`'s bytes, which stay put while it lives (IoBuf); the queue
+        // keeps it as `inflight` until the driver confirms the try or hands on its CQE, and
+        // the slot keeps the queue alive until then.
+        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        // MSG_WAITALL: a short send is a failure, which posts its CQE. MSG_NOSIGNAL and
+        // MSG_DONTWAIT as in `submit`.
+        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | libc::MSG_WAITALL;
+        let sqe = opcode::Send::new(types::Fd(self.fd.raw()), buf.ptr(), len)
+            .flags(flags)
+            .build();
+        driver
+            .submit_detached_quiet(sqe, self.clone(), len)
+            .map(drop)
+    }
+
     /// Submits the queue's front, with nothing in flight: a SEND of the oldest write's rest,
     /// or, with writes waiting behind it, one SENDMSG carrying them all (up to
     /// [`MAX_BATCH`]), so that a backlog drains in one op rather than one op per write.
@@ -213,16 +232,14 @@ impl WriteQueue {
     ) -> Poll<io::Result<()>> {
         let len = kept.len();
         if st.inflight.is_none() {
-            let trial = if st.untried == 0 {
-                tries_ok
-                    && len <= TRY_MAX
-                    && *st
-                        .watched
-                        .get_or_insert_with(|| driver.watch_writable(self.fd.raw()))
-            } else {
-                st.untried -= 1;
-                false
-            };
+            if st.untried != 0 {
+                return self.push_untried(driver, st, kept, tries_ok);
+            }
+            let trial = tries_ok
+                && len <= TRY_MAX
+                && *st
+                    .watched
+                    .get_or_insert_with(|| driver.watch_writable(self.fd.raw()));
             if let Err(e) = self.submit(driver, &kept, 0, trial) {
                 // Refused (the loop is closed, say): nothing of it was sent, the stream is
                 // intact, and the buffer is dropped once the borrow has ended.
@@ -240,6 +257,40 @@ impl WriteQueue {
             st.uncount(driver);
             st.waiting.push_back(kept);
         }
+        st.backlog += len;
+        driver.queued_add(len);
+        Poll::Ready(Ok(()))
+    }
+
+    /// [`push`](Self::push) of a fresh write that goes untried: plainly, or, the stream's
+    /// first, as a quiet try where the driver has them (see the module doc). Apart, so that
+    /// the path of every other reply stays as short as it was.
+    #[cold]
+    #[inline(never)]
+    fn push_untried(
+        self: &Arc<Self>,
+        driver: &Driver,
+        mut st: LoopRef<'_, State>,
+        kept: KeptBuf,
+        tries_ok: bool,
+    ) -> Poll<io::Result<()>> {
+        let len = kept.len();
+        st.untried -= 1;
+        let quiet =
+            std::mem::take(&mut st.fresh) && tries_ok && len <= TRY_MAX && driver.quiet_tries();
+        let submitted = if quiet {
+            self.submit_quiet(driver, &kept)
+        } else {
+            self.submit(driver, &kept, 0, false)
+        };
+        if let Err(e) = submitted {
+            drop(st);
+            drop(kept);
+            return Poll::Ready(Err(e));
+        }
+        set_inflight(&mut st, kept, 0);
+        st.trial = if quiet { Trial::Quiet } else { Trial::No };
+        self.clear.store(false, Ordering::Release);
         st.backlog += len;
         driver.queued_add(len);
         Poll::Ready(Ok(()))

@@ -31,9 +31,13 @@ pub(super) struct State {
     /// the first try, which does not go if it cannot; `Some(false)` from the start on a Unix
     /// stream.
     pub(super) watched: Option<bool>,
-    /// Fresh writes left to send plainly: the stream's first, and the next 16 after a try
-    /// came back short (where the peer is slow to read, tries would mostly cost an op more).
+    /// Fresh writes left to send plainly: the stream's first (quietly tried where the
+    /// kernel can, see `fresh`), and the next 16 after a try came back short (where the peer
+    /// is slow to read, tries would mostly cost an op more).
     pub(super) untried: u8,
+    /// No write has been submitted yet: the first is a quiet try where the driver has them
+    /// (see `driver::quiet`), which needs no room watcher.
+    pub(super) fresh: bool,
     pub(super) failed: Option<Failure>,
     /// Tasks waiting for room in the queue or for it to drain.
     pub(super) wakers: Vec<Waker>,
@@ -92,6 +96,9 @@ pub(super) enum Trial {
     /// A try no longer counted: something waits for its completion (see
     /// [`uncount`](State::uncount)).
     Uncounted,
+    /// A quiet try (`driver::quiet`): its success posts no CQE, and the driver tells the
+    /// queue once the enter that submitted it has returned.
+    Quiet,
 }
 
 /// Fresh writes sent plainly after a try came back short, before the next try.
@@ -105,9 +112,14 @@ impl State {
     /// behind it): if that op is a counted try, the next wait must end at its completion,
     /// not let it settle unseen (see `Driver::uncount_trial`).
     pub(super) fn uncount(&mut self, driver: &Driver) {
-        if self.trial == Trial::Counted {
-            self.trial = Trial::Uncounted;
-            driver.uncount_trial();
+        match self.trial {
+            Trial::Counted => {
+                self.trial = Trial::Uncounted;
+                driver.uncount_trial();
+            }
+            // The enter that submits it must not sleep past its confirmation.
+            Trial::Quiet => driver.need_quiet(),
+            Trial::No | Trial::Uncounted => {}
         }
     }
 
