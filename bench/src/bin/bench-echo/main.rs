@@ -1,5 +1,5 @@
 //! The echo servers under test, one thread each:
-//! `--server ringloop|ringloop-batch|ringloop-spin|ringloop-basic|ringloop-awaited|tokio|monoio|bare`.
+//! `--server ringloop|ringloop-batch|ringloop-spin|ringloop-basic|ringloop-awaited|ringloop-64k|ringloop-awaited-64k|tokio|monoio|bare`.
 //! Prints `listening ADDR` once bound, then serves until killed.
 
 use std::future::Future;
@@ -24,6 +24,9 @@ pub(crate) fn conn_closed() {
         std::process::exit(0);
     }
 }
+
+/// The pool buffers of `ringloop-64k` and `ringloop-awaited-64k`.
+const BIG_RECV: usize = 64 * 1024;
 
 /// The read buffer of the tokio and monoio servers: 8 KiB, as tokio's `BufReader` uses.
 /// ringloop receives into its pool's buffers (16 KiB by default), bare into 4 KiB ones.
@@ -291,7 +294,7 @@ fn monoio_server(addr: SocketAddr) {
     });
 }
 
-const USAGE: &str = "usage: bench-echo --server ringloop|ringloop-batch|ringloop-spin|ringloop-basic|ringloop-awaited|tokio|monoio|bare
+const USAGE: &str = "usage: bench-echo --server ringloop|ringloop-batch|ringloop-spin|ringloop-basic|ringloop-awaited|ringloop-64k|ringloop-awaited-64k|tokio|monoio|bare
   [--addr IP:PORT] [--cpu N] [--exit-after REQUESTS] [--idle-timeout-ms MS]
   ringloop only: [--recv-buf BYTES] [--mode defer|coop|basic] [--batch-wait-us US] [--spin-us US]";
 
@@ -365,12 +368,18 @@ fn main() {
         "ringloop-basic" => ringloop_server(addr, recv_buf, Some("basic"), same, false),
         // The same server awaiting each reply (`write_all`) instead of queueing it.
         "ringloop-awaited" => ringloop_server(addr, recv_buf, mode, same, true),
+        // `ringloop` and `ringloop-awaited` receiving into 64 KiB pool buffers rather than
+        // 16 KiB ones: a large message in fewer receives, so echoed in fewer sends.
+        "ringloop-64k" => ringloop_server(addr, recv_buf.or(Some(BIG_RECV)), mode, same, false),
+        "ringloop-awaited-64k" => {
+            ringloop_server(addr, recv_buf.or(Some(BIG_RECV)), mode, same, true)
+        }
         "tokio" => tokio_server(addr),
         "monoio" => monoio_server(addr),
         "bare" => bare::serve(addr, announce),
         other => {
             eprintln!(
-                "bench-echo: --server ringloop|ringloop-batch|ringloop-spin|ringloop-basic|ringloop-awaited|tokio|monoio|bare (got {other:?})"
+                "bench-echo: --server ringloop|ringloop-batch|ringloop-spin|ringloop-basic|ringloop-awaited|ringloop-64k|ringloop-awaited-64k|tokio|monoio|bare (got {other:?})"
             );
             std::process::exit(2);
         }

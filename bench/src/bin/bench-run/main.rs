@@ -55,7 +55,7 @@ use report::STEAL_BUSY;
 use stats::median;
 use steal::{wait_out_steal, STEAL_WAIT_MAX};
 
-const SERVERS: [&str; 9] = [
+const SERVERS: [&str; 11] = [
     "ringloop",
     "ringloop-batch",
     "ringloop-spin",
@@ -65,17 +65,32 @@ const SERVERS: [&str; 9] = [
     "tokio",
     "monoio",
     "bare",
+    "ringloop-64k",
+    "ringloop-awaited-64k",
 ];
 
-/// Servers whose code differs: `ringloop-batch`, `ringloop-spin` and `ringloop-basic` are
-/// `ringloop` with a set-up option, so the instruction counts and the idle memory, which an
+/// Servers measured only when `--servers` names them: the receive-size variants, for runs
+/// about large messages.
+const OPT_IN: [&str; 2] = ["ringloop-64k", "ringloop-awaited-64k"];
+
+/// Servers whose code differs: `ringloop-batch`, `ringloop-spin`, `ringloop-basic` and the
+/// 64 KiB variants are `ringloop` (or `ringloop-awaited`) with a set-up option, so the instruction counts and the idle memory, which an
 /// option barely changes, are not repeated for them. (Under callgrind a spinning server
 /// would count its spin, not its work.)
 fn distinct(servers: &[&'static str]) -> Vec<&'static str> {
     servers
         .iter()
         .copied()
-        .filter(|s| !matches!(*s, "ringloop-batch" | "ringloop-spin" | "ringloop-basic"))
+        .filter(|s| {
+            !matches!(
+                *s,
+                "ringloop-batch"
+                    | "ringloop-spin"
+                    | "ringloop-basic"
+                    | "ringloop-64k"
+                    | "ringloop-awaited-64k"
+            )
+        })
         .collect()
 }
 
@@ -292,6 +307,7 @@ fn plan(args: &Args) -> Plan {
     let servers: Vec<&str> = pick("servers", SERVERS.iter().map(|s| s.to_string()).collect())
         .into_iter()
         .map(|i| SERVERS[i])
+        .filter(|s| args.str("servers").is_some() || !OPT_IN.contains(s))
         .collect();
     let mut points: Vec<Point> = match args.str("points") {
         None => POINTS.to_vec(),
