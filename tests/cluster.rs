@@ -208,7 +208,7 @@ fn zero_threads_is_invalid_input() {
 /// The built example `name`. `cargo test` builds examples; a filtered run may not, so build
 /// it then with the cargo that runs this test.
 /// Every core's loop is built from the cluster's loop settings: here a receive pool of
-/// 2 KiB buffers (the default is 16 KiB), which each core sees in the buffer it receives.
+/// 2 KiB buffers (the default is 64 KiB), which each core sees in the buffer it receives.
 #[test]
 fn loop_settings_apply_to_every_core() {
     let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -34,7 +34,7 @@ pub(crate) struct DriverConfig {
 impl Default for DriverConfig {
     fn default() -> DriverConfig {
         DriverConfig {
-            recv_buffers: (1024, 16 * 1024),
+            recv_buffers: (1024, 64 * 1024),
             recv_buffer_ring: true,
             multishot: true,
             multishot_accept: true,

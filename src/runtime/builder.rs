@@ -51,7 +51,7 @@ impl Builder {
     }
 
     /// The pool of loop-owned receive buffers (`count` buffers of `size` bytes, default
-    /// 1024 × 16 KiB) that multishot receives draw from. `count` must be a power of two up to
+    /// 1024 × 64 KiB) that multishot receives draw from. `count` must be a power of two up to
     /// 32768 (the kernel's rule for provided-buffer rings); otherwise [`build`](Self::build)
     /// fails with `InvalidInput`.
     ///
@@ -59,11 +59,12 @@ impl Builder {
     /// The kernel is offered only a window of the free buffers at a time, refilled with the
     /// ones returned last, and the window follows how many receives complete at once (16 at
     /// first, doubling under bursts, halving after a quiet second). So the memory touched is
-    /// what the load needs, not `count × size` (16 MiB by default), and receives land in
-    /// cache-warm buffers; the rest of the pool absorbs bursts and buffers held by the
-    /// application. `size` is the most one receive returns; a larger message costs a receive
-    /// (and, echoed or forwarded, a send) per buffer, so lower it only where memory is tight
-    /// and messages small (`docs/tuning.md` has the measurements).
+    /// what the load needs, not `count × size` (64 MiB of address space by default, touched
+    /// a page at a time as receives fill it), and receives land in cache-warm buffers; the
+    /// rest of the pool absorbs bursts and buffers held by the application. `size` is the
+    /// most one receive returns; a larger message costs a receive (and, echoed or forwarded,
+    /// a send) per buffer, so lower it only where memory is tight and messages small
+    /// (`docs/tuning.md` has the measurements).
     pub fn recv_buffers(mut self, count: u16, size: usize) -> Self {
         self.driver.recv_buffers = (count, size);
         self

@@ -9,7 +9,7 @@
 //!
 //! A buffer ring is a FIFO: the kernel takes from the head, the loop writes returned ids at
 //! the tail. Were every free buffer in the ring, each receive would land in the buffer freed
-//! longest ago, and the kernel's copy would cycle through the whole pool (16 MiB by
+//! longest ago, and the kernel's copy would cycle through the whole pool (64 MiB by
 //! default), long out of cache: at 64 × 4 KiB `bench/` saw the kernel's receive copy take a
 //! larger share of the server's CPU than tokio's, which reads into a buffer it keeps, until
 //! the pool was small enough to stay in cache.
