@@ -3,6 +3,7 @@
 //! driver's borrow has ended. With them, the sends tried at submit and the room watcher that
 //! resumes a try that came back short.
 
+use std::cell::RefMut;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use io_uring::squeue;
 
 use super::completion::Detached;
 use super::slot::Lifecycle;
-use super::{closed_error, Driver};
+use super::{closed_error, Driver, Inner};
 
 impl Driver {
     /// Whether detached ops' owners have CQEs to be told of (see [`run_detached`]).
@@ -71,6 +72,23 @@ impl Driver {
         owner: Arc<dyn Detached>,
         tried: bool,
     ) -> io::Result<usize> {
+        let (mut inner, key) = self.push_detached(sqe, owner)?;
+        if tried {
+            inner.trials += 1;
+            inner.tries_queued += 1;
+        }
+        Ok(key)
+    }
+
+    /// Takes a slot for `owner` and queues `sqe` with its key; the driver stays borrowed for
+    /// the caller's bookkeeping. Refused once the loop is closing (see
+    /// [`submit_detached`](Self::submit_detached)).
+    #[inline(always)]
+    pub(super) fn push_detached(
+        &self,
+        sqe: squeue::Entry,
+        owner: Arc<dyn Detached>,
+    ) -> io::Result<(RefMut<'_, Inner>, usize)> {
         let mut inner = self.0.inner.borrow_mut();
         if inner.ring.is_none() || inner.closing {
             return Err(closed_error());
@@ -85,11 +103,7 @@ impl Driver {
             drop(gone);
             return Err(e);
         }
-        if tried {
-            inner.trials += 1;
-            inner.tries_queued += 1;
-        }
-        Ok(key)
+        Ok((inner, key))
     }
 
     /// Has the room watcher (see `writable`) wake the loop when `fd` becomes writable after a

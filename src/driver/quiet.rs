@@ -32,7 +32,7 @@ use io_uring::squeue;
 
 use super::completion::{Completion, Detached};
 use super::slot::Lifecycle;
-use super::{closed_error, Driver, Inner};
+use super::{Driver, Inner};
 
 /// The quiet tries of a driver.
 pub(super) struct Quiet {
@@ -77,19 +77,8 @@ impl Driver {
         owner: Arc<dyn Detached>,
         len: u32,
     ) -> io::Result<usize> {
-        let mut inner = self.0.inner.borrow_mut();
-        if inner.ring.is_none() || inner.closing {
-            return Err(closed_error());
-        }
-        let key = inner.ops.insert(Lifecycle::Detached(owner));
-        let sqe = sqe.flags(squeue::Flags::SKIP_SUCCESS).user_data(key as u64);
-        if let Err(e) = inner.push(sqe) {
-            // Never reached the SQ. The slot's reference goes once the borrow has ended.
-            let gone = inner.ops.remove(key);
-            drop(inner);
-            drop(gone);
-            return Err(e);
-        }
+        let sqe = sqe.flags(squeue::Flags::SKIP_SUCCESS);
+        let (mut inner, key) = self.push_detached(sqe, owner)?;
         // Recorded once in the SQ: a push that made room by entering confirms only the tries
         // queued before it.
         inner.quiet.pending.push((key, len));
