@@ -441,8 +441,8 @@ fn send_zc_write_dropped_mid_flight_keeps_its_buffer_until_the_notification() {
 }
 
 /// Small socket buffers make the kernel take only part of a large send: `write` reports that
-/// short count, and `write_all` resumes from where each send stopped until every byte is
-/// across, in order.
+/// short count, and `write_all` gets every byte across, in order (the kernel resumes its
+/// send as room frees up; before Linux 5.19, `write_all` resumes it from where it stopped).
 #[test]
 fn write_all_resumes_after_short_sends() {
     const LEN: usize = 1 << 20;
@@ -493,6 +493,64 @@ fn write_all_resumes_after_short_sends() {
         );
     });
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `write_all` that the socket takes only in parts (a slow reader, a small send buffer) is
+/// one send: the kernel sends each part as room frees up, and the loop reaps one completion
+/// for the whole, not one per part (Linux 5.19+).
+#[test]
+fn write_all_to_a_slow_reader_is_one_completion() {
+    const LEN: usize = 4 << 20;
+    let mut lp = EventLoop::new().unwrap();
+    let release = lp.features().kernel_release().to_owned();
+    let mut version = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    if (version.next().unwrap_or(0), version.next().unwrap_or(0)) < (5, 19) {
+        eprintln!("skipped: Linux {release} posts a completion per part of a send");
+        return;
+    }
+    let data: Vec<u8> = (0..LEN).map(|i| (i * 13 % 251) as u8).collect();
+    let expected = data.clone();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    // A reader on its own thread, slow enough that the send buffer fills many times over.
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut c, _) = l.accept().unwrap();
+        let mut got = Vec::with_capacity(LEN);
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            let n = c.read(&mut chunk).unwrap();
+            if n == 0 {
+                return got;
+            }
+            got.extend_from_slice(&chunk[..n]);
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    });
+    let (reaped, parts) = lp.block_on(async move {
+        let s = TcpStream::connect(addr).await.unwrap();
+        socket2::SockRef::from(&s)
+            .set_send_buffer_size(64 * 1024)
+            .unwrap();
+        let parts = LEN / socket2::SockRef::from(&s).send_buffer_size().unwrap();
+        let before = ringloop::Handle::current().stats().completions;
+        let (r, _) = s.write_all(data).await;
+        r.unwrap();
+        let reaped = ringloop::Handle::current().stats().completions - before;
+        (reaped, parts)
+    });
+    let got = reader.join().unwrap();
+    assert!(got == expected, "every byte arrives, in order");
+    assert!(
+        parts >= 8,
+        "the send buffer holds 1/{parts} of the write: too few parts to tell"
+    );
+    assert_eq!(
+        reaped, 1,
+        "one completion for a write the socket took in about {parts} parts"
+    );
 }
 
 #[test]

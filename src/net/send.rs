@@ -29,6 +29,7 @@ pub(crate) fn send<'a, B: IoBuf>(
             buf,
             offset: 0,
             zero_copy: false,
+            wait_all: all,
         }),
         all,
         fresh: true,

@@ -131,7 +131,11 @@ macro_rules! stream_methods {
             self.stream.write(buf)
         }
 
-        /// Writes all of `buf[..len]`, handling short writes.
+        /// Writes all of `buf[..len]`, handling short writes: where the socket's buffer takes
+        /// only part of it at a time (a slow reader), the kernel sends the rest as room frees
+        /// up (`MSG_WAITALL`, Linux 5.19+), so the whole write costs one completion and one
+        /// wake-up of the task, however slowly the peer reads. On older kernels each part
+        /// comes back and the rest is sent again from where it stopped.
         #[inline]
         pub fn write_all<B: $crate::buf::IoBuf>(
             &self,

@@ -84,6 +84,7 @@ impl UdpSocket {
             buf,
             offset: 0,
             zero_copy: false,
+            wait_all: false,
         })
         .await;
         (out.result.map(|n| n as usize), out.data.buf)

@@ -19,6 +19,12 @@ pub(crate) struct Send<B> {
     pub(crate) offset: usize,
     /// Use SEND_ZC rather than a copying send.
     pub(crate) zero_copy: bool,
+    /// Send all of it (`MSG_WAITALL`, stream sockets): where the socket's buffer takes only
+    /// part, the kernel sends the rest as room frees up, and posts one CQE for the whole
+    /// (short only on an error after some progress), rather than one per part, each a turn
+    /// of the loop and a new SQE. Kernels before 5.19 ignore the flag and post short counts,
+    /// which `write_all` resumes.
+    pub(crate) wait_all: bool,
 }
 
 impl<B: IoBuf> Send<B> {
@@ -41,14 +47,15 @@ unsafe impl<B: IoBuf> OpCode for Send<B> {
         let ptr = unsafe { self.buf.stable_ptr().add(offset) };
         let fd = types::Fd(self.fd.raw());
         // MSG_NOSIGNAL: a closed peer is an EPIPE error, never a process-killing SIGPIPE.
-        if self.zero_copy {
-            opcode::SendZc::new(fd, ptr, len)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
+        let flags = if self.wait_all {
+            libc::MSG_NOSIGNAL | libc::MSG_WAITALL
         } else {
-            opcode::Send::new(fd, ptr, len)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
+            libc::MSG_NOSIGNAL
+        };
+        if self.zero_copy {
+            opcode::SendZc::new(fd, ptr, len).flags(flags).build()
+        } else {
+            opcode::Send::new(fd, ptr, len).flags(flags).build()
         }
     }
 }
