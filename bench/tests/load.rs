@@ -139,3 +139,40 @@ fn the_open_loop_charges_a_slow_server_for_its_queue() {
         "median {p50_us} µs: the queue behind a 20 ms server is not counted"
     );
 }
+
+/// A 31-byte HTTP reply to the 31-byte `GET /` that `--http` sends; the 100th on each
+/// connection with a 500 status when `fail_100th`.
+fn http_reply(req: &mut [u8], n: u64, fail_100th: bool) {
+    assert!(req.starts_with(b"GET / HTTP/1.1\r\n"), "not a GET: {req:?}");
+    let reply: &[u8] = if fail_100th && n == 99 {
+        b"HTTP/1.1 500 Oops\r\nabc: efg\r\n\r\n"
+    } else {
+        b"HTTP/1.1 200 OK\r\nabcd: efgh\r\n\r\n"
+    };
+    req.copy_from_slice(reply);
+}
+
+#[test]
+fn http_replies_are_counted_by_their_length() {
+    let addr = server(31, Duration::ZERO, |r, n| http_reply(r, n, false));
+    let out = load(
+        addr,
+        &["--conns", "4", "--http", "31", "--requests", "1000"],
+    );
+    assert_eq!(result(&out).0, 1000);
+}
+
+#[test]
+fn an_http_reply_that_is_not_200_fails_the_run() {
+    let addr = server(31, Duration::ZERO, |r, n| http_reply(r, n, true));
+    let out = load(
+        addr,
+        &["--conns", "2", "--http", "31", "--requests", "1000"],
+    );
+    assert!(!out.status.success(), "a 500 reply passed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not start with"),
+        "unexpected failure: {err}"
+    );
+}

@@ -15,6 +15,10 @@
 //! a server that is not kept busy (moderate load, where a loop sleeps between requests).
 //! The thread spins on `epoll_wait` with no timeout to keep the schedule.
 //!
+//! `--http REPLY_BYTES`: HTTP/1.1 keep-alive instead of echo: each request is `GET /`, and a
+//! reply is complete every `REPLY_BYTES` received (the runner measures a reply first; the
+//! service answers every `GET /` alike). Each reply's status line is checked.
+//!
 //! Timed mode (`--warmup S --duration S`) prints `measure start` and `measure end` lines
 //! around the measured window, so a runner can sample the server exactly then; fixed mode
 //! (`--requests N`) sends N requests in all and stops. The last line is the result:
@@ -42,6 +46,29 @@ struct Conn {
     out_pos: usize,
 }
 
+/// What a request is and how long its reply: an echo of `size` pattern bytes, or (`--http`) a
+/// `GET /` whose reply is `reply` bytes long.
+#[derive(Clone, Copy)]
+enum Proto {
+    Echo { size: usize },
+    Http { reply: usize },
+}
+
+/// The request `--http` sends.
+const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: bench\r\n\r\n";
+/// How every reply `--http` counts starts.
+const HTTP_OK: &[u8] = b"HTTP/1.1 200 ";
+
+impl Proto {
+    /// Bytes of one reply.
+    fn reply(self) -> usize {
+        match self {
+            Proto::Echo { size } => size,
+            Proto::Http { reply } => reply,
+        }
+    }
+}
+
 struct Shared {
     measuring: AtomicBool,
     stop: AtomicBool,
@@ -62,17 +89,50 @@ fn take_budget(sh: &Shared) -> bool {
 }
 
 impl Conn {
-    fn queue_request(&mut self, size: usize) {
-        self.queue_request_due(size, Instant::now());
+    fn queue_request(&mut self, proto: Proto) {
+        self.queue_request_due(proto, Instant::now());
     }
 
     /// Queues a request whose latency counts from `due`.
-    fn queue_request_due(&mut self, size: usize, due: Instant) {
-        for i in 0..size as u64 {
-            self.out.push(pattern(self.id, self.sent + i));
+    fn queue_request_due(&mut self, proto: Proto, due: Instant) {
+        match proto {
+            Proto::Echo { size } => {
+                for i in 0..size as u64 {
+                    self.out.push(pattern(self.id, self.sent + i));
+                }
+                self.sent += size as u64;
+            }
+            Proto::Http { .. } => self.out.extend_from_slice(GET),
         }
-        self.sent += size as u64;
         self.inflight.push_back(due);
+    }
+
+    /// Checks received bytes `got`, which start at byte `self.recvd` of the reply stream.
+    fn check(&self, proto: Proto, got: &[u8]) {
+        match proto {
+            Proto::Echo { .. } => {
+                for (i, &b) in got.iter().enumerate() {
+                    let at = self.recvd + i as u64;
+                    let want = pattern(self.id, at);
+                    assert_eq!(b, want, "connection {}: byte {at} differs", self.id);
+                }
+            }
+            Proto::Http { reply } => {
+                for (i, &b) in got.iter().enumerate() {
+                    let pos = ((self.recvd + i as u64) % reply as u64) as usize;
+                    if let Some(&want) = HTTP_OK.get(pos) {
+                        assert_eq!(
+                            b,
+                            want,
+                            "connection {}: a reply does not start with {:?} (is --http the \
+                             length of one?)",
+                            self.id,
+                            String::from_utf8_lossy(HTTP_OK)
+                        );
+                    }
+                }
+            }
+        }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -134,7 +194,7 @@ fn watch(ep: i32, i: usize, s: &TcpStream) {
 fn worker(
     addr: SocketAddr,
     ids: std::ops::Range<usize>,
-    (size, depth, churn): (usize, usize, bool),
+    (proto, depth, churn): (Proto, usize, bool),
     rate: Option<Duration>,
     sh: Arc<Shared>,
     ready: Arc<Barrier>,
@@ -171,7 +231,7 @@ fn worker(
         for c in conns.iter_mut() {
             for _ in 0..depth {
                 if take_budget(&sh) {
-                    c.queue_request(size);
+                    c.queue_request(proto);
                 }
             }
             c.flush().expect("send");
@@ -187,7 +247,7 @@ fn worker(
             let now = Instant::now();
             for (c, d) in conns.iter_mut().zip(due.iter_mut()) {
                 while *d <= now && take_budget(&sh) {
-                    c.queue_request_due(size, *d);
+                    c.queue_request_due(proto, *d);
                     *d += every;
                 }
                 if !c.out.is_empty() {
@@ -217,10 +277,8 @@ fn worker(
                 match s.read(&mut buf) {
                     Ok(0) => panic!("the server closed connection {}", c.id),
                     Ok(k) => {
-                        for (i, &b) in buf[..k].iter().enumerate() {
-                            let want = pattern(c.id, c.recvd + i as u64);
-                            assert_eq!(b, want, "connection {}: byte {} differs", c.id, c.recvd);
-                        }
+                        c.check(proto, &buf[..k]);
+                        let size = proto.reply();
                         let before = c.recvd / size as u64;
                         c.recvd += k as u64;
                         let after = c.recvd / size as u64;
@@ -234,7 +292,7 @@ fn worker(
                                 break;
                             }
                             if rate.is_none() && take_budget(&sh) {
-                                c.queue_request(size);
+                                c.queue_request(proto);
                             }
                         }
                         if churn && c.recvd == size as u64 {
@@ -248,7 +306,7 @@ fn worker(
                                 c.s = Some(s);
                                 c.sent = 0;
                                 c.recvd = 0;
-                                c.queue_request(size);
+                                c.queue_request(proto);
                                 *c.inflight.back_mut().expect("just queued") = t;
                             } else {
                                 c.s = None;
@@ -272,14 +330,15 @@ fn worker(
 }
 
 const USAGE: &str = "usage: bench-load [--addr IP:PORT] [--conns N] [--threads N] [--size BYTES]
-  [--depth N | --churn | --rate REQ_PER_S] [--requests N | --warmup S --duration S] [--cpu N]";
+  [--depth N | --churn | --rate REQ_PER_S] [--requests N | --warmup S --duration S] [--cpu N]
+  [--http REPLY_BYTES]";
 
 fn main() {
     let args = Args::parse(
         USAGE,
         &[
             "addr", "conns", "threads", "size", "depth", "churn", "requests", "rate", "warmup",
-            "duration", "cpu",
+            "duration", "cpu", "http",
         ],
     );
     raise_nofile();
@@ -289,6 +348,14 @@ fn main() {
     let size: usize = args.get("size", 64);
     let depth: usize = args.get("depth", 1);
     let churn = args.flag("churn");
+    let proto = match args.get::<usize>("http", 0) {
+        0 => Proto::Echo { size },
+        reply => Proto::Http { reply },
+    };
+    assert!(
+        !churn || matches!(proto, Proto::Echo { .. }),
+        "--churn is an echo load: no --http"
+    );
     assert!(
         !churn || depth == 1,
         "--churn sends one request per connection: no --depth"
@@ -317,7 +384,7 @@ fn main() {
         .map(|t| {
             let ids = t * per..((t + 1) * per).min(conns);
             let (sh, ready) = (sh.clone(), ready.clone());
-            std::thread::spawn(move || worker(addr, ids, (size, depth, churn), rate, sh, ready))
+            std::thread::spawn(move || worker(addr, ids, (proto, depth, churn), rate, sh, ready))
         })
         .collect();
     ready.wait();
