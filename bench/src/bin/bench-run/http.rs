@@ -1,10 +1,11 @@
 //! `bench-run --http`: one hyper HTTP/1.1 service on ringloop (the `hyper` feature) against
 //! the same service on tokio's `current_thread` runtime, one server core each, loaded by wrk
-//! on the other core. Rounds interleave the two servers in shuffled order; each figure is a
-//! ratio taken within a round, reported as the median over rounds with its range.
+//! on the other core, and at a fixed rate by `bench-load --http` (an open loop, where both
+//! servers idle between requests). Rounds interleave the two servers in shuffled order; each
+//! figure is a ratio taken within a round, reported as the median over rounds with its range.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -18,31 +19,44 @@ use crate::stats::median;
 /// The servers: ours first, the peer second.
 const SERVERS: [&str; 2] = ["hyper-ringloop", "hyper-tokio"];
 
-/// A load: `conns` keep-alive connections, each with `pipeline` requests in flight.
+/// A load: `conns` keep-alive connections, each with `pipeline` requests in flight (wrk, a
+/// closed loop), or (`rate` > 0) sending `rate` requests a second in all whether or not the
+/// last were answered (`bench-load --http`, an open loop).
 #[derive(Clone, Copy)]
 struct Load {
     conns: usize,
     pipeline: usize,
+    rate: u64,
 }
 
-const LOADS: [Load; 3] = [
+const LOADS: [Load; 4] = [
     Load {
         conns: 64,
         pipeline: 1,
+        rate: 0,
     },
     Load {
         conns: 256,
         pipeline: 1,
+        rate: 0,
     },
     Load {
         conns: 64,
         pipeline: 16,
+        rate: 0,
+    },
+    Load {
+        conns: 64,
+        pipeline: 1,
+        rate: 50_000,
     },
 ];
 
 impl Load {
     fn label(self) -> String {
-        if self.pipeline > 1 {
+        if self.rate > 0 {
+            format!("{} conns, {} req/s open loop", self.conns, self.rate)
+        } else if self.pipeline > 1 {
             format!("{} conns, {} pipelined", self.conns, self.pipeline)
         } else {
             format!("{} conns, keep-alive", self.conns)
@@ -129,6 +143,9 @@ fn requests(out: &str) -> f64 {
 }
 
 fn measure(cfg: &Cfg, server: &str, load: Load, script: Option<&Path>) -> Sample {
+    if load.rate > 0 {
+        return measure_open(cfg, server, load);
+    }
     let (srv, addr) = spawn_server(cfg, server, &[], &[]);
     let addr = addr.to_string();
     if cfg.warmup > 0.0 {
@@ -149,7 +166,62 @@ fn measure(cfg: &Cfg, server: &str, load: Load, script: Option<&Path>) -> Sample
     }
 }
 
-/// The request the callgrind client sends.
+/// An open-loop load: `bench-load --http` at `load.rate` requests a second, the server's
+/// CPU read at the load generator's `measure start` and `measure end`.
+fn measure_open(cfg: &Cfg, server: &str, load: Load) -> Sample {
+    let (srv, addr) = spawn_server(cfg, server, &[], &[]);
+    let reply = reply_len(addr).expect("a first GET / is answered");
+    let mut gen = Command::new(cfg.bin.join("bench-load"))
+        .args(["--addr", &addr.to_string()])
+        .args(["--conns", &load.conns.to_string()])
+        .args(["--http", &reply.to_string()])
+        .args(["--rate", &load.rate.to_string()])
+        .args(["--cpu", &cfg.client_cpu.to_string()])
+        .args(["--warmup", &cfg.warmup.to_string()])
+        .args(["--duration", &cfg.duration.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start bench-load");
+    let (mut start, mut end) = ((0, 0), (0, 0));
+    let mut result = String::new();
+    for line in BufReader::new(gen.stdout.take().expect("piped")).lines() {
+        let line = line.expect("bench-load's output");
+        if line == "measure start" {
+            start = proc_cpu_ticks(srv.id());
+        } else if line == "measure end" {
+            end = proc_cpu_ticks(srv.id());
+        } else if line.starts_with("result ") {
+            result = line;
+        }
+    }
+    let ok = gen.wait().is_ok_and(|s| s.success());
+    kill(srv);
+    assert!(
+        ok,
+        "{server} at {}: the load generator failed",
+        load.label()
+    );
+    let n = crate::measure::result_field(&result, "requests");
+    let wall = crate::measure::result_field(&result, "secs").max(1e-9);
+    let cpu = (end.0 + end.1 - start.0 - start.1) as f64 / clock_ticks_per_sec();
+    Sample {
+        rps: n / wall,
+        cpu_us: if n > 0.0 { cpu / n * 1e6 } else { f64::NAN },
+        busy: cpu / wall,
+    }
+}
+
+/// The length of the service's reply to `GET /` (head and body), from one request: every
+/// reply has it (the `date` header is of fixed width).
+fn reply_len(addr: SocketAddr) -> std::io::Result<usize> {
+    let mut s = TcpStream::connect(addr)?;
+    s.write_all(GET)?;
+    let mut buf = Vec::new();
+    read_response(&mut s, &mut buf)?;
+    Ok(buf.len())
+}
+
+/// The request the callgrind client and the open loop send.
 const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: bench\r\n\r\n";
 
 /// Reads one response from `s`: the head, then `content-length` bytes of body. `buf` holds
@@ -316,7 +388,7 @@ fn report(
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "# HTTP: hyper on ringloop against hyper on tokio\n\n{}; server pinned to CPU {}, wrk (one thread) to CPU {}; {rounds} round(s) of {} s per server and load, after {} s of warm-up, in shuffled order; {secs} s in all.\n\nOne hyper HTTP/1.1 service (`GET /` answers `Hello, World!`, 13 bytes), served by `bench-compat --server hyper-ringloop` (ringloop's `hyper` feature: hyper's `Read`/`Write` on ringloop streams, `HyperTimer`) and `--server hyper-tokio` (tokio `current_thread`, hyper-util's `TokioIo` and `TokioTimer`); the same hyper settings on both (keep-alive, `pipeline_flush`). Ratios are ringloop ÷ tokio within each round: the median, then the lowest and highest round.\n",
+        "# HTTP: hyper on ringloop against hyper on tokio\n\n{}; server pinned to CPU {}, the load (wrk, one thread; `bench-load --http` for the open loop) to CPU {}; {rounds} round(s) of {} s per server and load, after {} s of warm-up, in shuffled order; {secs} s in all.\n\nOne hyper HTTP/1.1 service (`GET /` answers `Hello, World!`, 13 bytes), served by `bench-compat --server hyper-ringloop` (ringloop's `hyper` feature: hyper's `Read`/`Write` on ringloop streams, `HyperTimer`) and `--server hyper-tokio` (tokio `current_thread`, hyper-util's `TokioIo` and `TokioTimer`); the same hyper settings on both (keep-alive, `pipeline_flush`). Ratios are ringloop ÷ tokio within each round: the median, then the lowest and highest round.\n",
         crate::kernel(),
         cfg.server_cpu,
         cfg.client_cpu,
@@ -341,7 +413,7 @@ fn report(
     if rounds == 0 {
         return md;
     }
-    let _ = writeln!(md, "## Timed rounds\n");
+    let _ = writeln!(md, "## Timed rounds\n\nwrk keeps each connection's requests in flight (a closed loop), so where the servers are faster than wrk they idle, the faster one more. The open loop sends a fixed rate whatever the answers (`bench-load --http`), so both servers serve the same requests and idle between them, as most services do; it carries no aim.\n");
     let _ = writeln!(md, "| load | req/s ringloop | req/s tokio | req/s ratio | CPU µs/req ringloop | CPU µs/req tokio | CPU/req ratio | server core busy (ringloop, tokio) |\n|---|---|---|---|---|---|---|---|");
     let mut aims = Vec::new();
     for (li, load) in LOADS.iter().enumerate() {
@@ -361,6 +433,11 @@ fn report(
             busy_ours * 100.0,
             busy_theirs * 100.0,
         );
+        // The open loop's req/s is its rate, and it carries no aim of the issue's: it shows
+        // the CPU per request of a server that idles between requests, beside the others.
+        if load.rate > 0 {
+            continue;
+        }
         // req/s decides only where a server's core was the limit; elsewhere wrk was.
         let core_bound = busy_theirs >= 0.9;
         aims.push((load.label(), rr, rlo, rhi, cr, clo, chi, core_bound));
