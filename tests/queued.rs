@@ -144,6 +144,64 @@ fn write_queued_waits_while_the_peer_does_not_read_and_resumes_when_it_does() {
     });
 }
 
+/// A queued write that the socket takes only in parts (a slow reader, a small send buffer)
+/// costs the loop two completions, not one per part: the first write's try, which comes back
+/// short, then one send of the rest, which the kernel finishes as room frees up (Linux
+/// 5.19+).
+#[test]
+fn a_queued_write_to_a_slow_reader_costs_two_completions() {
+    const LEN: usize = 4 << 20;
+    let mut lp = EventLoop::new().unwrap();
+    let release = lp.features().kernel_release().to_owned();
+    let mut version = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    if (version.next().unwrap_or(0), version.next().unwrap_or(0)) < (5, 19) {
+        eprintln!("skipped: Linux {release} posts a completion per part of a send");
+        return;
+    }
+    let data: Vec<u8> = (0..LEN).map(|i| (i * 7 % 249) as u8).collect();
+    let expected = data.clone();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    // A reader on its own thread, slow enough that the send buffer fills many times over.
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut c, _) = l.accept().unwrap();
+        let mut got = Vec::with_capacity(LEN);
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            let n = c.read(&mut chunk).unwrap();
+            if n == 0 {
+                return got;
+            }
+            got.extend_from_slice(&chunk[..n]);
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    });
+    let (reaped, parts) = lp.block_on(async move {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let sock = socket2::SockRef::from(&s);
+        sock.set_send_buffer_size(64 * 1024).unwrap();
+        let parts = LEN / sock.send_buffer_size().unwrap();
+        let before = Handle::current().stats().completions;
+        s.write_queued(data).await.unwrap();
+        s.flush().await.unwrap();
+        let reaped = Handle::current().stats().completions - before;
+        (reaped, parts)
+    });
+    let got = reader.join().unwrap();
+    assert!(got == expected, "every byte arrives, in order");
+    assert!(
+        parts >= 8,
+        "the send buffer holds 1/{parts} of the write: too few parts to tell"
+    );
+    assert!(
+        reaped <= 2,
+        "{reaped} completions for a write the socket took in about {parts} parts"
+    );
+}
+
 #[test]
 fn a_dropped_stream_still_sends_its_queued_writes_then_closes() {
     const WRITES: usize = 16;

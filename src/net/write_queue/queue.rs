@@ -29,6 +29,14 @@ pub(crate) struct WriteQueue {
     pub(super) state: LoopCell<State>,
 }
 
+/// The flag of a plain (not tried) send: `MSG_WAITALL`, so that where the socket's buffer
+/// takes only part of the op (a slow reader), the kernel sends the rest as room frees up and
+/// posts one CQE for the whole (Linux 5.19+; older kernels post short counts, which
+/// `complete` resumes). Without it, each part would be a CQE, a wake-up of a sleeping loop
+/// and a new SQE. Short only on an error after some progress, or a cancellation at close,
+/// where `complete` cannot submit again and the queue fails.
+const SEND_ALL: i32 = libc::MSG_WAITALL;
+
 impl WriteQueue {
     /// The state, on `driver`'s loop (it panics on another). Released before a buffer is
     /// dropped or a waker woken; should other user code reached under it (an `IoBuf` or
@@ -60,7 +68,7 @@ impl WriteQueue {
         let flags = if trial {
             libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT
         } else {
-            libc::MSG_NOSIGNAL
+            libc::MSG_NOSIGNAL | SEND_ALL
         };
         let sqe = opcode::Send::new(types::Fd(self.fd.raw()), ptr, len)
             .flags(flags)
@@ -138,7 +146,7 @@ impl WriteQueue {
         // live (IoBuf) and which the queue keeps until the CQE (they move only to `done` in
         // `consume`). The slot keeps the queue, and so all of it, alive until then.
         let sqe = opcode::SendMsg::new(types::Fd(self.fd.raw()), &v.hdr)
-            .flags(libc::MSG_NOSIGNAL as u32)
+            .flags((libc::MSG_NOSIGNAL | SEND_ALL) as u32)
             .build();
         driver.submit_detached(sqe, self.clone())?;
         *batched = more;
