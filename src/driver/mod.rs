@@ -33,6 +33,7 @@
 //!   handed to (`Orphan`, `Detached`); `held`: an op's data kept opaque to the aliasing
 //!   rules while the kernel holds pointers into it;
 //! - `ring`: the SQ/CQ mechanics (push, enter); `reap`: each CQE applied to its slot;
+//!   `released`: the wake-ups and drops a reap leaves for after the borrow;
 //!   `wait`: how an idle loop waits (`park`, spinning); `batch`: batch waits; `timer`: the
 //!   loop's one kernel timer;
 //! - `multishot`: the multishot ops that I/O objects arm, and `stream_keep`, what they keep
@@ -59,6 +60,7 @@ pub(crate) mod op;
 pub(crate) mod ops;
 mod quiet;
 mod reap;
+mod released;
 mod ring;
 mod shutdown;
 pub(crate) mod slot;
@@ -71,6 +73,7 @@ mod writable;
 pub(crate) use config::{DriverConfig, RuntimeHooks};
 pub(crate) use multishot::ForeignDrops;
 pub(crate) use op::{Op, OpCode};
+pub(crate) use released::Released;
 pub(crate) use stream_keep::StreamKeep;
 pub(crate) use thread_drivers::{
     current, current_id, lookup, unregister, with_current, EnterGuard,
@@ -92,7 +95,7 @@ use crate::sys::{EnterFd, Ring};
 
 use bufring::BufPool;
 use close::DeferredCloses;
-use completion::{Completion, Detached, Orphan};
+use completion::{Completion, Detached};
 /// The op table: every op's slot, found by the key its SQE carries as `user_data`.
 type OpTable = crate::util::table::Table<slot::Lifecycle>;
 use timer::{TimerState, NOT_ARMED};
@@ -226,34 +229,6 @@ struct Inner {
     wake_inline: fn(Waker) -> Result<(), Waker>,
     /// The same for a waker left in place (see [`RuntimeHooks::wake_inline_ref`]).
     wake_inline_ref: fn(&Waker) -> bool,
-}
-
-/// Wake-ups and orphans collected while the driver was borrowed.
-#[derive(Default)]
-pub(crate) struct Released {
-    pub(crate) wakers: Vec<Waker>,
-    pub(crate) orphans: Vec<(Box<dyn Orphan>, Completion)>,
-}
-
-impl Released {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.wakers.is_empty() && self.orphans.is_empty()
-    }
-
-    /// Wakes and drops everything. Call with no borrow of the driver held.
-    pub(crate) fn run(&mut self) {
-        if !self.wakers.is_empty() {
-            for w in self.wakers.drain(..) {
-                w.wake();
-            }
-        }
-        if !self.orphans.is_empty() {
-            for (mut o, c) in self.orphans.drain(..) {
-                o.release(c);
-                drop(o);
-            }
-        }
-    }
 }
 
 /// The error an op gets when its loop was already closed.
@@ -448,19 +423,6 @@ impl Driver {
     /// Ops whose future is alive: what could still wake a task.
     pub(crate) fn owned_ops(&self) -> usize {
         self.0.inner.borrow().owned
-    }
-
-    /// Moves what the last reap released into `out`, to be run after the borrow ends.
-    pub(crate) fn take_released(&self, out: &mut Released) {
-        let mut inner = self.0.inner.borrow_mut();
-        if !inner.released.is_empty() {
-            std::mem::swap(&mut inner.released, out);
-        }
-    }
-
-    #[inline]
-    pub(crate) fn has_released(&self) -> bool {
-        !self.0.inner.borrow().released.is_empty()
     }
 
     /// Whether SQEs wait to be submitted, or completions may wait to be reaped: those of
