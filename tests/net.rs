@@ -7,6 +7,8 @@ use std::time::Duration;
 use ringloop::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
 use ringloop::{spawn, time, EventLoop};
 
+mod common;
+
 fn run<F: std::future::Future>(f: F) -> F::Output {
     EventLoop::new().unwrap().block_on(f)
 }
@@ -502,39 +504,18 @@ fn write_all_resumes_after_short_sends() {
 fn write_all_to_a_slow_reader_is_one_completion() {
     const LEN: usize = 4 << 20;
     let mut lp = EventLoop::new().unwrap();
-    let release = lp.features().kernel_release().to_owned();
-    let mut version = release
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|n| n.parse::<u32>().unwrap_or(0));
-    if (version.next().unwrap_or(0), version.next().unwrap_or(0)) < (5, 19) {
-        eprintln!("skipped: Linux {release} posts a completion per part of a send");
+    if !common::kernel_at_least(&lp, 5, 19) {
+        eprintln!("skipped: this kernel posts a completion per part of a send");
         return;
     }
-    let data: Vec<u8> = (0..LEN).map(|i| (i * 13 % 251) as u8).collect();
+    let data = common::pattern(3, LEN);
     let expected = data.clone();
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    // A reader on its own thread, slow enough that the send buffer fills many times over.
-    let reader = std::thread::spawn(move || {
-        use std::io::Read;
-        let (mut c, _) = l.accept().unwrap();
-        let mut got = Vec::with_capacity(LEN);
-        let mut chunk = vec![0u8; 16 * 1024];
-        loop {
-            let n = c.read(&mut chunk).unwrap();
-            if n == 0 {
-                return got;
-            }
-            got.extend_from_slice(&chunk[..n]);
-            std::thread::sleep(Duration::from_micros(50));
-        }
-    });
+    let (addr, reader) = common::slow_reader();
     let (reaped, parts) = lp.block_on(async move {
         let s = TcpStream::connect(addr).await.unwrap();
-        socket2::SockRef::from(&s)
-            .set_send_buffer_size(64 * 1024)
-            .unwrap();
-        let parts = LEN / socket2::SockRef::from(&s).send_buffer_size().unwrap();
+        let sock = socket2::SockRef::from(&s);
+        sock.set_send_buffer_size(64 * 1024).unwrap();
+        let parts = LEN / sock.send_buffer_size().unwrap();
         let before = ringloop::Handle::current().stats().completions;
         let (r, _) = s.write_all(data).await;
         r.unwrap();

@@ -152,33 +152,13 @@ fn write_queued_waits_while_the_peer_does_not_read_and_resumes_when_it_does() {
 fn a_queued_write_to_a_slow_reader_costs_two_completions() {
     const LEN: usize = 4 << 20;
     let mut lp = EventLoop::new().unwrap();
-    let release = lp.features().kernel_release().to_owned();
-    let mut version = release
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|n| n.parse::<u32>().unwrap_or(0));
-    if (version.next().unwrap_or(0), version.next().unwrap_or(0)) < (5, 19) {
-        eprintln!("skipped: Linux {release} posts a completion per part of a send");
+    if !common::kernel_at_least(&lp, 5, 19) {
+        eprintln!("skipped: this kernel posts a completion per part of a send");
         return;
     }
-    let data: Vec<u8> = (0..LEN).map(|i| (i * 7 % 249) as u8).collect();
+    let data = common::pattern(5, LEN);
     let expected = data.clone();
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    // A reader on its own thread, slow enough that the send buffer fills many times over.
-    let reader = std::thread::spawn(move || {
-        use std::io::Read;
-        let (mut c, _) = l.accept().unwrap();
-        let mut got = Vec::with_capacity(LEN);
-        let mut chunk = vec![0u8; 16 * 1024];
-        loop {
-            let n = c.read(&mut chunk).unwrap();
-            if n == 0 {
-                return got;
-            }
-            got.extend_from_slice(&chunk[..n]);
-            std::thread::sleep(Duration::from_micros(50));
-        }
-    });
+    let (addr, reader) = common::slow_reader();
     let (reaped, parts) = lp.block_on(async move {
         let s = TcpStream::connect(addr).await.unwrap();
         let sock = socket2::SockRef::from(&s);

@@ -102,3 +102,36 @@ pub fn pattern(seed: u8, len: usize) -> Vec<u8> {
         .map(|i| (i % 251) as u8 ^ seed.wrapping_mul(37))
         .collect()
 }
+
+/// Whether the loop's kernel is `major.minor` or later (from `Features::kernel_release`).
+pub fn kernel_at_least(lp: &ringloop::EventLoop, major: u32, minor: u32) -> bool {
+    let mut version = lp
+        .features()
+        .kernel_release()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    (version.next().unwrap_or(0), version.next().unwrap_or(0)) >= (major, minor)
+}
+
+/// A TCP peer on a thread of its own that reads slowly (16 KiB, then a 50 µs pause), so that
+/// a sender's socket buffer fills many times over; its thread returns every byte it read,
+/// once the sender has closed.
+pub fn slow_reader() -> (std::net::SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
+    use std::io::Read;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut got = Vec::new();
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            let n = c.read(&mut chunk).unwrap();
+            if n == 0 {
+                return got;
+            }
+            got.extend_from_slice(&chunk[..n]);
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    });
+    (addr, reader)
+}
