@@ -502,32 +502,14 @@ fn write_all_resumes_after_short_sends() {
 /// for the whole, not one per part (Linux 5.19+).
 #[test]
 fn write_all_to_a_slow_reader_is_one_completion() {
-    const LEN: usize = 4 << 20;
-    let mut lp = EventLoop::new().unwrap();
-    if !common::kernel_at_least(&lp, 5, 19) {
-        eprintln!("skipped: this kernel posts a completion per part of a send");
-        return;
-    }
-    let data = common::pattern(3, LEN);
-    let expected = data.clone();
-    let (addr, reader) = common::slow_reader();
-    let (reaped, parts) = lp.block_on(async move {
-        let s = TcpStream::connect(addr).await.unwrap();
-        let sock = socket2::SockRef::from(&s);
-        sock.set_send_buffer_size(64 * 1024).unwrap();
-        let parts = LEN / sock.send_buffer_size().unwrap();
-        let before = ringloop::Handle::current().stats().completions;
+    let Some((reaped, parts)) = common::completions_for_a_slow_reader(4 << 20, |s, data| async {
         let (r, _) = s.write_all(data).await;
         r.unwrap();
-        let reaped = ringloop::Handle::current().stats().completions - before;
-        (reaped, parts)
-    });
-    let got = reader.join().unwrap();
-    assert!(got == expected, "every byte arrives, in order");
-    assert!(
-        parts >= 8,
-        "the send buffer holds 1/{parts} of the write: too few parts to tell"
-    );
+        s
+    }) else {
+        eprintln!("skipped: this kernel posts a completion per part of a send");
+        return;
+    };
     assert_eq!(
         reaped, 1,
         "one completion for a write the socket took in about {parts} parts"

@@ -135,3 +135,40 @@ pub fn slow_reader() -> (std::net::SocketAddr, std::thread::JoinHandle<Vec<u8>>)
     });
     (addr, reader)
 }
+
+/// Has `write` send `len` bytes to a slow reader (see [`slow_reader`]) through a 64 KiB send
+/// buffer, and checks that every byte arrived, in order. Returns the completions the loop
+/// reaped while `write` ran (it hands the stream back once done) and about how many parts the
+/// socket's buffer took the bytes in. `None` on kernels before 5.19, which post a completion
+/// per part of a send.
+pub fn completions_for_a_slow_reader<F, Fut>(len: usize, write: F) -> Option<(u64, usize)>
+where
+    F: FnOnce(ringloop::net::TcpStream, Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = ringloop::net::TcpStream>,
+{
+    let mut lp = ringloop::EventLoop::new().unwrap();
+    if !kernel_at_least(&lp, 5, 19) {
+        return None;
+    }
+    let data = pattern(3, len);
+    let expected = data.clone();
+    let (addr, reader) = slow_reader();
+    let (reaped, parts) = lp.block_on(async move {
+        let s = ringloop::net::TcpStream::connect(addr).await.unwrap();
+        let sock = socket2::SockRef::from(&s);
+        sock.set_send_buffer_size(64 * 1024).unwrap();
+        let parts = len / sock.send_buffer_size().unwrap();
+        let before = ringloop::Handle::current().stats().completions;
+        let s = write(s, data).await;
+        let reaped = ringloop::Handle::current().stats().completions - before;
+        drop(s);
+        (reaped, parts)
+    });
+    let got = reader.join().unwrap();
+    assert!(got == expected, "every byte arrives, in order");
+    assert!(
+        parts >= 8,
+        "the send buffer holds 1/{parts} of the write: too few parts to tell"
+    );
+    Some((reaped, parts))
+}

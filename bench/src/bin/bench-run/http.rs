@@ -171,15 +171,9 @@ fn measure(cfg: &Cfg, server: &str, load: Load, script: Option<&Path>) -> Sample
 fn measure_open(cfg: &Cfg, server: &str, load: Load) -> Sample {
     let (srv, addr) = spawn_server(cfg, server, &[], &[]);
     let reply = reply_len(addr).expect("a first GET / is answered");
-    let mut gen = Command::new(cfg.bin.join("bench-load"))
-        .args(["--addr", &addr.to_string()])
-        .args(["--conns", &load.conns.to_string()])
+    let mut gen = crate::measure::load_command(cfg, addr, load.conns)
         .args(["--http", &reply.to_string()])
         .args(["--rate", &load.rate.to_string()])
-        .args(["--cpu", &cfg.client_cpu.to_string()])
-        .args(["--warmup", &cfg.warmup.to_string()])
-        .args(["--duration", &cfg.duration.to_string()])
-        .stdout(Stdio::piped())
         .spawn()
         .expect("start bench-load");
     let (mut start, mut end) = ((0, 0), (0, 0));

@@ -108,19 +108,27 @@ pub(crate) fn result_field(line: &str, key: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `bench-load` in timed mode against `addr` with `conns` connections, on the client CPU, its
+/// output piped (it marks the measured window with `measure start` and `measure end`); the
+/// caller adds what the load is.
+pub(crate) fn load_command(cfg: &Cfg, addr: SocketAddr, conns: usize) -> Command {
+    let mut c = Command::new(cfg.bin.join("bench-load"));
+    c.args(["--addr", &addr.to_string()])
+        .args(["--conns", &conns.to_string()])
+        .args(["--cpu", &cfg.client_cpu.to_string()])
+        .args(["--warmup", &cfg.warmup.to_string()])
+        .args(["--duration", &cfg.duration.to_string()])
+        .stdout(Stdio::piped());
+    c
+}
+
 /// One run of `server` at `p`. With `count_syscalls`, perf counts the server's system calls
 /// (a separate run: the tracepoint slows every call, so those runs give no other figure).
 pub(crate) fn measure(cfg: &Cfg, server: &str, p: Point, count_syscalls: bool) -> Sample {
     let (srv, addr) = spawn_server(cfg, server, &[], &[]);
     let pid = srv.id();
-    let mut load = Command::new(cfg.bin.join("bench-load"))
-        .args(["--addr", &addr.to_string()])
-        .args([
-            "--conns",
-            &p.conns.to_string(),
-            "--size",
-            &p.size.to_string(),
-        ])
+    let mut load = load_command(cfg, addr, p.conns)
+        .args(["--size", &p.size.to_string()])
         .args(["--depth", &p.depth.to_string()])
         .args(if p.churn { &["--churn"][..] } else { &[] })
         .args(if p.rate > 0 {
@@ -128,10 +136,6 @@ pub(crate) fn measure(cfg: &Cfg, server: &str, p: Point, count_syscalls: bool) -
         } else {
             vec![]
         })
-        .args(["--cpu", &cfg.client_cpu.to_string()])
-        .args(["--warmup", &cfg.warmup.to_string()])
-        .args(["--duration", &cfg.duration.to_string()])
-        .stdout(Stdio::piped())
         .spawn()
         .expect("start bench-load");
     let tick = 1.0 / clock_ticks_per_sec();
