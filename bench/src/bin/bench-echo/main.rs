@@ -1,5 +1,5 @@
 //! The echo servers under test, one thread each:
-//! `--server ringloop|ringloop-batch|ringloop-spin|ringloop-basic|ringloop-awaited|ringloop-64k|ringloop-awaited-64k|tokio|monoio|bare`.
+//! `--server ringloop|ringloop-batch|ringloop-spin|ringloop-basic|ringloop-awaited|ringloop-64k|ringloop-awaited-64k|ringloop-256k|ringloop-awaited-256k|tokio|monoio|bare`.
 //! Prints `listening ADDR` once bound, then serves until killed.
 
 use std::future::Future;
@@ -27,6 +27,9 @@ pub(crate) fn conn_closed() {
 
 /// The pool buffers of `ringloop-64k` and `ringloop-awaited-64k`.
 const BIG_RECV: usize = 64 * 1024;
+
+/// The pool buffers of `ringloop-256k` and `ringloop-awaited-256k`.
+const HUGE_RECV: usize = 256 * 1024;
 
 /// The read buffer of the tokio and monoio servers: 8 KiB, as tokio's `BufReader` uses.
 /// ringloop receives into its pool's buffers (16 KiB by default), bare into 4 KiB ones.
@@ -294,7 +297,7 @@ fn monoio_server(addr: SocketAddr) {
     });
 }
 
-const USAGE: &str = "usage: bench-echo --server ringloop|ringloop-batch|ringloop-spin|ringloop-basic|ringloop-awaited|ringloop-64k|ringloop-awaited-64k|tokio|monoio|bare
+const USAGE: &str = "usage: bench-echo --server ringloop|ringloop-batch|ringloop-spin|ringloop-basic|ringloop-awaited|ringloop-64k|ringloop-awaited-64k|ringloop-256k|ringloop-awaited-256k|tokio|monoio|bare
   [--addr IP:PORT] [--cpu N] [--exit-after REQUESTS] [--idle-timeout-ms MS]
   ringloop only: [--recv-buf BYTES] [--mode defer|coop|basic] [--batch-wait-us US] [--spin-us US]";
 
@@ -374,12 +377,18 @@ fn main() {
         "ringloop-awaited-64k" => {
             ringloop_server(addr, recv_buf.or(Some(BIG_RECV)), mode, same, true)
         }
+        // The same with 256 KiB buffers (four times the default): how much a large message
+        // gains from receives four times larger.
+        "ringloop-256k" => ringloop_server(addr, recv_buf.or(Some(HUGE_RECV)), mode, same, false),
+        "ringloop-awaited-256k" => {
+            ringloop_server(addr, recv_buf.or(Some(HUGE_RECV)), mode, same, true)
+        }
         "tokio" => tokio_server(addr),
         "monoio" => monoio_server(addr),
         "bare" => bare::serve(addr, announce),
         other => {
             eprintln!(
-                "bench-echo: --server ringloop|ringloop-batch|ringloop-spin|ringloop-basic|ringloop-awaited|ringloop-64k|ringloop-awaited-64k|tokio|monoio|bare (got {other:?})"
+                "bench-echo: --server ringloop|ringloop-batch|ringloop-spin|ringloop-basic|ringloop-awaited|ringloop-64k|ringloop-awaited-64k|ringloop-256k|ringloop-awaited-256k|tokio|monoio|bare (got {other:?})"
             );
             std::process::exit(2);
         }

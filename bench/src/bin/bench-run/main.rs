@@ -55,7 +55,7 @@ use report::STEAL_BUSY;
 use stats::median;
 use steal::{wait_out_steal, STEAL_WAIT_MAX};
 
-const SERVERS: [&str; 11] = [
+const SERVERS: [&str; 13] = [
     "ringloop",
     "ringloop-batch",
     "ringloop-spin",
@@ -67,14 +67,21 @@ const SERVERS: [&str; 11] = [
     "bare",
     "ringloop-64k",
     "ringloop-awaited-64k",
+    "ringloop-256k",
+    "ringloop-awaited-256k",
 ];
 
 /// Servers measured only when `--servers` names them: the receive-size variants, for runs
 /// about large messages.
-const OPT_IN: [&str; 2] = ["ringloop-64k", "ringloop-awaited-64k"];
+const OPT_IN: [&str; 4] = [
+    "ringloop-64k",
+    "ringloop-awaited-64k",
+    "ringloop-256k",
+    "ringloop-awaited-256k",
+];
 
 /// Servers whose code differs: `ringloop-batch`, `ringloop-spin`, `ringloop-basic` and the
-/// 64 KiB variants are `ringloop` (or `ringloop-awaited`) with a set-up option, so the instruction counts and the idle memory, which an
+/// receive-size variants are `ringloop` (or `ringloop-awaited`) with a set-up option, so the instruction counts and the idle memory, which an
 /// option barely changes, are not repeated for them. (Under callgrind a spinning server
 /// would count its spin, not its work.)
 fn distinct(servers: &[&'static str]) -> Vec<&'static str> {
@@ -89,6 +96,8 @@ fn distinct(servers: &[&'static str]) -> Vec<&'static str> {
                     | "ringloop-basic"
                     | "ringloop-64k"
                     | "ringloop-awaited-64k"
+                    | "ringloop-256k"
+                    | "ringloop-awaited-256k"
             )
         })
         .collect()

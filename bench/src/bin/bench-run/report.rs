@@ -26,7 +26,7 @@ fn paired(
 pub(crate) const STEAL_BUSY: f64 = 0.05;
 
 /// What each server is, for the report's glossary: only those in the run are named.
-const SERVER_NOTES: [(&str, &str); 11] = [
+const SERVER_NOTES: [(&str, &str); 13] = [
     ("ringloop", "this crate, multishot accept/recv, the `RecvBuf` echoed back with `write_queued`, which resolves once the loop holds it"),
     ("ringloop-batch", "the same with `Builder::batch_wait` at 100 µs: waits gather completions in bunches, opt-in"),
     ("ringloop-spin", "the same with `Builder::spin_before_sleep` at 30 µs: a loop with nothing to run watches its rings that long before it sleeps, opt-in; its CPU includes the spinning"),
@@ -38,6 +38,8 @@ const SERVER_NOTES: [(&str, &str); 11] = [
     ("bare", "the io-uring crate by hand: multishot accept and recv, a buffer ring, no executor"),
     ("ringloop-64k", "`ringloop` with 64 KiB pool buffers (`Builder::recv_buffers(1024, 65536)`) rather than 16 KiB: a large message in fewer receives and sends"),
     ("ringloop-awaited-64k", "`ringloop-awaited` with 64 KiB pool buffers, as `ringloop-64k`"),
+    ("ringloop-256k", "`ringloop` with 256 KiB pool buffers (`Builder::recv_buffers(1024, 262144)`), four times the default: a large message in fewer receives and sends"),
+    ("ringloop-awaited-256k", "`ringloop-awaited` with 256 KiB pool buffers, as `ringloop-256k`"),
 ];
 
 /// The markdown report of `r`; `name` is the stem of the files it is written to.
@@ -187,6 +189,8 @@ pub(crate) fn svg(r: &Results) -> String {
         "ringloop-awaited" => "#e599f7",
         "ringloop-64k" => "#862e9c",
         "ringloop-awaited-64k" => "#9c36b5",
+        "ringloop-256k" => "#5f3dc4",
+        "ringloop-awaited-256k" => "#7048e8",
         "ringloop-compat" => "#0ca678",
         "tokio" => "#1c7ed6",
         "monoio" => "#2b8a3e",
