@@ -240,26 +240,38 @@ impl WriteQueue {
     ) -> Poll<io::Result<()>> {
         let len = kept.len();
         if st.inflight.is_none() {
-            if st.untried != 0 {
-                return self.push_untried(driver, st, kept, tries_ok);
+            let submitted = if st.untried != 0 {
+                self.submit_untried(driver, &mut st, &kept, tries_ok)
+            } else {
+                let trial = tries_ok
+                    && len <= TRY_MAX
+                    && *st
+                        .watched
+                        .get_or_insert_with(|| driver.watch_writable(self.fd.raw()));
+                // A stale `Counted` (left by a try completed on the fast path below) is
+                // overwritten below, and never read before: only an op in flight is asked.
+                self.submit(driver, &kept, 0, trial).map(|()| {
+                    if trial {
+                        Trial::Counted
+                    } else {
+                        Trial::No
+                    }
+                })
+            };
+            match submitted {
+                Ok(trial) => {
+                    set_inflight(&mut st, kept, 0);
+                    st.trial = trial;
+                    self.clear.store(false, Ordering::Release);
+                }
+                Err(e) => {
+                    // Refused (the loop is closed, say): nothing of it was sent, the stream
+                    // is intact, and the buffer is dropped once the borrow has ended.
+                    drop(st);
+                    drop(kept);
+                    return Poll::Ready(Err(e));
+                }
             }
-            let trial = tries_ok
-                && len <= TRY_MAX
-                && *st
-                    .watched
-                    .get_or_insert_with(|| driver.watch_writable(self.fd.raw()));
-            if let Err(e) = self.submit(driver, &kept, 0, trial) {
-                // Refused (the loop is closed, say): nothing of it was sent, the stream is
-                // intact, and the buffer is dropped once the borrow has ended.
-                drop(st);
-                drop(kept);
-                return Poll::Ready(Err(e));
-            }
-            set_inflight(&mut st, kept, 0);
-            // A stale `Counted` (left by a try completed on the fast path below) is
-            // overwritten here, and never read before: only an op in flight is asked.
-            st.trial = if trial { Trial::Counted } else { Trial::No };
-            self.clear.store(false, Ordering::Release);
         } else {
             // Its submission waits for the op in flight's completion.
             st.uncount(driver);
@@ -270,38 +282,29 @@ impl WriteQueue {
         Poll::Ready(Ok(()))
     }
 
-    /// [`push`](Self::push) of a fresh write that goes untried: plainly, or, the stream's
-    /// first, as a quiet try where the driver has them (see the module doc). Apart, so that
-    /// the path of every other reply stays as short as it was.
+    /// Submits `kept`, a fresh write that goes untried: plainly, or, the stream's first, as a
+    /// quiet try where the driver has them (see the module doc); how it went, for
+    /// [`push`](Self::push). Apart, so that the path of every other reply stays as short as
+    /// it was.
     #[cold]
     #[inline(never)]
-    fn push_untried(
+    fn submit_untried(
         self: &Arc<Self>,
         driver: &Driver,
-        mut st: LoopRef<'_, State>,
-        kept: KeptBuf,
+        st: &mut State,
+        kept: &KeptBuf,
         tries_ok: bool,
-    ) -> Poll<io::Result<()>> {
-        let len = kept.len();
+    ) -> io::Result<Trial> {
         st.untried -= 1;
-        let quiet =
-            std::mem::take(&mut st.fresh) && tries_ok && len <= TRY_MAX && driver.quiet_tries();
-        let submitted = if quiet {
-            self.submit_quiet(driver, &kept)
+        let quiet = std::mem::take(&mut st.fresh)
+            && tries_ok
+            && kept.len() <= TRY_MAX
+            && driver.quiet_tries();
+        if quiet {
+            self.submit_quiet(driver, kept).map(|()| Trial::Quiet)
         } else {
-            self.submit(driver, &kept, 0, false)
-        };
-        if let Err(e) = submitted {
-            drop(st);
-            drop(kept);
-            return Poll::Ready(Err(e));
+            self.submit(driver, kept, 0, false).map(|()| Trial::No)
         }
-        set_inflight(&mut st, kept, 0);
-        st.trial = if quiet { Trial::Quiet } else { Trial::No };
-        self.clear.store(false, Ordering::Release);
-        st.backlog += len;
-        driver.queued_add(len);
-        Poll::Ready(Ok(()))
     }
 
     /// Ready once every accepted byte is carried by the one send in flight (or sent): the
